@@ -1,0 +1,33 @@
+//! Generated event types shared by every service. Services depend on this
+//! crate and on `gatehouse-platform`, never on each other.
+
+pub mod events {
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/gatehouse.events.v1.rs"));
+    }
+}
+
+pub use events::v1;
+
+/// The `event_type` strings of the envelope, one per message. Publishers and
+/// consumers both use these, so a rename is a compile error, not a silent drop.
+pub mod event_types {
+    pub const TENANT_CREATED: &str = "tenant.created";
+    pub const TENANT_DISABLED: &str = "tenant.disabled";
+    pub const INSTANCE_CREATED: &str = "instance.created";
+    pub const SECRET_KEY_ISSUED: &str = "instance.secret_key_issued";
+    pub const SECRET_KEY_REVOKED: &str = "instance.secret_key_revoked";
+
+    pub const USER_CREATED: &str = "user.created";
+    pub const USER_UPDATED: &str = "user.updated";
+    pub const USER_DELETED: &str = "user.deleted";
+    pub const USER_BANNED: &str = "user.banned";
+    pub const USER_UNBANNED: &str = "user.unbanned";
+}
+
+/// Stream types (the aggregate kinds) and the topic each is published on.
+pub mod stream_types {
+    pub const TENANT: &str = "tenant";
+    pub const INSTANCE: &str = "instance";
+    pub const USER: &str = "user";
+}

@@ -1,0 +1,49 @@
+//! The authorization service. This issue brings its users (a Backend API
+//! wire-compatible with Clerk's); sessions, sign-in pages and OAuth come next.
+//!
+//! Like every service it exposes `configure` for its routes, `workers` for
+//! its background tasks, and `rebuild` for its projections, and depends only
+//! on `gatehouse-platform` and `gatehouse-proto`.
+
+pub mod users;
+
+use actix_web::web;
+use gatehouse_platform::bus::topics;
+use gatehouse_platform::outbox::OutboxPublisher;
+use gatehouse_platform::{Platform, Worker};
+use sea_orm::{DatabaseConnection, DbErr};
+
+pub const SERVICE: &str = "authz";
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    users::api::configure(cfg);
+}
+
+/// Every stream of this service so far (users) is identity.
+fn topic_for(_stream_type: &str) -> &'static str {
+    topics::IDENTITY
+}
+
+/// Background tasks of this service: the outbox publisher of its event store.
+pub fn workers(platform: &Platform) -> Vec<(&'static str, Worker)> {
+    let publisher = OutboxPublisher {
+        store: users::STORE,
+        topic_for,
+        db: platform.db().clone(),
+        bus: platform.bus().clone(),
+        clock: platform.clock().clone(),
+        metrics: platform.metrics().clone(),
+        appended: platform.appended_signal(),
+    };
+    vec![("authz.outbox", Box::pin(publisher.run()))]
+}
+
+/// Projections `gatehouse rebuild` can rebuild for this service.
+pub const PROJECTIONS: &[&str] = &["users"];
+
+pub async fn rebuild(db: &DatabaseConnection, projection: &str) -> Result<Option<u64>, DbErr> {
+    match projection {
+        "users" => users::projection::rebuild(db).await.map(Some),
+        _ => Ok(None),
+    }
+}

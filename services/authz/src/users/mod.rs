@@ -1,0 +1,317 @@
+//! Users of an instance: an event-sourced aggregate (stream type `user`).
+//! Every event carries the user's whole state after it, so folding a stream
+//! is taking its last state, and consumers need no other lookup.
+//!
+//! Commands run in one transaction: load and fold the stream, decide, append
+//! with the expected version, project. A lost race (`UNIQUE(stream_id,
+//! stream_version)`) is retried from a fresh load a few times, then answered
+//! 409 — never a silent overwrite.
+
+pub mod api;
+pub mod password;
+pub mod projection;
+pub mod validate;
+
+use std::time::Duration;
+
+use gatehouse_platform::db;
+use gatehouse_platform::eventstore::{AppendError, EventMeta, EventStore, NewEvent, RecordedEvent};
+use gatehouse_platform::ids::{EmailAddressId, UserId};
+use gatehouse_platform::tenancy::Authed;
+use gatehouse_platform::{ApiError, ApiResult, Platform};
+use gatehouse_proto::event_types as et;
+use gatehouse_proto::stream_types as st;
+use gatehouse_proto::v1::{self, EmailAddress, UserState};
+use prost::Message;
+use sea_orm::{ConnectionTrait, DatabaseTransaction};
+use serde_json::Value;
+
+pub const STORE: EventStore = EventStore::new("authz", "authz_events");
+
+/// How many times a command reloads and retries after losing a race.
+const MAX_ATTEMPTS: u32 = 8;
+
+/// The aggregate as folded from its events.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub state: UserState,
+    pub version: i64,
+    pub instance_id: String,
+    pub deleted: bool,
+}
+
+fn state_of(ev: &RecordedEvent) -> Option<UserState> {
+    let p = ev.payload.as_slice();
+    match ev.event_type.as_str() {
+        et::USER_CREATED => v1::UserCreated::decode(p).ok()?.user,
+        et::USER_UPDATED => v1::UserUpdated::decode(p).ok()?.user,
+        et::USER_BANNED => v1::UserBanned::decode(p).ok()?.user,
+        et::USER_UNBANNED => v1::UserUnbanned::decode(p).ok()?.user,
+        _ => None,
+    }
+}
+
+/// Folds a stream into the aggregate; `None` if the stream is empty.
+pub fn fold(events: &[RecordedEvent]) -> Option<User> {
+    let mut user: Option<User> = None;
+    for ev in events {
+        if ev.event_type == et::USER_DELETED {
+            if let Some(u) = user.as_mut() {
+                u.deleted = true;
+                u.version = ev.stream_version;
+            }
+            continue;
+        }
+        if let Some(state) = state_of(ev) {
+            user = Some(User {
+                state,
+                version: ev.stream_version,
+                instance_id: ev.meta.instance_id.clone(),
+                deleted: false,
+            });
+        }
+    }
+    user
+}
+
+/// What a command decided: events to append (with the state after them).
+pub struct Decision {
+    pub events: Vec<NewEvent>,
+    pub state: Option<UserState>,
+}
+
+impl Decision {
+    pub fn none(state: UserState) -> Self {
+        Self {
+            events: vec![],
+            state: Some(state),
+        }
+    }
+}
+
+pub fn event<M: Message>(event_type: &'static str, msg: &M) -> NewEvent {
+    NewEvent {
+        event_type,
+        payload: msg.encode_to_vec(),
+    }
+}
+
+fn meta(auth: &Authed) -> EventMeta {
+    EventMeta {
+        tenant_id: auth.instance.tenant_id.to_string(),
+        instance_id: auth.instance.id.to_string(),
+        actor: auth.actor(),
+        trace_id: gatehouse_platform::http::current_trace_id(),
+    }
+}
+
+async fn append_and_project(
+    txn: &DatabaseTransaction,
+    platform: &Platform,
+    auth: &Authed,
+    user_id: &str,
+    expected_version: i64,
+    events: &[NewEvent],
+) -> Result<(), AppendError> {
+    let recorded = STORE
+        .append(
+            txn,
+            user_id,
+            st::USER,
+            expected_version,
+            events,
+            &meta(auth),
+            platform.now_ms(),
+        )
+        .await?;
+    for ev in &recorded {
+        if let Err(err) = projection::project(txn, ev).await {
+            if db::is_unique_violation(&err) {
+                return Err(AppendError::Conflict {
+                    stream_id: user_id.to_owned(),
+                    expected: expected_version,
+                });
+            }
+            return Err(err.into());
+        }
+        platform
+            .metrics()
+            .events_appended
+            .with_label_values(&[STORE.table(), &ev.event_type])
+            .inc();
+    }
+    Ok(())
+}
+
+fn email_taken(emails: &[String]) -> ApiError {
+    ApiError::new(
+        actix_web::http::StatusCode::CONFLICT,
+        "form_identifier_exists",
+        "That email address is taken. Please try another.",
+        format!(
+            "Already used by another user of this instance: {}",
+            emails.join(", ")
+        ),
+    )
+    .with_meta(serde_json::json!({ "param_name": "email_address" }))
+}
+
+/// New user: everything validated before the transaction; the password is
+/// already hashed.
+pub struct NewUser {
+    pub email_addresses: Vec<String>,
+    pub password_hash: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub external_id: Option<String>,
+    pub username: Option<String>,
+    pub public_metadata: Value,
+    pub private_metadata: Value,
+    pub unsafe_metadata: Value,
+}
+
+pub async fn create(platform: &Platform, auth: &Authed, new: NewUser) -> ApiResult<UserState> {
+    let user_id = UserId::new();
+    let now = platform.now_ms();
+    let emails: Vec<EmailAddress> = new
+        .email_addresses
+        .iter()
+        .map(|e| EmailAddress {
+            id: EmailAddressId::new().into_string(),
+            email_address: e.clone(),
+        })
+        .collect();
+    let state = UserState {
+        user_id: user_id.to_string(),
+        primary_email_address_id: emails.first().map(|e| e.id.clone()).unwrap_or_default(),
+        email_addresses: emails,
+        first_name: new.first_name,
+        last_name: new.last_name,
+        external_id: new.external_id,
+        username: new.username,
+        public_metadata_json: new.public_metadata.to_string(),
+        private_metadata_json: new.private_metadata.to_string(),
+        unsafe_metadata_json: new.unsafe_metadata.to_string(),
+        password_enabled: new.password_hash.is_some(),
+        banned: false,
+        created_at_ms: now,
+        updated_at_ms: now,
+    };
+    let instance_id = auth.instance.id.as_str();
+    let txn = db::begin_write(platform.db()).await?;
+    let taken = projection::taken_emails(&txn, instance_id, &new.email_addresses, None).await?;
+    if !taken.is_empty() {
+        return Err(email_taken(&taken));
+    }
+    let events = [event(
+        et::USER_CREATED,
+        &v1::UserCreated {
+            user: Some(state.clone()),
+        },
+    )];
+    match append_and_project(&txn, platform, auth, user_id.as_str(), 0, &events).await {
+        Ok(()) => {}
+        // A concurrent create took one of the addresses first.
+        Err(AppendError::Conflict { .. }) => return Err(email_taken(&new.email_addresses)),
+        Err(AppendError::Db(e)) => return Err(e.into()),
+    }
+    if let Some(hash) = &new.password_hash {
+        password::store(&txn, instance_id, user_id.as_str(), hash, now).await?;
+    }
+    txn.commit().await?;
+    platform.events_committed();
+    Ok(state)
+}
+
+/// Loads a live user of this instance inside `txn`, or 404 (also for another
+/// instance's user: existence is not leaked).
+pub async fn load(txn: &impl ConnectionTrait, auth: &Authed, user_id: &str) -> ApiResult<User> {
+    if UserId::parse(user_id).is_none() {
+        return Err(ApiError::not_found("user"));
+    }
+    let events = STORE.load_stream(txn, user_id).await?;
+    match fold(&events) {
+        Some(u) if !u.deleted && u.instance_id == auth.instance.id.as_str() => Ok(u),
+        _ => Err(ApiError::not_found("user")),
+    }
+}
+
+/// Runs a decision against the current state, retrying from a fresh load when
+/// another request appended first. `side_effect` runs in the same
+/// transaction after a successful append (password writes).
+pub async fn mutate<D, S>(
+    platform: &Platform,
+    auth: &Authed,
+    user_id: &str,
+    decide: D,
+    side_effect: S,
+) -> ApiResult<Option<UserState>>
+where
+    D: Fn(&User, i64) -> ApiResult<Decision>,
+    S: for<'a> Fn(&'a DatabaseTransaction, i64) -> SideEffect<'a>,
+{
+    for attempt in 0..MAX_ATTEMPTS {
+        let txn = db::begin_write(platform.db()).await?;
+        let user = load(&txn, auth, user_id).await?;
+        let decision = decide(&user, platform.now_ms())?;
+        if decision.events.is_empty() {
+            txn.rollback().await?;
+            return Ok(decision.state);
+        }
+        if let Some(state) = &decision.state {
+            let emails: Vec<String> = state
+                .email_addresses
+                .iter()
+                .map(|e| e.email_address.clone())
+                .collect();
+            let taken =
+                projection::taken_emails(&txn, auth.instance.id.as_str(), &emails, Some(user_id))
+                    .await?;
+            if !taken.is_empty() {
+                return Err(email_taken(&taken));
+            }
+        }
+        match append_and_project(
+            &txn,
+            platform,
+            auth,
+            user_id,
+            user.version,
+            &decision.events,
+        )
+        .await
+        {
+            Ok(()) => {
+                side_effect(&txn, platform.now_ms()).await?;
+                txn.commit().await?;
+                platform.events_committed();
+                return Ok(decision.state);
+            }
+            Err(AppendError::Conflict { .. }) => {
+                drop(txn);
+                // Spread the retries so racing writers do not collide again.
+                let jitter = u64::from(rand::random::<u8>() % 8) + u64::from(attempt) * 2;
+                tokio::time::sleep(Duration::from_millis(jitter)).await;
+            }
+            Err(AppendError::Db(e)) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::conflict(
+        "concurrent_modification",
+        "The user was changed by other requests at the same time; retry.",
+    ))
+}
+
+pub type SideEffect<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = ApiResult<()>> + Send + 'a>>;
+
+pub fn no_side_effect(_: &DatabaseTransaction, _: i64) -> SideEffect<'_> {
+    Box::pin(async { Ok(()) })
+}
+
+/// The state after an update, with `updated_at` moved.
+pub fn touched(user: &User, now: i64) -> UserState {
+    let mut s = user.state.clone();
+    s.updated_at_ms = now.max(s.updated_at_ms);
+    s
+}

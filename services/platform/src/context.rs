@@ -1,0 +1,169 @@
+//! `Platform`: the handles every service gets — database, bus, clock,
+//! metrics, Redis (when configured), settings. Cheap to clone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::DatabaseConnection;
+use tokio::sync::Notify;
+
+use crate::bus::SharedBus;
+use crate::clock::SharedClock;
+use crate::metrics::Metrics;
+use crate::tenancy::KeyCache;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Base URL the platform is reached at; issuers derive from it.
+    pub public_url: String,
+    /// Token of the platform admin API; `None` disables that API.
+    pub admin_token: Option<String>,
+    /// How long a resolved secret key is trusted before it is looked up
+    /// again. Revocation is immediate in the process that revokes and takes
+    /// at most this long elsewhere.
+    pub key_cache_ttl: Duration,
+}
+
+struct Inner {
+    db: DatabaseConnection,
+    bus: SharedBus,
+    clock: SharedClock,
+    metrics: Metrics,
+    redis: Option<redis::aio::ConnectionManager>,
+    settings: Settings,
+    keys: KeyCache,
+    appended: Arc<Notify>,
+}
+
+#[derive(Clone)]
+pub struct Platform(Arc<Inner>);
+
+impl Platform {
+    pub fn new(
+        db: DatabaseConnection,
+        bus: SharedBus,
+        clock: SharedClock,
+        redis: Option<redis::aio::ConnectionManager>,
+        settings: Settings,
+    ) -> Self {
+        let keys = KeyCache::new(settings.key_cache_ttl);
+        Self(Arc::new(Inner {
+            db,
+            bus,
+            clock,
+            metrics: Metrics::new(),
+            redis,
+            settings,
+            keys,
+            appended: Arc::new(Notify::new()),
+        }))
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.0.db
+    }
+
+    pub fn bus(&self) -> &SharedBus {
+        &self.0.bus
+    }
+
+    pub fn clock(&self) -> &SharedClock {
+        &self.0.clock
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.0.clock.now_ms()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    pub fn redis(&self) -> Option<&redis::aio::ConnectionManager> {
+        self.0.redis.as_ref()
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.0.settings
+    }
+
+    pub fn keys(&self) -> &KeyCache {
+        &self.0.keys
+    }
+
+    /// Commands call this after committing events, so this process's outbox
+    /// publishers send them at once instead of at their next poll.
+    pub fn events_committed(&self) {
+        self.0.appended.notify_waiters();
+    }
+
+    pub fn appended_signal(&self) -> Arc<Notify> {
+        self.0.appended.clone()
+    }
+
+    /// The OAuth issuer of an instance: path-based under the public URL.
+    pub fn issuer(&self, instance_id: &str) -> String {
+        format!(
+            "{}/i/{}",
+            self.0.settings.public_url.trim_end_matches('/'),
+            instance_id
+        )
+    }
+
+    /// Each dependency this process uses: name, reachable, detail.
+    pub async fn check_dependencies(&self) -> Vec<(&'static str, bool, String)> {
+        let timeout = Duration::from_secs(3);
+        let mut out = Vec::new();
+        let db = match tokio::time::timeout(timeout, self.0.db.ping()).await {
+            Ok(Ok(())) => (true, self.db_kind().to_owned()),
+            Ok(Err(e)) => (false, e.to_string()),
+            Err(_) => (false, "timed out".to_owned()),
+        };
+        out.push(("database", db.0, db.1));
+        let bus = match tokio::time::timeout(timeout, self.0.bus.check()).await {
+            Ok(Ok(())) => (true, self.0.bus.kind().to_owned()),
+            Ok(Err(e)) => (false, e.to_string()),
+            Err(_) => (false, "timed out".to_owned()),
+        };
+        out.push(("bus", bus.0, bus.1));
+        if let Some(redis) = &self.0.redis {
+            let mut conn = redis.clone();
+            let cmd = redis::cmd("PING");
+            let ping = cmd.query_async::<String>(&mut conn);
+            let r = match tokio::time::timeout(timeout, ping).await {
+                Ok(Ok(_)) => (true, "redis".to_owned()),
+                Ok(Err(e)) => (false, e.to_string()),
+                Err(_) => (false, "timed out".to_owned()),
+            };
+            out.push(("redis", r.0, r.1));
+        }
+        out
+    }
+
+    fn db_kind(&self) -> &'static str {
+        if crate::db::is_postgres(&self.0.db) {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+    }
+}
+
+/// Connects to Redis and checks it answers, within a few seconds.
+pub async fn connect_redis(url: &str) -> Result<redis::aio::ConnectionManager, String> {
+    let client = redis::Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
+    let connect = async {
+        let mut conn = client
+            .get_connection_manager()
+            .await
+            .map_err(|e| e.to_string())?;
+        let cmd = redis::cmd("PING");
+        cmd.query_async::<String>(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(conn)
+    };
+    tokio::time::timeout(Duration::from_secs(5), connect)
+        .await
+        .map_err(|_| "timed out after 5 s".to_owned())?
+}

@@ -1,0 +1,299 @@
+//! The append-only event store each service owns (`<service>_events`). It is
+//! the write model and the outbox at once.
+//!
+//! Optimistic concurrency: `UNIQUE(stream_id, stream_version)`; a command that
+//! loses a race gets [`AppendError::Conflict`] and reloads, never overwrites.
+//!
+//! Reading in commit order: on PostgreSQL a `global_position` is taken at
+//! insert but becomes visible at commit, so a tailer that checkpoints by
+//! position alone can skip an event forever. Each row records the writing
+//! transaction (`tx_id = pg_current_xact_id()`); the tailer only reads rows of
+//! transactions older than every running one and orders by
+//! `(tx_id, global_position)`. SQLite has one writer, so position suffices.
+
+use sea_orm::{ConnectionTrait, DbErr, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::db::{self, col};
+
+/// Who and what an event belongs to, stored in `metadata` and copied into
+/// the bus envelope.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EventMeta {
+    pub tenant_id: String,
+    pub instance_id: String,
+    pub actor: String,
+    pub trace_id: String,
+}
+
+/// An event a command decided, not yet stored.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_type: &'static str,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RecordedEvent {
+    pub global_position: i64,
+    pub event_id: String,
+    pub stream_id: String,
+    pub stream_type: String,
+    pub stream_version: i64,
+    pub event_type: String,
+    pub payload: Vec<u8>,
+    pub meta: EventMeta,
+    pub recorded_at_ms: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    #[error("stream {stream_id} moved past version {expected}")]
+    Conflict { stream_id: String, expected: i64 },
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
+/// Where a tailer stands: opaque text, so the ordering scheme may differ per
+/// backend. PostgreSQL: `"<tx_id>:<position>"`; SQLite: `"<position>"`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Checkpoint(pub String);
+
+#[derive(Debug, Clone, Copy)]
+pub struct EventStore {
+    /// The owning service's name; the table is `<service>_events`.
+    pub service: &'static str,
+    table: &'static str,
+}
+
+const COLUMNS: &str = "global_position, event_id, stream_id, stream_type, stream_version, \
+                       event_type, payload, metadata, recorded_at";
+
+impl EventStore {
+    pub const fn new(service: &'static str, table: &'static str) -> Self {
+        Self { service, table }
+    }
+
+    pub fn table(&self) -> &'static str {
+        self.table
+    }
+
+    /// All events of one stream, oldest first.
+    pub async fn load_stream(
+        &self,
+        conn: &impl ConnectionTrait,
+        stream_id: &str,
+    ) -> Result<Vec<RecordedEvent>, DbErr> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM {} WHERE stream_id = $1 ORDER BY stream_version",
+            self.table
+        );
+        db::query_all(conn, &sql, vec![stream_id.into()])
+            .await?
+            .iter()
+            .map(row_to_event)
+            .collect()
+    }
+
+    /// Appends `events` to a stream expected to be at `expected_version`
+    /// (0 for a new stream). Must run inside the command's transaction.
+    pub async fn append(
+        &self,
+        conn: &impl ConnectionTrait,
+        stream_id: &str,
+        stream_type: &str,
+        expected_version: i64,
+        events: &[NewEvent],
+        meta: &EventMeta,
+        now_ms: i64,
+    ) -> Result<Vec<RecordedEvent>, AppendError> {
+        let metadata = serde_json::to_string(meta).map_err(|e| DbErr::Custom(e.to_string()))?;
+        let mut recorded = Vec::with_capacity(events.len());
+        for (i, ev) in events.iter().enumerate() {
+            let version = expected_version + 1 + i as i64;
+            let event_id = uuid::Uuid::now_v7().to_string();
+            let sql = format!(
+                "INSERT INTO {} (event_id, stream_id, stream_type, stream_version, event_type, \
+                 payload, metadata, instance_id, recorded_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING global_position",
+                self.table
+            );
+            let values: Vec<Value> = vec![
+                event_id.clone().into(),
+                stream_id.into(),
+                stream_type.into(),
+                version.into(),
+                ev.event_type.into(),
+                ev.payload.clone().into(),
+                metadata.clone().into(),
+                meta.instance_id.clone().into(),
+                now_ms.into(),
+            ];
+            let row = match db::query_one(conn, &sql, values).await {
+                Ok(row) => row,
+                Err(err) if db::is_unique_violation(&err) => {
+                    return Err(AppendError::Conflict {
+                        stream_id: stream_id.to_owned(),
+                        expected: expected_version,
+                    });
+                }
+                Err(err) => return Err(err.into()),
+            };
+            let global_position: i64 = match row {
+                Some(r) => col(&r, "global_position")?,
+                None => return Err(DbErr::Custom("append returned no position".into()).into()),
+            };
+            recorded.push(RecordedEvent {
+                global_position,
+                event_id,
+                stream_id: stream_id.to_owned(),
+                stream_type: stream_type.to_owned(),
+                stream_version: version,
+                event_type: ev.event_type.to_owned(),
+                payload: ev.payload.clone(),
+                meta: meta.clone(),
+                recorded_at_ms: now_ms,
+            });
+        }
+        Ok(recorded)
+    }
+
+    /// The next events after `from`, in commit order, and the checkpoint after
+    /// the last one returned. Only committed events that no still-running
+    /// transaction can precede are returned.
+    pub async fn read_committed_after(
+        &self,
+        conn: &impl ConnectionTrait,
+        from: &Checkpoint,
+        limit: u64,
+    ) -> Result<(Vec<RecordedEvent>, Checkpoint), DbErr> {
+        if db::is_postgres(conn) {
+            let (tx, pos) = parse_pg_checkpoint(&from.0)?;
+            let sql = format!(
+                "SELECT {COLUMNS}, tx_id::text AS tx_text FROM {t} \
+                 WHERE (tx_id, global_position) > ($1::text::xid8, $2) \
+                   AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
+                 ORDER BY tx_id, global_position LIMIT $3",
+                t = self.table
+            );
+            let rows = db::query_all(
+                conn,
+                &sql,
+                vec![tx.into(), pos.into(), (limit as i64).into()],
+            )
+            .await?;
+            let mut next = from.clone();
+            let mut out = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let ev = row_to_event(r)?;
+                let tx_text: String = col(r, "tx_text")?;
+                next = Checkpoint(format!("{tx_text}:{}", ev.global_position));
+                out.push(ev);
+            }
+            Ok((out, next))
+        } else {
+            let pos: i64 = if from.0.is_empty() {
+                0
+            } else {
+                from.0
+                    .parse()
+                    .map_err(|_| DbErr::Custom(format!("bad checkpoint {:?}", from.0)))?
+            };
+            let sql = format!(
+                "SELECT {COLUMNS} FROM {} WHERE global_position > $1 \
+                 ORDER BY global_position LIMIT $2",
+                self.table
+            );
+            let rows = db::query_all(conn, &sql, vec![pos.into(), (limit as i64).into()]).await?;
+            let out: Vec<RecordedEvent> =
+                rows.iter().map(row_to_event).collect::<Result<_, _>>()?;
+            let next = out
+                .last()
+                .map(|e| Checkpoint(e.global_position.to_string()))
+                .unwrap_or_else(|| from.clone());
+            Ok((out, next))
+        }
+    }
+
+    /// Every event in position order, for rebuilding projections offline.
+    pub async fn read_all_after(
+        &self,
+        conn: &impl ConnectionTrait,
+        after_position: i64,
+        limit: u64,
+    ) -> Result<Vec<RecordedEvent>, DbErr> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM {} WHERE global_position > $1 ORDER BY global_position LIMIT $2",
+            self.table
+        );
+        db::query_all(
+            conn,
+            &sql,
+            vec![after_position.into(), (limit as i64).into()],
+        )
+        .await?
+        .iter()
+        .map(row_to_event)
+        .collect()
+    }
+}
+
+fn parse_pg_checkpoint(s: &str) -> Result<(String, i64), DbErr> {
+    if s.is_empty() {
+        return Ok(("0".to_owned(), 0));
+    }
+    let bad = || DbErr::Custom(format!("bad checkpoint {s:?}"));
+    let (tx, pos) = s.split_once(':').ok_or_else(bad)?;
+    if tx.is_empty() || !tx.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    Ok((tx.to_owned(), pos.parse().map_err(|_| bad())?))
+}
+
+fn row_to_event(r: &sea_orm::QueryResult) -> Result<RecordedEvent, DbErr> {
+    let metadata: String = col(r, "metadata")?;
+    Ok(RecordedEvent {
+        global_position: col(r, "global_position")?,
+        event_id: col(r, "event_id")?,
+        stream_id: col(r, "stream_id")?,
+        stream_type: col(r, "stream_type")?,
+        stream_version: col(r, "stream_version")?,
+        event_type: col(r, "event_type")?,
+        payload: col(r, "payload")?,
+        meta: serde_json::from_str(&metadata).map_err(|e| DbErr::Custom(e.to_string()))?,
+        recorded_at_ms: col(r, "recorded_at")?,
+    })
+}
+
+impl RecordedEvent {
+    /// The bus envelope of this event.
+    pub fn envelope(&self) -> gatehouse_proto::v1::Envelope {
+        gatehouse_proto::v1::Envelope {
+            event_id: self.event_id.clone(),
+            tenant_id: self.meta.tenant_id.clone(),
+            instance_id: self.meta.instance_id.clone(),
+            stream_id: self.stream_id.clone(),
+            stream_type: self.stream_type.clone(),
+            stream_version: self.stream_version as u64,
+            event_type: self.event_type.clone(),
+            occurred_at_ms: self.recorded_at_ms,
+            payload: self.payload.clone(),
+            actor: self.meta.actor.clone(),
+            trace_id: self.meta.trace_id.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pg_checkpoint_parses_and_rejects_garbage() {
+        assert_eq!(parse_pg_checkpoint("").ok(), Some(("0".into(), 0)));
+        assert_eq!(parse_pg_checkpoint("7:42").ok(), Some(("7".into(), 42)));
+        assert!(parse_pg_checkpoint("x:1").is_err());
+        assert!(parse_pg_checkpoint("1;drop:1").is_err());
+        assert!(parse_pg_checkpoint("12").is_err());
+    }
+}

@@ -1,0 +1,276 @@
+//! HTTP plumbing every service mounts: trace ids, access logs, request
+//! metrics, the one error shape for extractor failures and unmatched routes,
+//! and the health, readiness and metrics endpoints.
+
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpRequest, HttpResponse, ResponseError, web};
+use serde_json::json;
+
+use crate::context::Platform;
+use crate::error::ApiError;
+
+/// Largest JSON body any endpoint accepts.
+pub const MAX_JSON_BODY: usize = 1024 * 1024;
+
+tokio::task_local! {
+    static TRACE_ID: String;
+}
+
+/// The trace id of the request being served (empty outside a request).
+pub fn current_trace_id() -> String {
+    TRACE_ID.try_with(Clone::clone).unwrap_or_default()
+}
+
+fn trace_id_from(req: &ServiceRequest) -> String {
+    // W3C traceparent: "00-<32 hex trace id>-<16 hex span id>-<flags>"
+    if let Some(tp) = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+    {
+        let parts: Vec<&str> = tp.split('-').collect();
+        if parts.len() == 4
+            && parts[1].len() == 32
+            && parts[1].bytes().all(|b| b.is_ascii_hexdigit())
+            && parts[1] != "00000000000000000000000000000000"
+        {
+            return parts[1].to_ascii_lowercase();
+        }
+    }
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// Outermost middleware: trace id, metrics, access log, and error bodies in
+/// the one shape for responses that actix itself produced (404, 405, …).
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let trace_id = trace_id_from(&req);
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let platform = req.app_data::<web::Data<Platform>>().cloned();
+    let span =
+        tracing::info_span!("request", trace_id = %trace_id, method = %method, path = %req.path());
+    let result = TRACE_ID
+        .scope(trace_id.clone(), async move {
+            let res = match next.call(req).await {
+                Ok(res) => res.map_into_boxed_body(),
+                Err(err) => {
+                    // Extractors and handlers normally render their own
+                    // errors; anything else still gets our shape.
+                    return Err(err);
+                }
+            };
+            Ok(ensure_error_shape(res))
+        })
+        .await;
+    let _enter = span.enter();
+    let mut res = match result {
+        Ok(res) => res,
+        Err(err) => return Err(err),
+    };
+    if let Ok(v) = HeaderValue::from_str(&trace_id) {
+        res.headers_mut()
+            .insert(header::HeaderName::from_static("x-trace-id"), v);
+    }
+    let status = res.status().as_u16();
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let elapsed = started.elapsed();
+    if let Some(p) = platform {
+        let m = p.metrics();
+        m.http_requests
+            .with_label_values(&[method.as_str(), route.as_str(), &status.to_string()])
+            .inc();
+        m.http_duration
+            .with_label_values(&[method.as_str(), route.as_str()])
+            .observe(elapsed.as_secs_f64());
+    }
+    let ms = elapsed.as_secs_f64() * 1000.0;
+    if status >= 500 {
+        tracing::error!(status, route = %route, ms, "request failed");
+    } else if status >= 400 {
+        tracing::info!(status, route = %route, ms, "request refused");
+    } else {
+        tracing::debug!(status, route = %route, ms, "request served");
+    }
+    Ok(res)
+}
+
+fn ensure_error_shape(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {
+    let status = res.status();
+    if status.as_u16() < 400 {
+        return res;
+    }
+    let is_json = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if is_json {
+        return res;
+    }
+    let err = match status {
+        StatusCode::NOT_FOUND => ApiError::new(
+            status,
+            "resource_not_found",
+            "not found",
+            "The requested resource does not exist.",
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+            status,
+            "method_not_allowed",
+            "method not allowed",
+            "This method is not allowed on this resource.",
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => body_too_large(),
+        s if s.is_server_error() => ApiError::internal(format!("unshaped {s} response")),
+        s => ApiError::new(
+            s,
+            "request_invalid",
+            "invalid request",
+            s.canonical_reason().unwrap_or("The request is invalid."),
+        ),
+    };
+    let (req, _) = res.into_parts();
+    ServiceResponse::new(req, err.error_response())
+}
+
+fn body_too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "request_body_too_large",
+        "request body too large",
+        format!("The request body is larger than {MAX_JSON_BODY} bytes."),
+    )
+}
+
+/// JSON bodies: size limit and errors in the one shape.
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(MAX_JSON_BODY)
+        .error_handler(|err, _req| {
+            use actix_web::error::JsonPayloadError as E;
+            let api = match &err {
+                E::Overflow { .. } | E::OverflowKnownLength { .. } => body_too_large(),
+                E::ContentType => ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    "unsupported content type",
+                    "Send the request body as application/json.",
+                ),
+                E::Deserialize(e) => json_error(e),
+                other => ApiError::bad_request("malformed_request", other.to_string()),
+            };
+            api.into()
+        })
+}
+
+/// A body that is not the JSON an endpoint expects: 400 when it is not
+/// JSON at all, 422 naming the field when it is JSON of the wrong shape.
+pub fn json_error(e: &serde_json::Error) -> ApiError {
+    if e.is_data() {
+        ApiError::invalid_param(&field_of(&e.to_string()), e.to_string())
+    } else {
+        ApiError::bad_request(
+            "malformed_request",
+            format!("The request body is not valid JSON: {e}"),
+        )
+    }
+}
+
+/// Parses a raw body (for handlers that also need the bytes, such as the
+/// idempotency fingerprint). An empty body reads as `{}`.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| json_error(&e))
+}
+
+/// Best effort: the field a serde message names (`unknown field `foo``).
+fn field_of(msg: &str) -> String {
+    msg.split('`').nth(1).unwrap_or("body").to_owned()
+}
+
+pub fn query_config() -> web::QueryConfig {
+    web::QueryConfig::default().error_handler(|err, _req| {
+        ApiError::bad_request("query_invalid", format!("Invalid query string: {err}")).into()
+    })
+}
+
+pub fn path_config() -> web::PathConfig {
+    web::PathConfig::default().error_handler(|_err, _req| ApiError::not_found("resource").into())
+}
+
+/// Extractor configs every app registers.
+pub fn configure_extractors(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(json_config())
+        .app_data(web::PayloadConfig::new(MAX_JSON_BODY))
+        .app_data(query_config())
+        .app_data(path_config());
+}
+
+/// `/healthz`, `/readyz`, `/metrics`.
+pub fn configure_ops(cfg: &mut web::ServiceConfig) {
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "status": "ok" }))
+}
+
+async fn readyz(platform: web::Data<Platform>) -> HttpResponse {
+    let checks = platform.check_dependencies().await;
+    let ready = checks.iter().all(|(_, ok, _)| *ok);
+    let body: serde_json::Map<String, serde_json::Value> = checks
+        .into_iter()
+        .map(|(name, ok, detail)| (name.to_owned(), json!({ "ok": ok, "detail": detail })))
+        .collect();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    HttpResponse::build(status).json(json!({ "ready": ready, "checks": body }))
+}
+
+async fn metrics(platform: web::Data<Platform>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(platform.metrics().render())
+}
+
+/// The bearer token of a request, if the header is well formed.
+pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_is_taken_from_serde_message() {
+        assert_eq!(field_of("unknown field `foo`, expected one of `a`"), "foo");
+        assert_eq!(field_of("invalid type: integer"), "body");
+    }
+}

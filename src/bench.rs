@@ -1,0 +1,416 @@
+//! `gatehouse bench …`: load generators whose figures go into
+//! docs/benchmarks.md. They drive the real thing (HTTP against a running
+//! Gatehouse, the event store on a real PostgreSQL, the outbox through a real
+//! Kafka broker), never a timed test.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use gatehouse_platform::bus::{KafkaBus, SharedBus};
+use gatehouse_platform::eventstore::{EventMeta, EventStore, NewEvent};
+use gatehouse_platform::outbox::OutboxPublisher;
+use gatehouse_platform::{clock, db, metrics::Metrics};
+use tokio::sync::Mutex;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: BenchKind,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchKind {
+    /// HTTP load against a running Gatehouse's Backend API.
+    Http(HttpArgs),
+    /// Single-event commands appended by concurrent writers (PostgreSQL).
+    Append(AppendArgs),
+    /// Event append → outbox → Kafka → consumer latency at a fixed rate.
+    Lag(LagArgs),
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum Scenario {
+    /// POST /v1/users without a password.
+    CreateUser,
+    /// GET /v1/users/{id} of users created before the run.
+    GetUser,
+}
+
+#[derive(Args, Debug)]
+pub struct HttpArgs {
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub base_url: String,
+    #[arg(long, env = "GATEHOUSE_BENCH_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: String,
+    #[arg(long, value_enum)]
+    pub scenario: Scenario,
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct AppendArgs {
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    #[arg(long, default_value_t = 32)]
+    pub writers: usize,
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct LagArgs {
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub kafka_brokers: String,
+    /// Events appended per second.
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u64,
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.what {
+        BenchKind::Http(a) => http(a).await,
+        BenchKind::Append(a) => append(a).await,
+        BenchKind::Lag(a) => lag(a).await,
+    }
+}
+
+/// Latencies in microseconds → "p50 … p99 … max …".
+fn percentiles(mut us: Vec<u64>) -> String {
+    if us.is_empty() {
+        return "no samples".into();
+    }
+    us.sort_unstable();
+    let at = |q: f64| us[((us.len() as f64 * q) as usize).min(us.len() - 1)] as f64 / 1000.0;
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        at(0.50),
+        at(0.99),
+        at(1.0)
+    )
+}
+
+async fn http(a: HttpArgs) -> anyhow::Result<()> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(a.concurrency)
+        .build()?;
+    let base = a.base_url.trim_end_matches('/').to_owned();
+    let auth = format!("Bearer {}", a.secret_key);
+    let run_id = gatehouse_platform::ids::random_base62(8).to_lowercase();
+    let mut ids = Vec::new();
+    if let Scenario::GetUser = a.scenario {
+        for i in 0..100 {
+            let res = client
+                .post(format!("{base}/v1/users"))
+                .header("authorization", &auth)
+                .json(&serde_json::json!({ "email_address": [format!("seed-{run_id}-{i}@bench.example")] }))
+                .send()
+                .await?;
+            if !res.status().is_success() {
+                bail!(
+                    "seeding users failed: {} {}",
+                    res.status(),
+                    res.text().await?
+                );
+            }
+            let v: serde_json::Value = res.json().await?;
+            ids.push(v["id"].as_str().unwrap_or_default().to_owned());
+        }
+    }
+    let ids = Arc::new(ids);
+    let stop = Arc::new(AtomicBool::new(false));
+    let counter = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for w in 0..a.concurrency {
+        let (client, base, auth, ids, stop, counter, run_id) = (
+            client.clone(),
+            base.clone(),
+            auth.clone(),
+            ids.clone(),
+            stop.clone(),
+            counter.clone(),
+            run_id.clone(),
+        );
+        let scenario = a.scenario;
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let t = Instant::now();
+                let res = match scenario {
+                    Scenario::CreateUser => {
+                        client
+                            .post(format!("{base}/v1/users"))
+                            .header("authorization", &auth)
+                            .json(&serde_json::json!({
+                                "email_address": [format!("u-{run_id}-{w}-{n}@bench.example")],
+                                "first_name": "Bench",
+                            }))
+                            .send()
+                            .await
+                    }
+                    Scenario::GetUser => {
+                        let id = &ids[(n as usize) % ids.len()];
+                        client
+                            .get(format!("{base}/v1/users/{id}"))
+                            .header("authorization", &auth)
+                            .send()
+                            .await
+                    }
+                };
+                match res {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        lat.push(t.elapsed().as_micros() as u64);
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(a.seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (lat, e) = t.await?;
+        all.extend(lat);
+        errors += e;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "http {:?}: {} ok, {} failed in {:.1} s with {} connections → {:.0} req/s; {}",
+        a.scenario,
+        all.len(),
+        errors,
+        secs,
+        a.concurrency,
+        all.len() as f64 / secs,
+        percentiles(all)
+    );
+    Ok(())
+}
+
+const BENCH_TABLE: &str = "bench_events";
+const BENCH_STORE: EventStore = EventStore::new("bench", BENCH_TABLE);
+
+/// A scratch events table shaped exactly like a service's (PostgreSQL).
+async fn scratch_store(database_url: &str) -> anyhow::Result<sea_orm::DatabaseConnection> {
+    let conn = crate::server::connect_db(database_url).await?;
+    if !db::is_postgres(&conn) {
+        bail!("this benchmark needs PostgreSQL");
+    }
+    db::exec(
+        &conn,
+        &format!("DROP TABLE IF EXISTS {BENCH_TABLE}"),
+        vec![],
+    )
+    .await?;
+    db::exec(
+        &conn,
+        &format!("CREATE TABLE {BENCH_TABLE} (LIKE authz_events INCLUDING ALL)"),
+        vec![],
+    )
+    .await
+    .context("creating the scratch table (run `gatehouse migrate` on this database first)")?;
+    Ok(conn)
+}
+
+fn bench_event(n: u64) -> Vec<NewEvent> {
+    vec![NewEvent {
+        event_type: "bench.appended",
+        payload: format!("event {n}").into_bytes(),
+    }]
+}
+
+fn bench_meta() -> EventMeta {
+    EventMeta {
+        tenant_id: "tnt_bench".into(),
+        instance_id: "ins_bench".into(),
+        actor: "bench".into(),
+        trace_id: String::new(),
+    }
+}
+
+async fn append(a: AppendArgs) -> anyhow::Result<()> {
+    let conn = scratch_store(&a.database_url).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let counter = Arc::new(AtomicU64::new(0));
+    let clock = clock::system();
+    let mut tasks = Vec::new();
+    let started = Instant::now();
+    for _ in 0..a.writers {
+        let (conn, stop, counter, clock) =
+            (conn.clone(), stop.clone(), counter.clone(), clock.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                let t = Instant::now();
+                // One command: a transaction appending one event to a new stream.
+                let stream = format!("bench_{n}");
+                let ok = async {
+                    let txn = db::begin_write(&conn).await?;
+                    BENCH_STORE
+                        .append(
+                            &txn,
+                            &stream,
+                            "bench",
+                            0,
+                            &bench_event(n),
+                            &bench_meta(),
+                            clock.now_ms(),
+                        )
+                        .await
+                        .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+                    txn.commit().await
+                }
+                .await;
+                if ok.is_ok() {
+                    lat.push(t.elapsed().as_micros() as u64);
+                }
+            }
+            lat
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(a.seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await?);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    db::exec(
+        &conn,
+        &format!("DROP TABLE IF EXISTS {BENCH_TABLE}"),
+        vec![],
+    )
+    .await?;
+    println!(
+        "append: {} single-event commands in {:.1} s with {} writers → {:.0} commands/s; {}",
+        all.len(),
+        secs,
+        a.writers,
+        all.len() as f64 / secs,
+        percentiles(all)
+    );
+    Ok(())
+}
+
+async fn lag(a: LagArgs) -> anyhow::Result<()> {
+    use gatehouse_proto::v1::Envelope;
+    use prost::Message;
+
+    let conn = scratch_store(&a.database_url).await?;
+    let prefix = format!("bench-{}-", gatehouse_platform::ids::random_base62(6));
+    let kafka = KafkaBus::new(&a.kafka_brokers, &prefix)?;
+    kafka.ensure_topics(3).await?;
+    let bus: SharedBus = Arc::new(kafka);
+    let clock = clock::system();
+    let appended = Arc::new(tokio::sync::Notify::new());
+    let publisher = OutboxPublisher {
+        store: BENCH_STORE,
+        topic_for: |_| gatehouse_platform::bus::topics::IDENTITY,
+        db: conn.clone(),
+        bus: bus.clone(),
+        clock: clock.clone(),
+        metrics: Metrics::new(),
+        appended: appended.clone(),
+    };
+    db::exec(
+        &conn,
+        "DELETE FROM platform_checkpoints WHERE name = $1",
+        vec![format!("outbox:{BENCH_TABLE}").into()],
+    )
+    .await?;
+    let publisher_task = tokio::spawn(publisher.run());
+
+    let expected = a.rate * a.seconds;
+    let lat = Arc::new(Mutex::new(Vec::with_capacity(expected as usize)));
+    let consumer = {
+        let (bus, lat, clock) = (bus.clone(), lat.clone(), clock.clone());
+        tokio::spawn(async move {
+            let mut sub = bus
+                .subscribe(
+                    &format!("{prefix}lag"),
+                    &[gatehouse_platform::bus::topics::IDENTITY],
+                )
+                .await?;
+            let mut seen = 0u64;
+            let deadline = Instant::now() + Duration::from_secs(a.seconds + 30);
+            while seen < expected && Instant::now() < deadline {
+                let batch = sub.next_batch(500, Duration::from_millis(200)).await?;
+                let now = clock.now_ms();
+                let mut l = lat.lock().await;
+                for d in &batch {
+                    if let Ok(env) = Envelope::decode(d.payload.as_slice()) {
+                        l.push(((now - env.occurred_at_ms).max(0) as u64) * 1000);
+                        seen += 1;
+                    }
+                }
+                drop(l);
+                sub.commit(&batch).await?;
+            }
+            anyhow::Ok(seen)
+        })
+    };
+    // Let the consumer join its group before the clock starts.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let interval = Duration::from_secs_f64(1.0 / a.rate as f64);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut writers = tokio::task::JoinSet::new();
+    for n in 0..expected {
+        ticker.tick().await;
+        let (conn, clock, appended) = (conn.clone(), clock.clone(), appended.clone());
+        writers.spawn(async move {
+            let txn = db::begin_write(&conn).await?;
+            BENCH_STORE
+                .append(
+                    &txn,
+                    &format!("bench_{n}"),
+                    "bench",
+                    0,
+                    &bench_event(n),
+                    &bench_meta(),
+                    clock.now_ms(),
+                )
+                .await
+                .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+            txn.commit().await?;
+            appended.notify_waiters();
+            anyhow::Ok(())
+        });
+        while writers.len() > 64 {
+            writers.join_next().await;
+        }
+    }
+    while writers.join_next().await.is_some() {}
+    let seen = consumer.await??;
+    publisher_task.abort();
+    db::exec(
+        &conn,
+        &format!("DROP TABLE IF EXISTS {BENCH_TABLE}"),
+        vec![],
+    )
+    .await?;
+    let samples = std::mem::take(&mut *lat.lock().await);
+    println!(
+        "lag: {seen}/{expected} events at {} events/s through outbox → Kafka → consumer; {}",
+        a.rate,
+        percentiles(samples)
+    );
+    Ok(())
+}

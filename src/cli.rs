@@ -1,0 +1,119 @@
+//! Command line: flags with environment fallbacks (PRODUCT.md §9).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Self-hostable multi-tenant auth platform"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub embedded: EmbeddedArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run one service against PostgreSQL, Kafka and Redis.
+    Serve(ServeArgs),
+    /// Apply database migrations.
+    Migrate(DbArgs),
+    /// Drop a projection and rebuild it from its events.
+    Rebuild(RebuildArgs),
+    /// Drive real HTTP or database load and print throughput and latency.
+    Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct EmbeddedArgs {
+    /// Address to listen on.
+    #[arg(long, env = "GATEHOUSE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Where the embedded database and generated secrets live.
+    #[arg(long, env = "GATEHOUSE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Token of the platform admin API (generated and printed once if absent).
+    #[arg(long, env = "GATEHOUSE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Public base URL (default `http://<listen>`); issuers derive from it.
+    #[arg(long, env = "GATEHOUSE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Log format: `text` (default here) or `json`.
+    #[arg(long, env = "GATEHOUSE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Service {
+    Authz,
+    Tokens,
+    Billing,
+    Webhooks,
+    Analytics,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// The service to run.
+    #[arg(value_enum)]
+    pub service: Service,
+    #[command(flatten)]
+    pub deps: Dependencies,
+    #[arg(long, env = "GATEHOUSE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    #[arg(long, env = "GATEHOUSE_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Token of the platform admin API; without it this process serves no admin API.
+    #[arg(long, env = "GATEHOUSE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Prefix for every Kafka topic name (several deployments on one cluster).
+    #[arg(long, env = "GATEHOUSE_TOPIC_PREFIX", default_value = "")]
+    pub topic_prefix: String,
+    /// Seconds a resolved secret key is trusted before it is looked up again.
+    #[arg(long, env = "GATEHOUSE_KEY_CACHE_SECONDS", default_value_t = 2)]
+    pub key_cache_seconds: u64,
+    /// Log format: `json` (default here) or `text`.
+    #[arg(long, env = "GATEHOUSE_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct Dependencies {
+    /// PostgreSQL URL, e.g. postgres://user@host:5432/gatehouse.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Kafka bootstrap servers, e.g. 127.0.0.1:9092.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// Redis URL, e.g. redis://127.0.0.1:6379.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DbArgs {
+    /// Database URL; without it, the embedded SQLite database in `--data-dir`.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    #[arg(long, env = "GATEHOUSE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RebuildArgs {
+    /// The projection: `users` (authz) or `tenancy`.
+    pub projection: String,
+    #[command(flatten)]
+    pub db: DbArgs,
+}

@@ -1,0 +1,160 @@
+//! The embedded default: the whole platform in one process on SQLite under
+//! `--data-dir` with the in-process bus. First start bootstraps a tenant with
+//! a development and a production instance.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow};
+use gatehouse_migrations::{Migrator, MigratorTrait};
+use gatehouse_platform::bus::EmbeddedBus;
+use gatehouse_platform::{Platform, Settings};
+use serde::{Deserialize, Serialize};
+
+use crate::cli::{EmbeddedArgs, LogFormat};
+use crate::server::{Mounts, connect_db, init_logging, run_http, spawn_workers};
+
+pub fn sqlite_url(data_dir: &Path) -> anyhow::Result<String> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let path = data_dir.join("gatehouse.db");
+    let path = path
+        .to_str()
+        .ok_or_else(|| anyhow!("data directory path is not UTF-8"))?;
+    Ok(format!("sqlite:{path}"))
+}
+
+/// What the first start created, kept (mode 0600) so later starts can print
+/// the development key again.
+#[derive(Serialize, Deserialize)]
+struct Bootstrap {
+    tenant_id: String,
+    instances: Vec<BootstrapInstance>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BootstrapInstance {
+    id: String,
+    environment: String,
+    secret_key: String,
+    issuer: String,
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    f.write_all(contents.as_bytes())?;
+    Ok(())
+}
+
+fn admin_token(args: &EmbeddedArgs) -> anyhow::Result<(String, Option<PathBuf>)> {
+    if let Some(t) = &args.admin_token {
+        return Ok((t.clone(), None));
+    }
+    let path = args.data_dir.join("admin-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        return Ok((t.trim().to_owned(), Some(path)));
+    }
+    let token = format!("gh_admin_{}", gatehouse_platform::ids::random_base62(40));
+    write_private(&path, &token)?;
+    Ok((token, Some(path)))
+}
+
+pub async fn run(args: EmbeddedArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format.unwrap_or(LogFormat::Text));
+    let url = sqlite_url(&args.data_dir)?;
+    let db = connect_db(&url).await?;
+    Migrator::up(&db, None)
+        .await
+        .context("migrating the embedded database")?;
+    let (token, token_file) = admin_token(&args)?;
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{}", args.listen))
+        .trim_end_matches('/')
+        .to_owned();
+    let bus = Arc::new(EmbeddedBus::new(db.clone()));
+    let platform = Platform::new(
+        db,
+        bus,
+        gatehouse_platform::clock::system(),
+        None,
+        Settings {
+            public_url: public_url.clone(),
+            admin_token: Some(token.clone()),
+            key_cache_ttl: Duration::from_secs(2),
+        },
+    );
+    let bootstrap_path = args.data_dir.join("bootstrap.json");
+    let (tenants, _) = gatehouse_platform::tenancy::list_tenants(platform.db(), 1, 0).await?;
+    if tenants.is_empty() {
+        let created =
+            gatehouse_platform::tenancy::create_tenant(&platform, "Default tenant", "bootstrap")
+                .await
+                .map_err(|e| anyhow!("bootstrapping the first tenant: {e}"))?;
+        let b = Bootstrap {
+            tenant_id: created.tenant.id.clone(),
+            instances: created
+                .instances
+                .iter()
+                .map(|(i, k)| BootstrapInstance {
+                    id: i.id.clone(),
+                    environment: i.environment.as_str().to_owned(),
+                    secret_key: k.secret.clone(),
+                    issuer: i.issuer.clone(),
+                })
+                .collect(),
+        };
+        write_private(&bootstrap_path, &serde_json::to_string_pretty(&b)?)?;
+    }
+    let mounts = Mounts { authz: true };
+    spawn_workers(&platform, mounts);
+
+    println!();
+    println!(
+        "Gatehouse is running (embedded: SQLite at {}, in-process bus)",
+        url
+    );
+    println!("  Backend API   {public_url}/v1/   (Authorization: Bearer <secret key>)");
+    println!("  Admin API     {public_url}/admin/v1/   (Authorization: Bearer <admin token>)");
+    println!("  Health        {public_url}/healthz  {public_url}/readyz  {public_url}/metrics");
+    match &token_file {
+        Some(p) => println!("  Admin token   {token}   (kept in {})", p.display()),
+        None => println!("  Admin token   from --admin-token / GATEHOUSE_ADMIN_TOKEN"),
+    }
+    match std::fs::read_to_string(&bootstrap_path)
+        .ok()
+        .and_then(|s| serde_json::from_str::<Bootstrap>(&s).ok())
+    {
+        Some(b) => {
+            println!("  Tenant        {}", b.tenant_id);
+            for i in &b.instances {
+                println!(
+                    "  {:<13} {}  secret key {}",
+                    i.environment, i.id, i.secret_key
+                );
+                println!("  {:<13} issuer {}", "", i.issuer);
+            }
+            println!(
+                "  (bootstrap keys are kept in {})",
+                bootstrap_path.display()
+            );
+        }
+        None => println!(
+            "  No bootstrap file; issue keys with POST /admin/v1/instances/<id>/secret_keys"
+        ),
+    }
+    println!();
+    run_http(platform, &args.listen, mounts).await
+}
