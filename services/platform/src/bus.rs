@@ -89,24 +89,55 @@ pub struct KafkaBus {
     /// Prepended to every topic name; lets several deployments (or test
     /// runs) share one cluster.
     prefix: String,
-    producer: FutureProducer,
+    /// Replaced when the idempotent producer hits a fatal error (for example
+    /// a broker that lost its state): such a producer never recovers.
+    producer: Arc<std::sync::RwLock<FutureProducer>>,
+}
+
+fn new_producer(brokers: &str) -> Result<FutureProducer, BusError> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "10000")
+        .set("socket.timeout.ms", "5000")
+        .create()?)
 }
 
 impl KafkaBus {
     pub fn new(brokers: &str, prefix: &str) -> Result<Self, BusError> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "2")
-            .set("message.timeout.ms", "10000")
-            .set("socket.timeout.ms", "5000")
-            .create()?;
         Ok(Self {
             brokers: brokers.to_owned(),
             prefix: prefix.to_owned(),
-            producer,
+            producer: Arc::new(std::sync::RwLock::new(new_producer(brokers)?)),
         })
+    }
+
+    fn producer(&self) -> Result<FutureProducer, BusError> {
+        self.producer
+            .read()
+            .map(|p| p.clone())
+            .map_err(|_| BusError::Other("producer lock poisoned".into()))
+    }
+
+    /// After a failed publish: replace a producer that cannot recover and
+    /// re-create topics a restarted broker may have lost.
+    async fn recover(&self, producer: &FutureProducer) {
+        if let Some((code, reason)) = producer.client().fatal_error() {
+            tracing::warn!(%code, %reason, "Kafka producer hit a fatal error; replacing it");
+            match new_producer(&self.brokers) {
+                Ok(fresh) => {
+                    if let Ok(mut p) = self.producer.write() {
+                        *p = fresh;
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "cannot create a new Kafka producer"),
+            }
+        }
+        if let Err(err) = self.ensure_topics(3).await {
+            tracing::debug!(error = %err, "topic check after a failed publish");
+        }
     }
 
     pub fn topic_name(&self, topic: &str) -> String {
@@ -140,16 +171,26 @@ impl KafkaBus {
 impl Bus for KafkaBus {
     async fn publish(&self, topic: &str, records: &[OutgoingRecord]) -> Result<(), BusError> {
         let topic = self.topic_name(topic);
+        let producer = self.producer()?;
         let sends = records.iter().map(|r| {
-            self.producer.send(
+            producer.send(
                 FutureRecord::to(&topic).key(&r.key).payload(&r.payload),
                 Duration::from_secs(5),
             )
         });
+        let mut failure = None;
         for result in futures_util::future::join_all(sends).await {
-            result.map_err(|(err, _)| BusError::Kafka(err))?;
+            if let Err((err, _)) = result {
+                failure.get_or_insert(err);
+            }
         }
-        Ok(())
+        match failure {
+            None => Ok(()),
+            Some(err) => {
+                self.recover(&producer).await;
+                Err(err.into())
+            }
+        }
     }
 
     async fn subscribe(
@@ -157,9 +198,12 @@ impl Bus for KafkaBus {
         group: &str,
         topics: &[&str],
     ) -> Result<Box<dyn Subscription>, BusError> {
+        // Groups are namespaced like topics, so deployments sharing a cluster
+        // never join each other's groups.
+        let group = format!("{}{}", self.prefix, group);
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
-            .set("group.id", group)
+            .set("group.id", &group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
@@ -176,7 +220,7 @@ impl Bus for KafkaBus {
     }
 
     async fn check(&self) -> Result<(), BusError> {
-        let producer = self.producer.clone();
+        let producer = self.producer()?;
         tokio::task::spawn_blocking(move || {
             producer
                 .client()

@@ -1,0 +1,390 @@
+//! The one test harness: start a real `gatehouse` (embedded, or `serve authz`
+//! on PostgreSQL + Kafka + Redis), make tenants, get keys, call the APIs.
+//! Services come from the test command (scripts/test.sh); nothing is mocked.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
+
+pub fn pg_admin_url() -> String {
+    std::env::var("GATEHOUSE_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub fn kafka_brokers() -> String {
+    std::env::var("GATEHOUSE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("GATEHOUSE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A fresh PostgreSQL database for one test, dropped at the end.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> Self {
+        let name = unique("gh_test_");
+        let admin = sea_orm::Database::connect(format!("{}/postgres", pg_admin_url()))
+            .await
+            .expect("PostgreSQL must be running on 127.0.0.1:5432 (scripts/test.sh starts it)");
+        use sea_orm::ConnectionTrait;
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        admin.close().await.ok();
+        let url = format!("{}/{name}", pg_admin_url());
+        Self { name, url }
+    }
+
+    pub async fn connect(&self) -> sea_orm::DatabaseConnection {
+        sea_orm::Database::connect(&self.url).await.unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-q",
+                "-c",
+            ])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Embedded,
+    Production,
+}
+
+/// A running gatehouse process.
+pub struct Gatehouse {
+    pub base: String,
+    pub admin_token: String,
+    pub client: reqwest::Client,
+    pub mode: Mode,
+    pub db: Option<TestDb>,
+    pub topic_prefix: String,
+    pub brokers: String,
+    pub data_dir: Option<PathBuf>,
+    port: u16,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+fn log_path(tag: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("gatehouse-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(format!("{}.log", unique(tag)))
+}
+
+impl Gatehouse {
+    pub async fn start(mode: Mode) -> Self {
+        match mode {
+            Mode::Embedded => Self::embedded().await,
+            Mode::Production => Self::production().await,
+        }
+    }
+
+    pub async fn embedded() -> Self {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(unique("embedded-"));
+        let port = free_port();
+        let mut g = Self {
+            base: format!("http://127.0.0.1:{port}"),
+            admin_token: unique("admin_"),
+            client: reqwest::Client::new(),
+            mode: Mode::Embedded,
+            db: None,
+            topic_prefix: String::new(),
+            brokers: String::new(),
+            data_dir: Some(dir),
+            port,
+            child: None,
+            log: log_path("embedded-"),
+        };
+        g.spawn().await;
+        g
+    }
+
+    pub async fn production() -> Self {
+        Self::production_with(TestDb::create().await, kafka_brokers()).await
+    }
+
+    pub async fn production_with(db: TestDb, brokers: String) -> Self {
+        let status = Command::new(BIN)
+            .args(["migrate", "--database-url", &db.url])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "gatehouse migrate failed");
+        let port = free_port();
+        let mut g = Self {
+            base: format!("http://127.0.0.1:{port}"),
+            admin_token: unique("admin_"),
+            client: reqwest::Client::new(),
+            mode: Mode::Production,
+            db: Some(db),
+            topic_prefix: unique("t") + ".",
+            brokers,
+            data_dir: None,
+            port,
+            child: None,
+            log: log_path("serve-"),
+        };
+        g.spawn().await;
+        g
+    }
+
+    /// (Re)starts the process with the same storage.
+    pub async fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut cmd = Command::new(BIN);
+        match self.mode {
+            Mode::Embedded => {
+                cmd.arg("--data-dir").arg(self.data_dir.as_ref().unwrap());
+            }
+            Mode::Production => {
+                cmd.args([
+                    "serve",
+                    "authz",
+                    "--database-url",
+                    &self.db.as_ref().unwrap().url,
+                ])
+                .args([
+                    "--kafka-brokers",
+                    &self.brokers,
+                    "--redis-url",
+                    &redis_url(),
+                ])
+                .args(["--topic-prefix", &self.topic_prefix]);
+            }
+        }
+        cmd.args(["--listen", &format!("127.0.0.1:{}", self.port)])
+            .args(["--admin-token", &self.admin_token])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log));
+        self.child = Some(cmd.spawn().unwrap());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self
+                .client
+                .get(format!("{}/healthz", self.base))
+                .send()
+                .await
+            {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("gatehouse exited with {status}; log: {}", self.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gatehouse did not start; log: {}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILL: no graceful shutdown, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(&self.admin_token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A new tenant with both instances.
+    pub async fn tenant(&self) -> Tenant {
+        let (status, body) = self
+            .admin(
+                reqwest::Method::POST,
+                "/admin/v1/tenants",
+                Some(json!({ "name": unique("tenant ") })),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let inst = |env: &str| {
+            let i = body["instances"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["environment"] == env)
+                .unwrap();
+            Instance {
+                id: i["id"].as_str().unwrap().to_owned(),
+                key: i["secret_key"].as_str().unwrap().to_owned(),
+                key_id: i["secret_key_id"].as_str().unwrap().to_owned(),
+            }
+        };
+        Tenant {
+            id: body["id"].as_str().unwrap().to_owned(),
+            dev: inst("development"),
+            prod: inst("production"),
+        }
+    }
+
+    pub async fn call(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self.client.request(method, self.url(path)).bearer_auth(key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn create_user(&self, key: &str, email: &str) -> Value {
+        let (s, b) = self
+            .call(
+                key,
+                reqwest::Method::POST,
+                "/v1/users",
+                Some(json!({ "email_address": [email] })),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        b
+    }
+
+    /// Waits until `f` holds, polling.
+    pub async fn eventually<F, Fut>(&self, what: &str, secs: u64, mut f: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !f().await {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; log: {}",
+                self.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Users the instance-usage consumer has counted.
+    pub async fn usage(&self, instance_id: &str) -> i64 {
+        let (_, b) = self
+            .admin(
+                reqwest::Method::GET,
+                &format!("/admin/v1/instances/{instance_id}"),
+                None,
+            )
+            .await;
+        b["usage"]["users"].as_i64().unwrap_or(-1)
+    }
+}
+
+impl Drop for Gatehouse {
+    fn drop(&mut self) {
+        self.kill();
+        if let Some(d) = &self.data_dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+pub struct Tenant {
+    pub id: String,
+    pub dev: Instance,
+    pub prod: Instance,
+}
+
+pub struct Instance {
+    pub id: String,
+    pub key: String,
+    pub key_id: String,
+}
+
+/// Asserts the one error shape.
+pub fn assert_error_shape(status: u16, body: &Value) {
+    assert!(
+        (400..500).contains(&status),
+        "expected 4xx, got {status}: {body}"
+    );
+    let e = &body["errors"][0];
+    for k in ["code", "message", "long_message", "meta"] {
+        assert!(!e[k].is_null(), "error item lacks {k}: {body}");
+    }
+    assert!(
+        body["trace_id"].as_str().is_some_and(|t| !t.is_empty()),
+        "no trace id: {body}"
+    );
+}
