@@ -121,19 +121,22 @@ impl KafkaBus {
             .map_err(|_| BusError::Other("producer lock poisoned".into()))
     }
 
-    /// After a failed publish: replace a producer that cannot recover and
-    /// re-create topics a restarted broker may have lost.
+    /// After a failed publish: start over with a fresh producer and make
+    /// sure the topics exist. An idempotent producer whose broker lost its
+    /// state (a restart without persistence, a failover) can stay stuck on
+    /// its old producer id without ever reporting a fatal error, so the
+    /// producer is replaced whatever the failure; that costs one handshake.
     async fn recover(&self, producer: &FutureProducer) {
         if let Some((code, reason)) = producer.client().fatal_error() {
-            tracing::warn!(%code, %reason, "Kafka producer hit a fatal error; replacing it");
-            match new_producer(&self.brokers) {
-                Ok(fresh) => {
-                    if let Ok(mut p) = self.producer.write() {
-                        *p = fresh;
-                    }
+            tracing::warn!(%code, %reason, "Kafka producer hit a fatal error");
+        }
+        match new_producer(&self.brokers) {
+            Ok(fresh) => {
+                if let Ok(mut p) = self.producer.write() {
+                    *p = fresh;
                 }
-                Err(err) => tracing::warn!(error = %err, "cannot create a new Kafka producer"),
             }
+            Err(err) => tracing::warn!(error = %err, "cannot create a new Kafka producer"),
         }
         if let Err(err) = self.ensure_topics(3).await {
             tracing::debug!(error = %err, "topic check after a failed publish");
@@ -207,7 +210,14 @@ impl Bus for KafkaBus {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
+            // A crashed member is replaced within seconds: the rebalance
+            // timeout (max.poll.interval.ms) bounds how long a join waits for
+            // members that will never come back.
+            .set("session.timeout.ms", "6000")
+            .set("max.poll.interval.ms", "15000")
+            .set("heartbeat.interval.ms", "1000")
+            // Topics a restarted broker re-creates are noticed quickly.
+            .set("topic.metadata.refresh.interval.ms", "2000")
             .set("fetch.wait.max.ms", "10")
             .create()?;
         let names: Vec<String> = topics.iter().map(|t| self.topic_name(t)).collect();
