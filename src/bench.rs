@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use gatehouse_platform::bus::{KafkaBus, SharedBus};
-use gatehouse_platform::eventstore::{EventMeta, EventStore, NewEvent};
+use gatehouse_platform::eventstore::{EventMeta, EventStore, NewEvent, Stream};
 use gatehouse_platform::outbox::OutboxPublisher;
 use gatehouse_platform::{clock, db, metrics::Metrics};
 use tokio::sync::Mutex;
@@ -266,9 +266,11 @@ async fn append(a: AppendArgs) -> anyhow::Result<()> {
                     BENCH_STORE
                         .append(
                             &txn,
-                            &stream,
-                            "bench",
-                            0,
+                            Stream {
+                                id: &stream,
+                                kind: "bench",
+                                version: 0,
+                            },
                             &bench_event(n),
                             &bench_meta(),
                             clock.now_ms(),
@@ -377,12 +379,15 @@ async fn lag(a: LagArgs) -> anyhow::Result<()> {
         let (conn, clock, appended) = (conn.clone(), clock.clone(), appended.clone());
         writers.spawn(async move {
             let txn = db::begin_write(&conn).await?;
+            let stream = format!("bench_{n}");
             BENCH_STORE
                 .append(
                     &txn,
-                    &format!("bench_{n}"),
-                    "bench",
-                    0,
+                    Stream {
+                        id: &stream,
+                        kind: "bench",
+                        version: 0,
+                    },
                     &bench_event(n),
                     &bench_meta(),
                     clock.now_ms(),

@@ -207,15 +207,13 @@ impl Gatehouse {
         self.child = Some(cmd.spawn().unwrap());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = self
+            let health = self
                 .client
                 .get(format!("{}/healthz", self.base))
                 .send()
-                .await
-            {
-                if r.status().is_success() {
-                    return;
-                }
+                .await;
+            if health.is_ok_and(|r| r.status().is_success()) {
+                return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
                 panic!("gatehouse exited with {status}; log: {}", self.log_text());

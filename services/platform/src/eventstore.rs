@@ -26,6 +26,16 @@ pub struct EventMeta {
     pub trace_id: String,
 }
 
+/// The stream a command appends to, at the version it decided on.
+#[derive(Debug, Clone, Copy)]
+pub struct Stream<'a> {
+    pub id: &'a str,
+    /// The aggregate kind (`user`, `instance`, …).
+    pub kind: &'a str,
+    /// The version the command saw: 0 for a stream that does not exist yet.
+    pub version: i64,
+}
+
 /// An event a command decided, not yet stored.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -95,18 +105,21 @@ impl EventStore {
             .collect()
     }
 
-    /// Appends `events` to a stream expected to be at `expected_version`
+    /// Appends `events` to a stream expected to be at `stream.version`
     /// (0 for a new stream). Must run inside the command's transaction.
     pub async fn append(
         &self,
         conn: &impl ConnectionTrait,
-        stream_id: &str,
-        stream_type: &str,
-        expected_version: i64,
+        stream: Stream<'_>,
         events: &[NewEvent],
         meta: &EventMeta,
         now_ms: i64,
     ) -> Result<Vec<RecordedEvent>, AppendError> {
+        let Stream {
+            id: stream_id,
+            kind: stream_type,
+            version: expected_version,
+        } = stream;
         let metadata = serde_json::to_string(meta).map_err(|e| DbErr::Custom(e.to_string()))?;
         let mut recorded = Vec::with_capacity(events.len());
         for (i, ev) in events.iter().enumerate() {

@@ -15,7 +15,9 @@ pub mod validate;
 use std::time::Duration;
 
 use gatehouse_platform::db;
-use gatehouse_platform::eventstore::{AppendError, EventMeta, EventStore, NewEvent, RecordedEvent};
+use gatehouse_platform::eventstore::{
+    AppendError, EventMeta, EventStore, NewEvent, RecordedEvent, Stream,
+};
 use gatehouse_platform::ids::{EmailAddressId, UserId};
 use gatehouse_platform::tenancy::Authed;
 use gatehouse_platform::{ApiError, ApiResult, Platform};
@@ -116,9 +118,11 @@ async fn append_and_project(
     let recorded = STORE
         .append(
             txn,
-            user_id,
-            st::USER,
-            expected_version,
+            Stream {
+                id: user_id,
+                kind: st::USER,
+                version: expected_version,
+            },
             events,
             &meta(auth),
             platform.now_ms(),

@@ -20,7 +20,7 @@ pub use keys::{AdminAuth, Authed, InstanceKey, KeyCache};
 use crate::context::Platform;
 use crate::db::{self, col};
 use crate::error::{ApiError, ApiResult};
-use crate::eventstore::{AppendError, EventMeta, EventStore, NewEvent, RecordedEvent};
+use crate::eventstore::{AppendError, EventMeta, EventStore, NewEvent, RecordedEvent, Stream};
 use crate::ids::{InstanceId, SecretKeyId, TenantId};
 
 pub const STORE: EventStore = EventStore::new("tenancy", "tenancy_events");
@@ -169,9 +169,11 @@ async fn record(
     let recorded = STORE
         .append(
             conn,
-            stream_id,
-            stream_type,
-            expected_version,
+            Stream {
+                id: stream_id,
+                kind: stream_type,
+                version: expected_version,
+            },
             events,
             meta,
             platform.now_ms(),
