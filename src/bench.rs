@@ -244,6 +244,31 @@ fn bench_meta() -> EventMeta {
     }
 }
 
+/// One command: a transaction appending one event to a new stream.
+async fn append_one(
+    conn: &sea_orm::DatabaseConnection,
+    n: u64,
+    now_ms: i64,
+) -> Result<(), sea_orm::DbErr> {
+    let txn = db::begin_write(conn).await?;
+    let stream = format!("bench_{n}");
+    BENCH_STORE
+        .append(
+            &txn,
+            Stream {
+                id: &stream,
+                kind: "bench",
+                version: 0,
+            },
+            &bench_event(n),
+            &bench_meta(),
+            now_ms,
+        )
+        .await
+        .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
+    txn.commit().await
+}
+
 async fn append(a: AppendArgs) -> anyhow::Result<()> {
     let conn = scratch_store(&a.database_url).await?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -259,27 +284,7 @@ async fn append(a: AppendArgs) -> anyhow::Result<()> {
             while !stop.load(Ordering::Relaxed) {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let t = Instant::now();
-                // One command: a transaction appending one event to a new stream.
-                let stream = format!("bench_{n}");
-                let ok = async {
-                    let txn = db::begin_write(&conn).await?;
-                    BENCH_STORE
-                        .append(
-                            &txn,
-                            Stream {
-                                id: &stream,
-                                kind: "bench",
-                                version: 0,
-                            },
-                            &bench_event(n),
-                            &bench_meta(),
-                            clock.now_ms(),
-                        )
-                        .await
-                        .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
-                    txn.commit().await
-                }
-                .await;
+                let ok = append_one(&conn, n, clock.now_ms()).await;
                 if ok.is_ok() {
                     lat.push(t.elapsed().as_micros() as u64);
                 }
@@ -378,23 +383,7 @@ async fn lag(a: LagArgs) -> anyhow::Result<()> {
         ticker.tick().await;
         let (conn, clock, appended) = (conn.clone(), clock.clone(), appended.clone());
         writers.spawn(async move {
-            let txn = db::begin_write(&conn).await?;
-            let stream = format!("bench_{n}");
-            BENCH_STORE
-                .append(
-                    &txn,
-                    Stream {
-                        id: &stream,
-                        kind: "bench",
-                        version: 0,
-                    },
-                    &bench_event(n),
-                    &bench_meta(),
-                    clock.now_ms(),
-                )
-                .await
-                .map_err(|e| sea_orm::DbErr::Custom(e.to_string()))?;
-            txn.commit().await?;
+            append_one(&conn, n, clock.now_ms()).await?;
             appended.notify_waiters();
             anyhow::Ok(())
         });

@@ -228,6 +228,29 @@ impl EventStore {
         }
     }
 
+    /// Applies every event, in position order, to `apply`: how projections
+    /// are rebuilt. Returns how many events were applied.
+    pub async fn replay<C, F, Fut>(&self, conn: &C, mut apply: F) -> Result<u64, DbErr>
+    where
+        C: ConnectionTrait,
+        F: FnMut(RecordedEvent) -> Fut,
+        Fut: std::future::Future<Output = Result<(), DbErr>>,
+    {
+        let mut after = 0;
+        let mut n = 0;
+        loop {
+            let batch = self.read_all_after(conn, after, 1000).await?;
+            let Some(last) = batch.last() else {
+                return Ok(n);
+            };
+            after = last.global_position;
+            for ev in batch {
+                apply(ev).await?;
+                n += 1;
+            }
+        }
+    }
+
     /// Every event in position order, for rebuilding projections offline.
     pub async fn read_all_after(
         &self,

@@ -129,17 +129,10 @@ pub async fn rebuild(db: &DatabaseConnection) -> Result<u64, DbErr> {
     let txn = db::begin_write(db).await?;
     db::exec(&txn, "DELETE FROM authz_user_emails", vec![]).await?;
     db::exec(&txn, "DELETE FROM authz_users", vec![]).await?;
-    let mut after = 0;
-    let mut n = 0;
-    loop {
-        let batch = STORE.read_all_after(&txn, after, 1000).await?;
-        let Some(last) = batch.last() else { break };
-        after = last.global_position;
-        for ev in &batch {
-            project(&txn, ev).await?;
-            n += 1;
-        }
-    }
+    let conn = &txn;
+    let n = STORE
+        .replay(conn, |ev| async move { project(conn, &ev).await })
+        .await?;
     txn.commit().await?;
     Ok(n)
 }
