@@ -41,16 +41,22 @@ impl OutboxPublisher {
         format!("outbox:{}", self.store.table())
     }
 
-    /// Publishes what is ready; returns how many events went out.
-    pub async fn publish_once(&self) -> Result<usize, PublishError> {
-        let name = self.checkpoint_name();
+    /// Creates the checkpoint row if this store has never been published.
+    pub async fn ensure_checkpoint(&self) -> Result<(), PublishError> {
         db::exec(
             &self.db,
             "INSERT INTO platform_checkpoints (name, position) VALUES ($1, '') \
              ON CONFLICT (name) DO NOTHING",
-            vec![name.clone().into()],
+            vec![self.checkpoint_name().into()],
         )
         .await?;
+        Ok(())
+    }
+
+    /// Publishes what is ready; returns how many events went out. Needs the
+    /// checkpoint row ([`Self::ensure_checkpoint`]).
+    pub async fn publish_once(&self) -> Result<usize, PublishError> {
+        let name = self.checkpoint_name();
         if db::is_postgres(&self.db) {
             let txn = self.db.begin().await?;
             let n = self.publish_locked(&txn, name).await?;
@@ -135,6 +141,11 @@ impl OutboxPublisher {
     /// appends, and polls for other processes' appends.
     pub async fn run(self) {
         let mut backoff = Duration::from_millis(100);
+        while let Err(err) = self.ensure_checkpoint().await {
+            tracing::warn!(store = self.store.table(), error = %err, "outbox checkpoint unavailable; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
         loop {
             let notified = self.appended.notified();
             match self.publish_once().await {
