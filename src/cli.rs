@@ -46,6 +46,42 @@ pub struct EmbeddedArgs {
     /// Log format: `text` (default here) or `json`.
     #[arg(long, env = "GATEHOUSE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    #[command(flatten)]
+    pub rate_limits: RateLimitArgs,
+}
+
+/// Backend API rate limits (per instance, per 10 seconds).
+#[derive(Args, Debug, Clone)]
+pub struct RateLimitArgs {
+    /// Requests per 10 s for production instances without an override.
+    #[arg(long, env = "GATEHOUSE_RATE_LIMIT_PRODUCTION", default_value_t = 1000)]
+    pub rate_limit_production: u32,
+    /// Requests per 10 s for development instances without an override.
+    #[arg(long, env = "GATEHOUSE_RATE_LIMIT_DEVELOPMENT", default_value_t = 100)]
+    pub rate_limit_development: u32,
+    /// Processes serving the Backend API; each takes 1/replicas of a limit
+    /// when Redis is unreachable and it must decide alone.
+    #[arg(long, env = "GATEHOUSE_REPLICAS", default_value_t = 1)]
+    pub replicas: u32,
+    /// Turn Backend API rate limiting off (benchmarks only).
+    #[arg(long, env = "GATEHOUSE_NO_RATE_LIMITS")]
+    pub no_rate_limits: bool,
+}
+
+impl RateLimitArgs {
+    pub fn settings(&self) -> anyhow::Result<gatehouse_platform::ratelimit::RateLimitSettings> {
+        if self.rate_limit_production == 0 || self.rate_limit_development == 0 || self.replicas == 0
+        {
+            anyhow::bail!("rate limits and --replicas must be at least 1");
+        }
+        Ok(gatehouse_platform::ratelimit::RateLimitSettings {
+            production: self.rate_limit_production,
+            development: self.rate_limit_development,
+            window: std::time::Duration::from_secs(10),
+            replicas: self.replicas,
+            enabled: !self.no_rate_limits,
+        })
+    }
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +122,8 @@ pub struct ServeArgs {
     /// Log format: `json` (default here) or `text`.
     #[arg(long, env = "GATEHOUSE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    #[command(flatten)]
+    pub rate_limits: RateLimitArgs,
 }
 
 #[derive(Args, Debug, Clone)]

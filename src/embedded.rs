@@ -94,6 +94,7 @@ pub async fn run(args: EmbeddedArgs) -> anyhow::Result<()> {
             public_url: public_url.clone(),
             admin_token: Some(token.clone()),
             key_cache_ttl: Duration::from_secs(2),
+            rate_limits: args.rate_limits.settings()?,
         },
     );
     let bootstrap_path = args.data_dir.join("bootstrap.json");

@@ -146,6 +146,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             public_url,
             admin_token: args.admin_token,
             key_cache_ttl: Duration::from_secs(args.key_cache_seconds),
+            rate_limits: args.rate_limits.settings()?,
         },
     );
     spawn_workers(&platform, mounts);

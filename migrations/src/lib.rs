@@ -10,6 +10,7 @@ use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
 mod m0001_platform;
 mod m0002_tenancy;
 mod m0003_authz;
+mod m0004_rate_limits;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_platform::Migration),
             Box::new(m0002_tenancy::Migration),
             Box::new(m0003_authz::Migration),
+            Box::new(m0004_rate_limits::Migration),
         ]
     }
 }

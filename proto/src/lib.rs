@@ -17,6 +17,7 @@ pub mod event_types {
     pub const INSTANCE_CREATED: &str = "instance.created";
     pub const SECRET_KEY_ISSUED: &str = "instance.secret_key_issued";
     pub const SECRET_KEY_REVOKED: &str = "instance.secret_key_revoked";
+    pub const RATE_LIMIT_SET: &str = "instance.rate_limit_set";
 
     pub const USER_CREATED: &str = "user.created";
     pub const USER_UPDATED: &str = "user.updated";

@@ -103,6 +103,11 @@ pub struct Gatehouse {
     pub topic_prefix: String,
     pub brokers: String,
     pub data_dir: Option<PathBuf>,
+    pub db_url: String,
+    pub redis_url: String,
+    /// Extra flags; by default limits high enough that only the rate-limit
+    /// tests meet them.
+    pub extra_args: Vec<String>,
     port: u16,
     child: Option<Child>,
     log: PathBuf,
@@ -123,6 +128,10 @@ impl Gatehouse {
     }
 
     pub async fn embedded() -> Self {
+        Self::embedded_with(high_limits()).await
+    }
+
+    pub async fn embedded_with(extra_args: Vec<String>) -> Self {
         let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(unique("embedded-"));
         let port = free_port();
         let mut g = Self {
@@ -134,6 +143,9 @@ impl Gatehouse {
             topic_prefix: String::new(),
             brokers: String::new(),
             data_dir: Some(dir),
+            db_url: String::new(),
+            redis_url: String::new(),
+            extra_args,
             port,
             child: None,
             log: log_path("embedded-"),
@@ -147,6 +159,15 @@ impl Gatehouse {
     }
 
     pub async fn production_with(db: TestDb, brokers: String) -> Self {
+        Self::production_custom(db, brokers, redis_url(), high_limits()).await
+    }
+
+    pub async fn production_custom(
+        db: TestDb,
+        brokers: String,
+        redis: String,
+        extra_args: Vec<String>,
+    ) -> Self {
         let status = Command::new(BIN)
             .args(["migrate", "--database-url", &db.url])
             .stdout(Stdio::null())
@@ -159,10 +180,13 @@ impl Gatehouse {
             admin_token: unique("admin_"),
             client: reqwest::Client::new(),
             mode: Mode::Production,
+            db_url: db.url.clone(),
             db: Some(db),
             topic_prefix: unique("t") + ".",
             brokers,
             data_dir: None,
+            redis_url: redis,
+            extra_args,
             port,
             child: None,
             log: log_path("serve-"),
@@ -184,23 +208,19 @@ impl Gatehouse {
                 cmd.arg("--data-dir").arg(self.data_dir.as_ref().unwrap());
             }
             Mode::Production => {
-                cmd.args([
-                    "serve",
-                    "authz",
-                    "--database-url",
-                    &self.db.as_ref().unwrap().url,
-                ])
-                .args([
-                    "--kafka-brokers",
-                    &self.brokers,
-                    "--redis-url",
-                    &redis_url(),
-                ])
-                .args(["--topic-prefix", &self.topic_prefix]);
+                cmd.args(["serve", "authz", "--database-url", &self.db_url])
+                    .args([
+                        "--kafka-brokers",
+                        &self.brokers,
+                        "--redis-url",
+                        &self.redis_url,
+                    ])
+                    .args(["--topic-prefix", &self.topic_prefix]);
             }
         }
         cmd.args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--admin-token", &self.admin_token])
+            .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log));
@@ -225,6 +245,31 @@ impl Gatehouse {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Another process of the same deployment: same database, broker, Redis,
+    /// topic prefix and admin token.
+    pub async fn sibling(&self) -> Self {
+        assert_eq!(self.mode, Mode::Production);
+        let port = free_port();
+        let mut g = Self {
+            base: format!("http://127.0.0.1:{port}"),
+            admin_token: self.admin_token.clone(),
+            client: reqwest::Client::new(),
+            mode: Mode::Production,
+            db: None,
+            topic_prefix: self.topic_prefix.clone(),
+            brokers: self.brokers.clone(),
+            data_dir: None,
+            db_url: self.db_url.clone(),
+            redis_url: self.redis_url.clone(),
+            extra_args: self.extra_args.clone(),
+            port,
+            child: None,
+            log: log_path("serve-sibling-"),
+        };
+        g.spawn().await;
+        g
     }
 
     /// SIGKILL: no graceful shutdown, as in a crash.
@@ -357,6 +402,18 @@ impl Drop for Gatehouse {
             let _ = std::fs::remove_dir_all(d);
         }
     }
+}
+
+/// Limits no functional test reaches; the rate-limit tests pass their own.
+pub fn high_limits() -> Vec<String> {
+    [
+        "--rate-limit-production",
+        "1000000",
+        "--rate-limit-development",
+        "1000000",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 pub struct Tenant {

@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use crate::bus::SharedBus;
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
+use crate::ratelimit::{RateLimitSettings, RateLimiter};
 use crate::tenancy::KeyCache;
 
 #[derive(Debug, Clone)]
@@ -22,6 +23,7 @@ pub struct Settings {
     /// again. Revocation is immediate in the process that revokes and takes
     /// at most this long elsewhere.
     pub key_cache_ttl: Duration,
+    pub rate_limits: RateLimitSettings,
 }
 
 struct Inner {
@@ -33,6 +35,7 @@ struct Inner {
     settings: Settings,
     keys: KeyCache,
     appended: Arc<Notify>,
+    rate_limiter: RateLimiter,
 }
 
 #[derive(Clone)]
@@ -47,11 +50,15 @@ impl Platform {
         settings: Settings,
     ) -> Self {
         let keys = KeyCache::new(settings.key_cache_ttl);
+        let metrics = Metrics::new();
+        let rate_limiter =
+            RateLimiter::new(settings.rate_limits.clone(), redis.clone(), metrics.clone());
         Self(Arc::new(Inner {
             db,
             bus,
             clock,
-            metrics: Metrics::new(),
+            metrics,
+            rate_limiter,
             redis,
             settings,
             keys,
@@ -85,6 +92,10 @@ impl Platform {
 
     pub fn settings(&self) -> &Settings {
         &self.0.settings
+    }
+
+    pub fn rate_limiter(&self) -> &RateLimiter {
+        &self.0.rate_limiter
     }
 
     pub fn keys(&self) -> &KeyCache {

@@ -9,11 +9,12 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpRequest, HttpResponse, ResponseError, web};
+use actix_web::{Error, HttpMessage, HttpRequest, HttpResponse, ResponseError, web};
 use serde_json::json;
 
 use crate::context::Platform;
 use crate::error::ApiError;
+use crate::ratelimit::Decision;
 
 /// Largest JSON body any endpoint accepts.
 pub const MAX_JSON_BODY: usize = 1024 * 1024;
@@ -80,6 +81,10 @@ pub async fn observe(
         res.headers_mut()
             .insert(header::HeaderName::from_static("x-trace-id"), v);
     }
+    let decision = res.request().extensions().get::<Decision>().copied();
+    if let Some(d) = decision {
+        rate_limit_headers(res.headers_mut(), &d);
+    }
     let status = res.status().as_u16();
     let route = res
         .request()
@@ -104,6 +109,36 @@ pub async fn observe(
         tracing::debug!(status, route = %route, ms, "request served");
     }
     Ok(res)
+}
+
+/// The rate-limit headers of a Backend API response: the IETF draft names
+/// (`RateLimit-*`, reset in seconds from now), the widely used `X-RateLimit-*`
+/// names (reset as a Unix time, as GitHub and others send it), and on a
+/// refusal `Retry-After` in seconds.
+fn rate_limit_headers(h: &mut header::HeaderMap, d: &Decision) {
+    let reset_secs = d.reset_ms.div_ceil(1000);
+    let reset_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|t| t.as_secs() + reset_secs)
+        .unwrap_or(0);
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(header::HeaderName::from_static(name), v);
+        }
+    };
+    set("ratelimit-limit", d.limit.to_string());
+    set("ratelimit-remaining", d.remaining.to_string());
+    set("ratelimit-reset", reset_secs.to_string());
+    set(
+        "ratelimit-policy",
+        format!("{};w={}", d.limit, d.window_secs),
+    );
+    set("x-ratelimit-limit", d.limit.to_string());
+    set("x-ratelimit-remaining", d.remaining.to_string());
+    set("x-ratelimit-reset", reset_at.to_string());
+    if !d.admitted {
+        set("retry-after", d.retry_after_secs().to_string());
+    }
 }
 
 fn ensure_error_shape(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody> {

@@ -12,6 +12,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod metrics;
 pub mod outbox;
+pub mod ratelimit;
 pub mod tenancy;
 
 mod context;

@@ -3,7 +3,8 @@
 
 use prometheus::core::{AtomicF64, GenericGaugeVec};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry,
+    TextEncoder,
 };
 
 type GaugeVec = GenericGaugeVec<AtomicF64>;
@@ -18,6 +19,9 @@ pub struct Metrics {
     pub outbox_lag_seconds: GaugeVec,
     pub consumer_processed: IntCounterVec,
     pub consumer_lag_seconds: GaugeVec,
+    pub rate_limit_decisions: IntCounterVec,
+    pub rate_limit_fallback: IntCounter,
+    pub rate_limit_redis_up: Gauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -34,6 +38,13 @@ fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeV
         .register(Box::new(g.clone()))
         .expect("metric registered once");
     g
+}
+
+fn register<M: prometheus::core::Collector + Clone + 'static>(registry: &Registry, m: M) -> M {
+    registry
+        .register(Box::new(m.clone()))
+        .expect("metric registered once");
+    m
 }
 
 impl Metrics {
@@ -91,6 +102,28 @@ impl Metrics {
                 "gatehouse_consumer_lag_seconds",
                 "Time between an event being recorded and its consumer applying it",
                 &["consumer"],
+            ),
+            rate_limit_decisions: counter(
+                &registry,
+                "gatehouse_rate_limit_decisions_total",
+                "Backend API rate-limit decisions by instance environment and outcome",
+                &["environment", "outcome"],
+            ),
+            rate_limit_fallback: register(
+                &registry,
+                IntCounter::new(
+                    "gatehouse_rate_limit_fallback_total",
+                    "Rate-limit decisions taken by the local limiter because Redis was unavailable",
+                )
+                .expect("valid metric definition"),
+            ),
+            rate_limit_redis_up: register(
+                &registry,
+                Gauge::new(
+                    "gatehouse_rate_limit_redis_up",
+                    "1 while rate limits are shared through Redis, 0 while this process decides alone",
+                )
+                .expect("valid metric definition"),
             ),
             registry,
         }

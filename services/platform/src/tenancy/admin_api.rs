@@ -24,6 +24,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .route("/instances/{instance_id}", web::get().to(get_instance))
             .route(
+                "/instances/{instance_id}/rate_limit",
+                web::put().to(set_rate_limit),
+            )
+            .route(
                 "/instances/{instance_id}/secret_keys",
                 web::post().to(create_key),
             )
@@ -53,6 +57,19 @@ struct CreateTenant {
 struct KeyRequest {
     #[serde(default)]
     name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RateLimitBody {
+    /// Requests per window; `null` returns to the environment's default. The
+    /// field is required, so an empty body is an error, not a reset.
+    #[serde(deserialize_with = "required_nullable")]
+    limit: Option<u32>,
+}
+
+fn required_nullable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    Option::<u32>::deserialize(d)
 }
 
 #[derive(Deserialize)]
@@ -87,16 +104,14 @@ async fn create_tenant(
     let name = valid_name("name", &body.name)?;
     let created = super::create_tenant(&platform, &name, ACTOR).await?;
     let mut tenant = serde_json::to_value(&created.tenant).map_err(ApiError::internal)?;
-    tenant["instances"] = created
-        .instances
-        .iter()
-        .map(|(inst, key)| {
-            let mut v = serde_json::to_value(inst).unwrap_or_default();
-            v["secret_key"] = json!(key.secret);
-            v["secret_key_id"] = json!(key.view.id);
-            v
-        })
-        .collect();
+    let mut instances = Vec::new();
+    for (inst, key) in &created.instances {
+        let mut v = instance_json(&platform, inst).await?;
+        v["secret_key"] = json!(key.secret);
+        v["secret_key_id"] = json!(key.view.id);
+        instances.push(v);
+    }
+    tenant["instances"] = Value::Array(instances);
     Ok(HttpResponse::Created().json(tenant))
 }
 
@@ -107,10 +122,7 @@ async fn tenant_json(platform: &Platform, id: &str) -> ApiResult<Value> {
     let mut v = serde_json::to_value(&tenant).map_err(ApiError::internal)?;
     let mut instances = Vec::new();
     for inst in super::tenant_instances(platform.db(), platform, id).await? {
-        let usage = super::usage::get(platform.db(), &inst.id).await?;
-        let mut iv = serde_json::to_value(&inst).map_err(ApiError::internal)?;
-        iv["usage"] = json!({ "users": usage });
-        instances.push(iv);
+        instances.push(instance_json(platform, &inst).await?);
     }
     v["instances"] = Value::Array(instances);
     Ok(v)
@@ -158,9 +170,41 @@ async fn get_instance(
     let inst = super::get_instance(platform.db(), &platform, &path)
         .await?
         .ok_or_else(|| ApiError::not_found("instance"))?;
-    let mut v = serde_json::to_value(&inst).map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(instance_json(&platform, &inst).await?))
+}
+
+/// The instance as JSON with its usage and effective rate limit.
+async fn instance_json(platform: &Platform, inst: &super::InstanceView) -> ApiResult<Value> {
+    let mut v = serde_json::to_value(inst).map_err(ApiError::internal)?;
     v["usage"] = json!({ "users": super::usage::get(platform.db(), &inst.id).await? });
-    Ok(HttpResponse::Ok().json(v))
+    let rl = &platform.settings().rate_limits;
+    let default = rl.default_for(inst.environment);
+    v["rate_limit"] = json!({
+        "limit": inst.rate_limit_override.unwrap_or(i64::from(default)),
+        "window_seconds": rl.window.as_secs(),
+        "default": default,
+        "overridden": inst.rate_limit_override.is_some(),
+    });
+    if let Some(o) = v.as_object_mut() {
+        o.remove("rate_limit_override");
+    }
+    Ok(v)
+}
+
+async fn set_rate_limit(
+    _: AdminAuth,
+    platform: web::Data<Platform>,
+    path: web::Path<String>,
+    body: web::Json<RateLimitBody>,
+) -> ApiResult<HttpResponse> {
+    if body.limit == Some(0) {
+        return Err(ApiError::invalid_param(
+            "limit",
+            "`limit` must be at least 1, or null for the default.",
+        ));
+    }
+    let inst = super::set_rate_limit(&platform, &path, body.limit, ACTOR).await?;
+    Ok(HttpResponse::Ok().json(instance_json(&platform, &inst).await?))
 }
 
 fn key_name(body: Option<web::Json<KeyRequest>>) -> ApiResult<String> {

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, dev::Payload, web};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -123,7 +123,7 @@ async fn resolve(platform: &Platform, secret: &str) -> Result<Resolved, ApiError
     }
     let row = db::query_one(
         platform.db(),
-        "SELECT k.id, k.key_hash, i.id AS instance_id, i.tenant_id, i.environment, t.disabled \
+        "SELECT k.id, k.key_hash, i.id AS instance_id, i.tenant_id, i.environment, i.rate_limit, t.disabled \
          FROM tenancy_secret_keys k \
          JOIN tenancy_instances i ON i.id = k.instance_id \
          JOIN tenancy_tenants t ON t.id = i.tenant_id \
@@ -152,6 +152,8 @@ async fn resolve(platform: &Platform, secret: &str) -> Result<Resolved, ApiError
                         id: InstanceId::from_trusted(col(&r, "instance_id")?),
                         tenant_id: TenantId::from_trusted(col(&r, "tenant_id")?),
                         environment,
+                        rate_limit: col::<Option<i64>>(&r, "rate_limit")?
+                            .and_then(|l| u32::try_from(l).ok()),
                     },
                 })
             }
@@ -177,6 +179,7 @@ impl FromRequest for InstanceKey {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let platform = platform_of(req);
         let token = crate::http::bearer_token(req).map(str::to_owned);
+        let req = req.clone();
         Box::pin(async move {
             let platform = platform?;
             let Some(token) = token else {
@@ -190,7 +193,10 @@ impl FromRequest for InstanceKey {
                 return Err(ApiError::unauthorized("The secret key is malformed."));
             }
             match resolve(&platform, &token).await? {
-                Resolved::Valid(a) => Ok(InstanceKey(a)),
+                Resolved::Valid(a) => {
+                    rate_limit(&platform, &req, &a).await?;
+                    Ok(InstanceKey(a))
+                }
                 Resolved::Disabled => Err(ApiError::unauthorized(
                     "The tenant of this secret key is disabled.",
                 )),
@@ -200,6 +206,36 @@ impl FromRequest for InstanceKey {
             }
         })
     }
+}
+
+/// Every Backend API request of an instance counts against its limit: the
+/// decision goes into the request's extensions (the HTTP layer turns it into
+/// headers) and a refusal is the 429.
+async fn rate_limit(platform: &Platform, req: &HttpRequest, a: &Authed) -> Result<(), ApiError> {
+    let limiter = platform.rate_limiter();
+    if !limiter.enabled() {
+        return Ok(());
+    }
+    let env = a.instance.environment;
+    let limit = a
+        .instance
+        .rate_limit
+        .unwrap_or_else(|| limiter.settings().default_for(env));
+    let decision = limiter.check(a.instance.id.as_str(), env, limit).await;
+    req.extensions_mut().insert(decision);
+    if decision.admitted {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+        "too_many_requests",
+        "Too many requests",
+        format!(
+            "This instance may make {limit} Backend API requests per {} seconds; retry in {} s.",
+            decision.window_secs,
+            decision.retry_after_secs()
+        ),
+    ))
 }
 
 /// Extractor: the platform admin token.

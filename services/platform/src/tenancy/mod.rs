@@ -69,6 +69,8 @@ pub struct Instance {
     pub id: InstanceId,
     pub tenant_id: TenantId,
     pub environment: Environment,
+    /// Backend API requests per rate-limit window, when overridden.
+    pub rate_limit: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -89,6 +91,8 @@ pub struct InstanceView {
     pub environment: Environment,
     pub publishable_key: String,
     pub issuer: String,
+    /// The override; `None` means the environment's default.
+    pub rate_limit_override: Option<i64>,
     pub created_at: i64,
 }
 
@@ -432,6 +436,45 @@ pub async fn revoke_key(
     Ok(key)
 }
 
+/// Sets (or with `None` clears) an instance's rate-limit override.
+pub async fn set_rate_limit(
+    platform: &Platform,
+    instance_id: &str,
+    limit: Option<u32>,
+    actor: &str,
+) -> ApiResult<InstanceView> {
+    let txn = db::begin_write(platform.db()).await?;
+    let instance = load_instance(&txn, instance_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("instance"))?;
+    if instance.rate_limit != limit {
+        let version = stream_version(&txn, instance_id).await?;
+        record(
+            &txn,
+            platform,
+            instance_id,
+            st::INSTANCE,
+            version,
+            &[encode(
+                et::RATE_LIMIT_SET,
+                &v1::RateLimitSet {
+                    instance_id: instance_id.to_owned(),
+                    limit,
+                },
+            )],
+            &meta(instance.tenant_id.as_str(), instance_id, actor),
+        )
+        .await?;
+    }
+    let view = get_instance(&txn, platform, instance_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("instance"))?;
+    txn.commit().await?;
+    platform.events_committed();
+    platform.keys().clear();
+    Ok(view)
+}
+
 async fn stream_version(conn: &impl ConnectionTrait, stream_id: &str) -> Result<i64, DbErr> {
     let sql = format!(
         "SELECT COALESCE(MAX(stream_version), 0) AS v FROM {} WHERE stream_id = $1",
@@ -507,6 +550,15 @@ pub async fn project(conn: &impl ConnectionTrait, ev: &RecordedEvent) -> Result<
                 "UPDATE tenancy_secret_keys SET revoked_at = $3 \
                  WHERE id = $1 AND instance_id = $2 AND revoked_at IS NULL",
                 vec![m.key_id.into(), m.instance_id.into(), at.into()],
+            )
+            .await?;
+        }
+        et::RATE_LIMIT_SET => {
+            let m = v1::RateLimitSet::decode(ev.payload.as_slice()).map_err(bad)?;
+            db::exec(
+                conn,
+                "UPDATE tenancy_instances SET rate_limit = $2 WHERE id = $1",
+                vec![m.instance_id.into(), m.limit.map(i64::from).into()],
             )
             .await?;
         }
@@ -599,11 +651,13 @@ fn instance_from_row(r: &sea_orm::QueryResult, platform: &Platform) -> Result<In
         environment: Environment::parse(&env)
             .ok_or_else(|| DbErr::Custom(format!("unknown environment {env}")))?,
         publishable_key: col(r, "publishable_key")?,
+        rate_limit_override: col(r, "rate_limit")?,
         created_at: col(r, "created_at")?,
     })
 }
 
-const INSTANCE_COLUMNS: &str = "id, tenant_id, environment, publishable_key, created_at";
+const INSTANCE_COLUMNS: &str =
+    "id, tenant_id, environment, publishable_key, rate_limit, created_at";
 
 pub async fn get_instance(
     conn: &impl ConnectionTrait,
@@ -641,7 +695,7 @@ pub async fn tenant_instances(
 async fn load_instance(conn: &impl ConnectionTrait, id: &str) -> Result<Option<Instance>, DbErr> {
     let Some(r) = db::query_one(
         conn,
-        "SELECT id, tenant_id, environment FROM tenancy_instances WHERE id = $1",
+        "SELECT id, tenant_id, environment, rate_limit FROM tenancy_instances WHERE id = $1",
         vec![id.into()],
     )
     .await?
@@ -654,6 +708,7 @@ async fn load_instance(conn: &impl ConnectionTrait, id: &str) -> Result<Option<I
         tenant_id: TenantId::from_trusted(col(&r, "tenant_id")?),
         environment: Environment::parse(&env)
             .ok_or_else(|| DbErr::Custom(format!("unknown environment {env}")))?,
+        rate_limit: col::<Option<i64>>(&r, "rate_limit")?.and_then(|l| u32::try_from(l).ok()),
     }))
 }
 
