@@ -6,6 +6,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "gatehouse/events/v1/envelope.proto",
         "gatehouse/events/v1/tenancy.proto",
         "gatehouse/events/v1/identity.proto",
+        "gatehouse/events/v1/oauth.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

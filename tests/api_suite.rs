@@ -710,4 +710,251 @@ suite!(
     bad_input_matrix,
     admin_api,
     ops_endpoints,
+    oauth_applications,
+    oauth_applications_paginate_to_the_last,
 );
+
+async fn oauth_applications(mode: Mode) {
+    let g = Gatehouse::start(mode).await;
+    let t = g.tenant().await;
+    let key = &t.dev.key;
+    let (s, app) = g
+        .call(
+            key,
+            Method::POST,
+            "/v1/oauth_applications",
+            Some(json!({ "name": "Claude", "redirect_uris": ["https://claude.ai/api/mcp/auth_callback", "http://localhost:6274/cb"],
+                         "scopes": "openid email offline_access", "client_image_url": "https://claude.ai/logo.png" })),
+        )
+        .await;
+    assert_eq!(s, 200, "{app}");
+    assert_eq!(app["object"], "oauth_application");
+    assert_eq!(app["instance_id"], t.dev.id.as_str());
+    assert_eq!(app["consent_screen_enabled"], true, "consent on by default");
+    assert_eq!(app["pkce_required"], true);
+    assert_eq!(app["public"], false);
+    assert_eq!(app["dynamically_registered"], false);
+    assert_eq!(app["scopes"], "openid email offline_access");
+    let issuer = g.url(&format!("/i/{}", t.dev.id));
+    assert_eq!(app["authorize_url"], format!("{issuer}/oauth/authorize"));
+    assert_eq!(
+        app["discovery_url"],
+        format!("{issuer}/.well-known/oauth-authorization-server")
+    );
+    let secret = app["client_secret"].as_str().unwrap().to_owned();
+    assert!(secret.len() >= 40);
+    let id = app["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("oa_"));
+
+    let (s, got) = g
+        .call(
+            key,
+            Method::GET,
+            &format!("/v1/oauth_applications/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert!(
+        got.get("client_secret").is_none(),
+        "the secret is shown only on create and rotate"
+    );
+    assert!(!got.to_string().contains(&secret));
+
+    let (s, upd) = g
+        .call(key, Method::PATCH, &format!("/v1/oauth_applications/{id}"),
+              Some(json!({ "name": "Claude Desktop", "consent_screen_enabled": false, "scopes": "openid" })))
+        .await;
+    assert_eq!(s, 200, "{upd}");
+    assert_eq!(
+        (
+            upd["name"].clone(),
+            upd["consent_screen_enabled"].clone(),
+            upd["scopes"].clone()
+        ),
+        (json!("Claude Desktop"), json!(false), json!("openid"))
+    );
+    let (s, e) = g
+        .call(
+            key,
+            Method::PATCH,
+            &format!("/v1/oauth_applications/{id}"),
+            Some(json!({ "public": true })),
+        )
+        .await;
+    assert_eq!(s, 422, "{e}");
+
+    let (s, rot) = g
+        .call(
+            key,
+            Method::POST,
+            &format!("/v1/oauth_applications/{id}/rotate_secret"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let new_secret = rot["client_secret"].as_str().unwrap();
+    assert_ne!(new_secret, secret);
+
+    // Public clients: no secret, PKCE mandatory.
+    let (s, public) = g
+        .call(key, Method::POST, "/v1/oauth_applications",
+              Some(json!({ "name": "CLI", "public": true, "redirect_uris": ["http://127.0.0.1:8976/cb"] })))
+        .await;
+    assert_eq!(s, 200, "{public}");
+    assert!(public.get("client_secret").is_none());
+    let pid = public["id"].as_str().unwrap();
+    let (s, _) = g
+        .call(
+            key,
+            Method::POST,
+            &format!("/v1/oauth_applications/{pid}/rotate_secret"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 400);
+    let (s, _) = g
+        .call(
+            key,
+            Method::PATCH,
+            &format!("/v1/oauth_applications/{pid}"),
+            Some(json!({ "pkce_required": false })),
+        )
+        .await;
+    assert_eq!(s, 422);
+
+    // Bad metadata is refused field by field.
+    for bad in [
+        json!({}),
+        json!({ "name": "" }),
+        json!({ "name": "x", "redirect_uris": ["http://evil.example/cb"] }),
+        json!({ "name": "x", "redirect_uris": ["https://a.example/cb#f"] }),
+        json!({ "name": "x", "redirect_uris": ["javascript:alert(1)"] }),
+        json!({ "name": "x", "redirect_uris": "https://a.example/cb" }),
+        json!({ "name": "x", "scopes": "openid admin" }),
+        json!({ "name": "x", "client_image_url": "http://logo.example/x.png" }),
+        json!({ "name": "x", "public": true, "pkce_required": false }),
+        json!({ "name": "x", "surprise": 1 }),
+    ] {
+        let (s, e) = g
+            .call(
+                key,
+                Method::POST,
+                "/v1/oauth_applications",
+                Some(bad.clone()),
+            )
+            .await;
+        assert_eq!(s, 422, "{bad}: {e}");
+        assert_error_shape(s, &e);
+    }
+
+    // Isolation: another instance sees nothing and changes nothing.
+    for other in [&t.prod.key] {
+        for (m, path) in [
+            (Method::GET, format!("/v1/oauth_applications/{id}")),
+            (Method::PATCH, format!("/v1/oauth_applications/{id}")),
+            (Method::DELETE, format!("/v1/oauth_applications/{id}")),
+            (
+                Method::POST,
+                format!("/v1/oauth_applications/{id}/rotate_secret"),
+            ),
+        ] {
+            let (s, _) = g
+                .call(other, m.clone(), &path, Some(json!({ "name": "pwned" })))
+                .await;
+            assert_eq!(s, 404, "{m} {path}");
+        }
+        let (_, list) = g
+            .call(other, Method::GET, "/v1/oauth_applications", None)
+            .await;
+        assert_eq!(list["total_count"], 0);
+    }
+
+    let (s, d) = g
+        .call(
+            key,
+            Method::DELETE,
+            &format!("/v1/oauth_applications/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, d),
+        (
+            200,
+            json!({ "object": "oauth_application", "id": id, "deleted": true })
+        )
+    );
+    let (s, _) = g
+        .call(
+            key,
+            Method::GET,
+            &format!("/v1/oauth_applications/{id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+}
+
+async fn oauth_applications_paginate_to_the_last(mode: Mode) {
+    let g = Gatehouse::start(mode).await;
+    let t = g.tenant().await;
+    let key = &t.prod.key;
+    let mut created = std::collections::HashSet::new();
+    for i in 0..500 {
+        let (s, a) = g
+            .call(key, Method::POST, "/v1/oauth_applications",
+                  Some(json!({ "name": format!("app {i:03}"), "redirect_uris": ["https://a.example/cb"] })))
+            .await;
+        assert_eq!(s, 200, "{a}");
+        created.insert(a["id"].as_str().unwrap().to_owned());
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut offset = 0;
+    loop {
+        let (s, page) = g
+            .call(
+                key,
+                Method::GET,
+                &format!("/v1/oauth_applications?limit=37&offset={offset}&order_by=name"),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200);
+        assert_eq!(page["total_count"], 500);
+        let data = page["data"].as_array().unwrap();
+        if data.is_empty() {
+            break;
+        }
+        for a in data {
+            assert!(
+                seen.insert(a["id"].as_str().unwrap().to_owned()),
+                "no duplicates across pages"
+            );
+        }
+        offset += data.len();
+    }
+    assert_eq!(seen, created, "all 500 reachable");
+    let (_, first) = g
+        .call(
+            key,
+            Method::GET,
+            "/v1/oauth_applications?limit=1&order_by=-name",
+            None,
+        )
+        .await;
+    assert_eq!(first["data"][0]["name"], "app 499");
+    let (_, q) = g
+        .call(
+            key,
+            Method::GET,
+            "/v1/oauth_applications?name_query=APP%2004",
+            None,
+        )
+        .await;
+    assert_eq!(q["total_count"], 10);
+    let (s, _) = g
+        .call(key, Method::GET, "/v1/oauth_applications?limit=501", None)
+        .await;
+    assert_eq!(s, 422);
+}

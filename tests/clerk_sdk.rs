@@ -18,19 +18,21 @@ async fn sdk_drives_the_users_api(mode: Mode) {
             .exists(),
         "run `npm ci` in tests/e2e/clerk-sdk (scripts/test.sh does)"
     );
-    let out = Command::new("node")
-        .arg("users.mjs")
-        .current_dir(dir)
-        .env("GATEHOUSE_URL", &g.base)
-        .env("GATEHOUSE_SECRET_KEY", &t.dev.key)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("{\"ok\":true}"),
-        "SDK run failed\nstdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for script in ["users.mjs", "oauth_applications.mjs"] {
+        let out = Command::new("node")
+            .arg(script)
+            .current_dir(dir)
+            .env("GATEHOUSE_URL", &g.base)
+            .env("GATEHOUSE_SECRET_KEY", &t.dev.key)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("{\"ok\":true}"),
+            "SDK run of {script} failed\nstdout:\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ mod m0001_platform;
 mod m0002_tenancy;
 mod m0003_authz;
 mod m0004_rate_limits;
+mod m0005_oauth_applications;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_tenancy::Migration),
             Box::new(m0003_authz::Migration),
             Box::new(m0004_rate_limits::Migration),
+            Box::new(m0005_oauth_applications::Migration),
         ]
     }
 }

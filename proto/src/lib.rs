@@ -24,6 +24,11 @@ pub mod event_types {
     pub const USER_DELETED: &str = "user.deleted";
     pub const USER_BANNED: &str = "user.banned";
     pub const USER_UNBANNED: &str = "user.unbanned";
+
+    pub const OAUTH_APPLICATION_CREATED: &str = "oauth_application.created";
+    pub const OAUTH_APPLICATION_UPDATED: &str = "oauth_application.updated";
+    pub const OAUTH_APPLICATION_SECRET_ROTATED: &str = "oauth_application.secret_rotated";
+    pub const OAUTH_APPLICATION_DELETED: &str = "oauth_application.deleted";
 }
 
 /// Stream types (the aggregate kinds) and the topic each is published on.
@@ -31,4 +36,5 @@ pub mod stream_types {
     pub const TENANT: &str = "tenant";
     pub const INSTANCE: &str = "instance";
     pub const USER: &str = "user";
+    pub const OAUTH_APPLICATION: &str = "oauth_application";
 }

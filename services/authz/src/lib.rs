@@ -5,6 +5,7 @@
 //! its background tasks, and `rebuild` for its projections, and depends only
 //! on `gatehouse-platform` and `gatehouse-proto`.
 
+pub mod oauth_apps;
 pub mod users;
 
 use actix_web::web;
@@ -17,11 +18,14 @@ pub const SERVICE: &str = "authz";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     users::api::configure(cfg);
+    oauth_apps::api::configure(cfg);
 }
 
-/// Every stream of this service so far (users) is identity.
-fn topic_for(_stream_type: &str) -> &'static str {
-    topics::IDENTITY
+fn topic_for(stream_type: &str) -> &'static str {
+    match stream_type {
+        gatehouse_proto::stream_types::OAUTH_APPLICATION => topics::OAUTH,
+        _ => topics::IDENTITY,
+    }
 }
 
 /// Background tasks of this service: the outbox publisher of its event store.
@@ -39,11 +43,12 @@ pub fn workers(platform: &Platform) -> Vec<(&'static str, Worker)> {
 }
 
 /// Projections `gatehouse rebuild` can rebuild for this service.
-pub const PROJECTIONS: &[&str] = &["users"];
+pub const PROJECTIONS: &[&str] = &["users", "oauth_applications"];
 
 pub async fn rebuild(db: &DatabaseConnection, projection: &str) -> Result<Option<u64>, DbErr> {
     match projection {
         "users" => users::projection::rebuild(db).await.map(Some),
+        "oauth_applications" => oauth_apps::projection::rebuild(db).await.map(Some),
         _ => Ok(None),
     }
 }

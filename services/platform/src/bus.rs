@@ -23,7 +23,8 @@ use crate::db::{self, col};
 pub mod topics {
     pub const IDENTITY: &str = "gatehouse.identity";
     pub const TENANCY: &str = "gatehouse.tenancy";
-    pub const ALL: &[&str] = &[IDENTITY, TENANCY];
+    pub const OAUTH: &str = "gatehouse.oauth";
+    pub const ALL: &[&str] = &[IDENTITY, TENANCY, OAUTH];
 }
 
 #[derive(Debug, Clone)]

@@ -96,6 +96,9 @@ typed_id!(
 typed_id!(
     /// An email address of a user.
     EmailAddressId, "idn");
+typed_id!(
+    /// An OAuth application of an instance.
+    OAuthApplicationId, "oa");
 
 #[cfg(test)]
 mod tests {

@@ -131,7 +131,12 @@ pub async fn rebuild(db: &DatabaseConnection) -> Result<u64, DbErr> {
     db::exec(&txn, "DELETE FROM authz_users", vec![]).await?;
     let conn = &txn;
     let n = STORE
-        .replay(conn, |ev| async move { project(conn, &ev).await })
+        .replay(conn, |ev| async move {
+            if ev.stream_type == gatehouse_proto::stream_types::USER {
+                project(conn, &ev).await?;
+            }
+            Ok(())
+        })
         .await?;
     txn.commit().await?;
     Ok(n)

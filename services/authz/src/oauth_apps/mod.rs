@@ -1,0 +1,198 @@
+//! OAuth applications of an instance: an event-sourced aggregate (stream type
+//! `oauth_application`, in `authz_events`), each event carrying the whole
+//! application state. Client secrets are shown once (create, rotate) and
+//! stored as SHA-256.
+
+pub mod api;
+pub mod projection;
+pub mod validate;
+
+use std::time::Duration;
+
+use gatehouse_platform::db;
+use gatehouse_platform::eventstore::{AppendError, EventMeta, NewEvent, RecordedEvent, Stream};
+use gatehouse_platform::ids::OAuthApplicationId;
+use gatehouse_platform::tenancy::Authed;
+use gatehouse_platform::{ApiError, ApiResult, Platform};
+use gatehouse_proto::event_types as et;
+use gatehouse_proto::stream_types as st;
+use gatehouse_proto::v1::{self, OAuthApplicationState as AppState};
+use prost::Message;
+use sea_orm::DatabaseTransaction;
+use sha2::{Digest, Sha256};
+
+use crate::users::STORE;
+
+const MAX_ATTEMPTS: u32 = 8;
+
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// A fresh client secret (48 base62 characters, ≈ 285 bits).
+pub fn new_secret() -> String {
+    gatehouse_platform::ids::random_base62(48)
+}
+
+pub struct App {
+    pub state: AppState,
+    pub version: i64,
+    pub instance_id: String,
+    pub deleted: bool,
+}
+
+fn state_of(ev: &RecordedEvent) -> Option<AppState> {
+    let p = ev.payload.as_slice();
+    match ev.event_type.as_str() {
+        et::OAUTH_APPLICATION_CREATED => v1::OAuthApplicationCreated::decode(p).ok()?.application,
+        et::OAUTH_APPLICATION_UPDATED => v1::OAuthApplicationUpdated::decode(p).ok()?.application,
+        et::OAUTH_APPLICATION_SECRET_ROTATED => {
+            v1::OAuthApplicationSecretRotated::decode(p)
+                .ok()?
+                .application
+        }
+        _ => None,
+    }
+}
+
+pub fn fold(events: &[RecordedEvent]) -> Option<App> {
+    let mut app: Option<App> = None;
+    for ev in events {
+        if ev.event_type == et::OAUTH_APPLICATION_DELETED {
+            if let Some(a) = app.as_mut() {
+                a.deleted = true;
+                a.version = ev.stream_version;
+            }
+        } else if let Some(state) = state_of(ev) {
+            app = Some(App {
+                state,
+                version: ev.stream_version,
+                instance_id: ev.meta.instance_id.clone(),
+                deleted: false,
+            });
+        }
+    }
+    app
+}
+
+fn meta(auth: &Authed) -> EventMeta {
+    EventMeta {
+        tenant_id: auth.instance.tenant_id.to_string(),
+        instance_id: auth.instance.id.to_string(),
+        actor: auth.actor(),
+        trace_id: gatehouse_platform::http::current_trace_id(),
+    }
+}
+
+pub fn event<M: Message>(event_type: &'static str, msg: &M) -> NewEvent {
+    NewEvent {
+        event_type,
+        payload: msg.encode_to_vec(),
+    }
+}
+
+async fn append(
+    txn: &DatabaseTransaction,
+    platform: &Platform,
+    auth: &Authed,
+    id: &str,
+    version: i64,
+    events: &[NewEvent],
+) -> Result<(), AppendError> {
+    let stream = Stream {
+        id,
+        kind: st::OAUTH_APPLICATION,
+        version,
+    };
+    let recorded = STORE
+        .append(txn, stream, events, &meta(auth), platform.now_ms())
+        .await?;
+    for ev in &recorded {
+        projection::project(txn, ev).await?;
+        platform
+            .metrics()
+            .events_appended
+            .with_label_values(&[STORE.table(), &ev.event_type])
+            .inc();
+    }
+    Ok(())
+}
+
+/// Creates an application; returns it with its secret (confidential only).
+pub async fn create(
+    platform: &Platform,
+    auth: &Authed,
+    mut state: AppState,
+) -> ApiResult<(AppState, Option<String>)> {
+    let id = OAuthApplicationId::new();
+    let now = platform.now_ms();
+    state.application_id = id.to_string();
+    state.client_id = gatehouse_platform::ids::random_base62(24);
+    state.created_at_ms = now;
+    state.updated_at_ms = now;
+    let secret = (!state.public).then(new_secret);
+    state.client_secret_hash = secret.as_deref().map(hash_secret).unwrap_or_default();
+    let txn = db::begin_write(platform.db()).await?;
+    let events = [event(
+        et::OAUTH_APPLICATION_CREATED,
+        &v1::OAuthApplicationCreated {
+            application: Some(state.clone()),
+        },
+    )];
+    append(&txn, platform, auth, id.as_str(), 0, &events)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    txn.commit().await?;
+    platform.events_committed();
+    Ok((state, secret))
+}
+
+/// What a command decided.
+pub struct Decision {
+    pub events: Vec<NewEvent>,
+    pub state: Option<AppState>,
+}
+
+/// Load, decide, append, project; retried from a fresh load when another
+/// request appended first, then 409.
+pub async fn mutate<D>(
+    platform: &Platform,
+    auth: &Authed,
+    id: &str,
+    decide: D,
+) -> ApiResult<Option<AppState>>
+where
+    D: Fn(&App, i64) -> ApiResult<Decision>,
+{
+    if OAuthApplicationId::parse(id).is_none() {
+        return Err(ApiError::not_found("OAuth application"));
+    }
+    for attempt in 0..MAX_ATTEMPTS {
+        let txn = db::begin_write(platform.db()).await?;
+        let app = match fold(&STORE.load_stream(&txn, id).await?) {
+            Some(a) if !a.deleted && a.instance_id == auth.instance.id.as_str() => a,
+            _ => return Err(ApiError::not_found("OAuth application")),
+        };
+        let decision = decide(&app, platform.now_ms())?;
+        if decision.events.is_empty() {
+            return Ok(decision.state);
+        }
+        match append(&txn, platform, auth, id, app.version, &decision.events).await {
+            Ok(()) => {
+                txn.commit().await?;
+                platform.events_committed();
+                return Ok(decision.state);
+            }
+            Err(AppendError::Conflict { .. }) => {
+                drop(txn);
+                let jitter = u64::from(rand::random::<u8>() % 8) + u64::from(attempt) * 2;
+                tokio::time::sleep(Duration::from_millis(jitter)).await;
+            }
+            Err(AppendError::Db(e)) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::conflict(
+        "concurrent_modification",
+        "The OAuth application was changed by other requests at the same time; retry.",
+    ))
+}
