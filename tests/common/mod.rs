@@ -25,6 +25,15 @@ pub fn redis_url() -> String {
     std::env::var("GATEHOUSE_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }
 
+/// Idle connections are dropped before the server's 5 s keep-alive closes
+/// them, so a reused connection is never one the server is closing.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap()
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -137,7 +146,7 @@ impl Gatehouse {
         let mut g = Self {
             base: format!("http://127.0.0.1:{port}"),
             admin_token: unique("admin_"),
-            client: reqwest::Client::new(),
+            client: http_client(),
             mode: Mode::Embedded,
             db: None,
             topic_prefix: String::new(),
@@ -178,7 +187,7 @@ impl Gatehouse {
         let mut g = Self {
             base: format!("http://127.0.0.1:{port}"),
             admin_token: unique("admin_"),
-            client: reqwest::Client::new(),
+            client: http_client(),
             mode: Mode::Production,
             db_url: db.url.clone(),
             db: Some(db),
@@ -255,7 +264,7 @@ impl Gatehouse {
         let mut g = Self {
             base: format!("http://127.0.0.1:{port}"),
             admin_token: self.admin_token.clone(),
-            client: reqwest::Client::new(),
+            client: http_client(),
             mode: Mode::Production,
             db: None,
             topic_prefix: self.topic_prefix.clone(),
