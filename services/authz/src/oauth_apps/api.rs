@@ -18,12 +18,9 @@ use super::{Decision, event, hash_secret, new_secret, projection, validate};
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/v1/oauth_applications")
-            .route("", web::post().to(create))
-            .route("", web::get().to(list))
-            .route("/{id}", web::get().to(get))
-            .route("/{id}", web::patch().to(update))
-            .route("/{id}", web::delete().to(delete))
-            .route("/{id}/rotate_secret", web::post().to(rotate_secret)),
+            .service(web::resource("").post(create).get(list))
+            .service(web::resource("/{id}").get(get).patch(update).delete(delete))
+            .service(web::resource("/{id}/rotate_secret").post(rotate_secret)),
     );
 }
 

@@ -19,16 +19,21 @@ use super::{Decision, NewUser, password, touched, validate};
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/v1/users")
-            .route("", web::post().to(create_user))
-            .route("", web::get().to(list_users))
-            .route("/count", web::get().to(count_users))
-            .route("/{user_id}", web::get().to(get_user))
-            .route("/{user_id}", web::patch().to(update_user))
-            .route("/{user_id}", web::delete().to(delete_user))
-            .route("/{user_id}/ban", web::post().to(ban_user))
-            .route("/{user_id}/unban", web::post().to(unban_user))
-            .route("/{user_id}/metadata", web::put().to(replace_metadata))
-            .route("/{user_id}/metadata", web::patch().to(merge_metadata)),
+            .service(web::resource("").post(create_user).get(list_users))
+            .service(web::resource("/count").get(count_users))
+            .service(
+                web::resource("/{user_id}")
+                    .get(get_user)
+                    .patch(update_user)
+                    .delete(delete_user),
+            )
+            .service(web::resource("/{user_id}/ban").post(ban_user))
+            .service(web::resource("/{user_id}/unban").post(unban_user))
+            .service(
+                web::resource("/{user_id}/metadata")
+                    .put(replace_metadata)
+                    .patch(merge_metadata),
+            ),
     );
 }
 
