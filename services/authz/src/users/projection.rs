@@ -146,31 +146,36 @@ const USER_COLUMNS: &str = "id, primary_email_address_id, first_name, last_name,
     username, public_metadata, private_metadata, unsafe_metadata, password_enabled, banned, \
     created_at, updated_at";
 
+/// A user row without its emails.
+fn state_from_row(r: &sea_orm::QueryResult) -> Result<UserState, DbErr> {
+    Ok(UserState {
+        user_id: col(r, "id")?,
+        email_addresses: vec![],
+        primary_email_address_id: col::<Option<String>>(r, "primary_email_address_id")?
+            .unwrap_or_default(),
+        first_name: col(r, "first_name")?,
+        last_name: col(r, "last_name")?,
+        external_id: col(r, "external_id")?,
+        username: col(r, "username")?,
+        public_metadata_json: col(r, "public_metadata")?,
+        private_metadata_json: col(r, "private_metadata")?,
+        unsafe_metadata_json: col(r, "unsafe_metadata")?,
+        password_enabled: col(r, "password_enabled")?,
+        banned: col(r, "banned")?,
+        created_at_ms: col(r, "created_at")?,
+        updated_at_ms: col(r, "updated_at")?,
+    })
+}
+
 /// Rebuilds `UserState`s from projection rows (emails loaded in one query).
 async fn states_from_rows(
     conn: &impl ConnectionTrait,
     rows: &[sea_orm::QueryResult],
 ) -> Result<Vec<UserState>, DbErr> {
-    let mut users = Vec::with_capacity(rows.len());
-    for r in rows {
-        users.push(UserState {
-            user_id: col(r, "id")?,
-            email_addresses: vec![],
-            primary_email_address_id: col::<Option<String>>(r, "primary_email_address_id")?
-                .unwrap_or_default(),
-            first_name: col(r, "first_name")?,
-            last_name: col(r, "last_name")?,
-            external_id: col(r, "external_id")?,
-            username: col(r, "username")?,
-            public_metadata_json: col(r, "public_metadata")?,
-            private_metadata_json: col(r, "private_metadata")?,
-            unsafe_metadata_json: col(r, "unsafe_metadata")?,
-            password_enabled: col(r, "password_enabled")?,
-            banned: col(r, "banned")?,
-            created_at_ms: col(r, "created_at")?,
-            updated_at_ms: col(r, "updated_at")?,
-        });
-    }
+    let mut users = rows
+        .iter()
+        .map(state_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
     if users.is_empty() {
         return Ok(users);
     }
@@ -198,13 +203,35 @@ pub async fn get(
     instance_id: &str,
     user_id: &str,
 ) -> Result<Option<UserState>, DbErr> {
+    // One round trip: the user joined with its emails, one row per email.
+    let columns: Vec<String> = USER_COLUMNS
+        .split(", ")
+        .map(|c| format!("u.{}", c.trim()))
+        .collect();
     let rows = db::query_all(
         conn,
-        &format!("SELECT {USER_COLUMNS} FROM authz_users WHERE id = $1 AND instance_id = $2"),
+        &format!(
+            "SELECT {}, e.id AS email_id, e.email_address AS email_value \
+             FROM authz_users u LEFT JOIN authz_user_emails e ON e.user_id = u.id \
+             WHERE u.id = $1 AND u.instance_id = $2 ORDER BY e.position",
+            columns.join(", ")
+        ),
         vec![user_id.into(), instance_id.into()],
     )
     .await?;
-    Ok(states_from_rows(conn, &rows).await?.pop())
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let mut user = state_from_row(first)?;
+    for r in &rows {
+        if let Some(id) = col::<Option<String>>(r, "email_id")? {
+            user.email_addresses.push(EmailAddress {
+                id,
+                email_address: col(r, "email_value")?,
+            });
+        }
+    }
+    Ok(Some(user))
 }
 
 /// Filters of the list and count endpoints.
