@@ -150,7 +150,7 @@ pub struct DbArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct RebuildArgs {
-    /// The projection: `users`, `oauth_applications` (authz) or `tenancy`.
+    /// The projection: `users`, `oauth_applications`, `oauth_scopes` (authz) or `tenancy`.
     pub projection: String,
     #[command(flatten)]
     pub db: DbArgs,

@@ -691,6 +691,104 @@ async fn ops_endpoints(mode: Mode) {
     );
 }
 
+async fn custom_scopes(mode: Mode) {
+    let g = Gatehouse::start(mode).await;
+    let t = g.tenant().await;
+    let key = &t.dev.key;
+    let (s, list) = g.call(key, Method::GET, "/v1/oauth_scopes", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(list["total_count"], 4, "the standard scopes: {list}");
+    let (s, sc) = g
+        .call(
+            key,
+            Method::POST,
+            "/v1/oauth_scopes",
+            Some(json!({ "name": "read:docs", "description": "Read your documents" })),
+        )
+        .await;
+    assert_eq!(s, 200, "{sc}");
+    assert_eq!(
+        sc,
+        json!({ "object": "oauth_scope", "name": "read:docs", "description": "Read your documents", "standard": false })
+    );
+    let (_, list) = g.call(key, Method::GET, "/v1/oauth_scopes", None).await;
+    assert!(
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "read:docs")
+    );
+    for (bad, want) in [
+        (json!({ "name": "read:docs", "description": "again" }), 409),
+        (json!({ "name": "email", "description": "mine" }), 409),
+        (json!({ "name": "two words", "description": "x" }), 422),
+        (json!({ "name": "ok", "description": "" }), 422),
+        (json!({ "name": "ok" }), 422),
+    ] {
+        let (s, e) = g
+            .call(key, Method::POST, "/v1/oauth_scopes", Some(bad.clone()))
+            .await;
+        assert_eq!(s, want, "{bad}: {e}");
+        assert_error_shape(s, &e);
+    }
+    // Applications may request it; another instance does not know it.
+    let (s, app) = g
+        .call(key, Method::POST, "/v1/oauth_applications",
+              Some(json!({ "name": "docs", "scopes": "openid read:docs", "redirect_uris": ["https://d.example/cb"] })))
+        .await;
+    assert_eq!(s, 200, "{app}");
+    assert_eq!(app["scopes"], "openid read:docs");
+    let (s, _) = g
+        .call(
+            &t.prod.key,
+            Method::POST,
+            "/v1/oauth_applications",
+            Some(json!({ "name": "x", "scopes": "read:docs" })),
+        )
+        .await;
+    assert_eq!(s, 422, "custom scopes are per instance");
+    let (s, _) = g
+        .call(
+            &t.prod.key,
+            Method::DELETE,
+            "/v1/oauth_scopes/read:docs",
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+    let (s, d) = g
+        .call(
+            key,
+            Method::PATCH,
+            "/v1/oauth_scopes/read:docs",
+            Some(json!({ "description": "Read all your documents" })),
+        )
+        .await;
+    assert_eq!(
+        (s, d["description"].clone()),
+        (200, json!("Read all your documents"))
+    );
+    let (s, e) = g
+        .call(key, Method::DELETE, "/v1/oauth_scopes/read:docs", None)
+        .await;
+    assert_eq!(s, 409, "in use: {e}");
+    assert_eq!(e["errors"][0]["code"], "scope_in_use");
+    g.call(
+        key,
+        Method::DELETE,
+        &format!("/v1/oauth_applications/{}", app["id"].as_str().unwrap()),
+        None,
+    )
+    .await;
+    let (s, _) = g
+        .call(key, Method::DELETE, "/v1/oauth_scopes/read:docs", None)
+        .await;
+    assert_eq!(s, 200);
+    let (_, list) = g.call(key, Method::GET, "/v1/oauth_scopes", None).await;
+    assert_eq!(list["total_count"], 4);
+}
+
 macro_rules! suite {
     ($($name:ident),* $(,)?) => {
         mod embedded {
@@ -712,6 +810,7 @@ suite!(
     ops_endpoints,
     oauth_applications,
     oauth_applications_paginate_to_the_last,
+    custom_scopes,
 );
 
 async fn oauth_applications(mode: Mode) {

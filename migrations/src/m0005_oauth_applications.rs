@@ -1,5 +1,5 @@
-//! The authorization service's OAuth applications projection (events go to
-//! `authz_events` with the users').
+//! The authorization service's OAuth applications and custom scopes
+//! projections (their events go to `authz_events` with the users').
 
 use sea_orm_migration::prelude::*;
 
@@ -31,12 +31,24 @@ impl MigrationTrait for Migration {
                 created_at BIGINT NOT NULL,
                 updated_at BIGINT NOT NULL
             );
-            CREATE INDEX authz_oauth_applications_instance ON authz_oauth_applications (instance_id, created_at, id)",
+            CREATE INDEX authz_oauth_applications_instance ON authz_oauth_applications (instance_id, created_at, id);
+            CREATE TABLE authz_oauth_scopes (
+                instance_id TEXT NOT NULL,
+                name TEXT NOT NULL,
+                description TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL,
+                PRIMARY KEY (instance_id, name)
+            )",
         )
         .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        run_script(manager, &drop_tables(&["authz_oauth_applications"])).await
+        run_script(
+            manager,
+            &drop_tables(&["authz_oauth_scopes", "authz_oauth_applications"]),
+        )
+        .await
     }
 }

@@ -29,6 +29,8 @@ pub mod event_types {
     pub const OAUTH_APPLICATION_UPDATED: &str = "oauth_application.updated";
     pub const OAUTH_APPLICATION_SECRET_ROTATED: &str = "oauth_application.secret_rotated";
     pub const OAUTH_APPLICATION_DELETED: &str = "oauth_application.deleted";
+    pub const OAUTH_SCOPE_DEFINED: &str = "oauth_scope.defined";
+    pub const OAUTH_SCOPE_REMOVED: &str = "oauth_scope.removed";
 }
 
 /// Stream types (the aggregate kinds) and the topic each is published on.
@@ -37,4 +39,5 @@ pub mod stream_types {
     pub const INSTANCE: &str = "instance";
     pub const USER: &str = "user";
     pub const OAUTH_APPLICATION: &str = "oauth_application";
+    pub const OAUTH_SCOPES: &str = "oauth_scopes";
 }

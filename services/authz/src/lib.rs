@@ -19,11 +19,13 @@ pub const SERVICE: &str = "authz";
 pub fn configure(cfg: &mut web::ServiceConfig) {
     users::api::configure(cfg);
     oauth_apps::api::configure(cfg);
+    oauth_apps::scopes::configure(cfg);
 }
 
 fn topic_for(stream_type: &str) -> &'static str {
     match stream_type {
-        gatehouse_proto::stream_types::OAUTH_APPLICATION => topics::OAUTH,
+        gatehouse_proto::stream_types::OAUTH_APPLICATION
+        | gatehouse_proto::stream_types::OAUTH_SCOPES => topics::OAUTH,
         _ => topics::IDENTITY,
     }
 }
@@ -43,12 +45,13 @@ pub fn workers(platform: &Platform) -> Vec<(&'static str, Worker)> {
 }
 
 /// Projections `gatehouse rebuild` can rebuild for this service.
-pub const PROJECTIONS: &[&str] = &["users", "oauth_applications"];
+pub const PROJECTIONS: &[&str] = &["users", "oauth_applications", "oauth_scopes"];
 
 pub async fn rebuild(db: &DatabaseConnection, projection: &str) -> Result<Option<u64>, DbErr> {
     match projection {
         "users" => users::projection::rebuild(db).await.map(Some),
         "oauth_applications" => oauth_apps::projection::rebuild(db).await.map(Some),
+        "oauth_scopes" => oauth_apps::scopes::rebuild(db).await.map(Some),
         _ => Ok(None),
     }
 }

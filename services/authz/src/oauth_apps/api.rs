@@ -115,10 +115,14 @@ async fn create(
         let mut uris = b.redirect_uris.unwrap_or_default();
         uris.extend(b.callback_url.filter(|c| !c.is_empty()));
         let public = b.public.unwrap_or(false);
+        let known = super::scopes::known(platform.db(), &instance_id).await?;
         let state = AppState {
             name: validate::name(&b.name)?,
             redirect_uris: validate::redirect_uris(&uris)?,
-            scopes: validate::scopes(b.scopes.as_deref().unwrap_or(validate::DEFAULT_SCOPES))?,
+            scopes: validate::scopes(
+                b.scopes.as_deref().unwrap_or(validate::DEFAULT_SCOPES),
+                &known,
+            )?,
             public,
             consent_screen_enabled: b.consent_screen_enabled.unwrap_or(true),
             pkce_required: pkce_for(public, b.pkce_required)?,
@@ -247,7 +251,12 @@ async fn update(
             Some(validate::redirect_uris(&all)?)
         }
     };
-    let scopes = b.scopes.as_deref().map(validate::scopes).transpose()?;
+    let known = super::scopes::known(platform.db(), auth.instance.id.as_str()).await?;
+    let scopes = b
+        .scopes
+        .as_deref()
+        .map(|s| validate::scopes(s, &known))
+        .transpose()?;
     let client_uri = b
         .client_uri
         .map(|v| validate::info_url("client_uri", v))

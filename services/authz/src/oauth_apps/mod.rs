@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod projection;
+pub mod scopes;
 pub mod validate;
 
 use std::time::Duration;

@@ -184,3 +184,27 @@ pub async fn list(
     let rows = db::query_all(conn, &sql, values).await?;
     Ok((rows.iter().map(from_row).collect::<Result<_, _>>()?, total))
 }
+
+/// How many applications of the instance list `scope`.
+pub async fn apps_using_scope(
+    conn: &impl ConnectionTrait,
+    instance_id: &str,
+    scope: &str,
+) -> Result<i64, DbErr> {
+    // Scopes are stored space-separated; compare whole tokens in Rust rather
+    // than with LIKE, whose wildcards a scope name may contain.
+    let rows = db::query_all(
+        conn,
+        "SELECT scopes FROM authz_oauth_applications WHERE instance_id = $1",
+        vec![instance_id.into()],
+    )
+    .await?;
+    let mut n = 0;
+    for r in &rows {
+        let scopes: String = col(r, "scopes")?;
+        if scopes.split(' ').any(|s| s == scope) {
+            n += 1;
+        }
+    }
+    Ok(n)
+}

@@ -3,7 +3,6 @@
 
 use gatehouse_platform::{ApiError, ApiResult};
 
-pub const STANDARD_SCOPES: &[&str] = &["openid", "profile", "email", "offline_access"];
 pub const DEFAULT_SCOPES: &str = "openid profile email";
 pub const MAX_REDIRECT_URIS: usize = 20;
 pub const MAX_URI_LEN: usize = 2048;
@@ -75,18 +74,15 @@ pub fn redirect_uris(list: &[String]) -> ApiResult<Vec<String>> {
     Ok(out)
 }
 
-/// Space-separated scopes, each a known scope, normalised to single spaces
-/// without duplicates. Custom per-instance scopes plug in here later.
-pub fn scopes(raw: &str) -> ApiResult<String> {
+/// Space-separated scopes, each one the instance knows (standard or its
+/// custom scopes), normalised to single spaces without duplicates.
+pub fn scopes(raw: &str, known: &[String]) -> ApiResult<String> {
     let mut out: Vec<&str> = Vec::new();
     for s in raw.split_ascii_whitespace() {
-        if !STANDARD_SCOPES.contains(&s) {
+        if !known.iter().any(|k| k == s) {
             return Err(ApiError::invalid_param(
                 "scopes",
-                format!(
-                    "Unknown scope {s:?}; known: {}.",
-                    STANDARD_SCOPES.join(", ")
-                ),
+                format!("Unknown scope {s:?}; define custom scopes with POST /v1/oauth_scopes."),
             ));
         }
         if !out.contains(&s) {
@@ -157,12 +153,17 @@ mod tests {
 
     #[test]
     fn scopes_are_known_normalised_and_deduplicated() {
+        let known: Vec<String> = ["openid", "email", "read:docs"].map(String::from).to_vec();
         assert_eq!(
-            scopes(" openid  email openid ").ok().as_deref(),
+            scopes(" openid  email openid ", &known).ok().as_deref(),
             Some("openid email")
         );
-        assert!(scopes("openid admin").is_err());
-        assert_eq!(scopes("").ok().as_deref(), Some(""));
+        assert!(scopes("openid admin", &known).is_err());
+        assert_eq!(
+            scopes("read:docs", &known).ok().as_deref(),
+            Some("read:docs")
+        );
+        assert_eq!(scopes("", &known).ok().as_deref(), Some(""));
     }
 
     #[test]
