@@ -425,7 +425,28 @@ async fn rebuild_restores_an_identical_projection() {
             _ => (200, json!(null)),
         };
     }
-    // OAuth applications share the event store; rebuilding users must skip them.
+    // OAuth applications and scopes share the event store; rebuilding users
+    // must skip them.
+    for (name, description) in [("read:a", "Read A"), ("write:a", "Write A")] {
+        let (s, _) = g
+            .call(
+                &t.dev.key,
+                Method::POST,
+                "/v1/oauth_scopes",
+                Some(json!({ "name": name, "description": description })),
+            )
+            .await;
+        assert_eq!(s, 200);
+    }
+    g.call(
+        &t.dev.key,
+        Method::PATCH,
+        "/v1/oauth_scopes/read:a",
+        Some(json!({ "description": "Read all of A" })),
+    )
+    .await;
+    g.call(&t.dev.key, Method::DELETE, "/v1/oauth_scopes/write:a", None)
+        .await;
     let mut app_ids = Vec::new();
     for i in 0..4 {
         let (s, a) = g
@@ -507,6 +528,40 @@ async fn rebuild_restores_an_identical_projection() {
         String::from_utf8_lossy(&out.stderr)
     );
     let apps_after = table(&db, "authz_oauth_applications").await;
+    let scopes_before = rows(
+        &db,
+        "SELECT row_to_json(t)::text FROM (SELECT * FROM authz_oauth_scopes ORDER BY name) t",
+    )
+    .await
+    .len();
+    db.execute_unprepared("DELETE FROM authz_oauth_scopes")
+        .await
+        .unwrap();
+    let out = Command::new(common::BIN)
+        .args([
+            "rebuild",
+            "oauth_scopes",
+            "--database-url",
+            &g.db.as_ref().unwrap().url,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let scopes = rows(
+        &db,
+        "SELECT description FROM authz_oauth_scopes ORDER BY name",
+    )
+    .await;
+    assert_eq!(scopes.len(), scopes_before);
+    assert_eq!(scopes.len(), 1);
+    assert_eq!(
+        scopes[0].try_get_by_index::<String>(0).unwrap(),
+        "Read all of A"
+    );
     assert_eq!(apps_after, apps_before);
     assert_eq!(apps_after.len(), 3);
     assert!(
