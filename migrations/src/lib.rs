@@ -12,6 +12,7 @@ mod m0002_tenancy;
 mod m0003_authz;
 mod m0004_rate_limits;
 mod m0005_oauth_applications;
+mod m0006_idempotency_claims;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_authz::Migration),
             Box::new(m0004_rate_limits::Migration),
             Box::new(m0005_oauth_applications::Migration),
+            Box::new(m0006_idempotency_claims::Migration),
         ]
     }
 }

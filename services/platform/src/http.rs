@@ -59,16 +59,21 @@ pub async fn observe(
     let platform = req.app_data::<web::Data<Platform>>().cloned();
     let span =
         tracing::info_span!("request", trace_id = %trace_id, method = %method, path = %req.path());
-    let result = TRACE_ID
+    let result: Result<ServiceResponse<BoxBody>, Error> = TRACE_ID
         .scope(trace_id.clone(), async move {
-            let res = match next.call(req).await {
-                Ok(res) => res.map_into_boxed_body(),
-                Err(err) => {
-                    // Extractors and handlers normally render their own
-                    // errors; anything else still gets our shape.
-                    return Err(err);
-                }
-            };
+            // NUL cannot be stored in PostgreSQL text; refuse it up front
+            // rather than let a path id or filter reach a query.
+            if req.uri().to_string().to_ascii_lowercase().contains("%00") {
+                let err = ApiError::bad_request(
+                    "malformed_request",
+                    "The URL contains a NUL character (%00).",
+                );
+                let (http_req, _) = req.into_parts();
+                return Ok(ServiceResponse::new(http_req, err.error_response()));
+            }
+            // Extractors and handlers render their own errors (in our shape);
+            // an error out of the service itself is left to actix.
+            let res = next.call(req).await?.map_into_boxed_body();
             Ok(ensure_error_shape(res))
         })
         .await;
@@ -232,6 +237,19 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
         body
     };
     serde_json::from_slice(body).map_err(|e| json_error(&e))
+}
+
+/// An `offset` query parameter: a non-negative integer the database accepts.
+pub fn offset_param(v: &str) -> Result<u64, ApiError> {
+    v.parse::<u64>()
+        .ok()
+        .filter(|o| i64::try_from(*o).is_ok())
+        .ok_or_else(|| {
+            ApiError::invalid_param(
+                "offset",
+                "`offset` must be a non-negative integer below 2^63.",
+            )
+        })
 }
 
 /// Best effort: the field a serde message names (`unknown field `foo``).

@@ -3,6 +3,12 @@
 //! `Idempotent-Replayed: true`) instead of creating twice. Keys are scoped to
 //! an instance and kept for 24 hours. While the first request is still
 //! running, a retry gets 409; a different body under the same key gets 422.
+//!
+//! Known limit: the key is recorded in its own statements, not in the
+//! command's transaction. If a process dies after the command committed and
+//! before the response was stored, the key looks abandoned after 60 s and a
+//! retry runs the command again (a user create then fails on its unique
+//! email; other creates would repeat).
 
 use std::future::Future;
 
@@ -80,16 +86,18 @@ where
         ],
     )
     .await?;
+    let claim = crate::ids::random_base62(22);
     let claimed = db::exec(
         db,
-        "INSERT INTO platform_idempotency (instance_id, idem_key, fingerprint, status, body, created_at) \
-         VALUES ($1, $2, $3, $4, '', $5) ON CONFLICT (instance_id, idem_key) DO NOTHING",
+        "INSERT INTO platform_idempotency (instance_id, idem_key, fingerprint, status, body, created_at, claim) \
+         VALUES ($1, $2, $3, $4, '', $5, $6) ON CONFLICT (instance_id, idem_key) DO NOTHING",
         vec![
             instance_id.into(),
             key.clone().into(),
             fingerprint.clone().into(),
             IN_PROGRESS.into(),
             now.into(),
+            claim.clone().into(),
         ],
     )
     .await?;
@@ -99,14 +107,15 @@ where
     let outcome = command().await;
     let (status, body) = match &outcome {
         Ok((status, body)) => (*status, body.clone()),
-        Err(err) if err.status.is_client_error() => {
+        // A lost race is worth retrying under the same key: not remembered.
+        Err(err) if err.status.is_client_error() && err.code() != "concurrent_modification" => {
             (err.status, err.body(&crate::http::current_trace_id()))
         }
         Err(_) => {
             db::exec(
                 db,
-                "DELETE FROM platform_idempotency WHERE instance_id = $1 AND idem_key = $2",
-                vec![instance_id.into(), key.into()],
+                "DELETE FROM platform_idempotency WHERE instance_id = $1 AND idem_key = $2 AND claim = $3",
+                vec![instance_id.into(), key.into(), claim.into()],
             )
             .await?;
             return outcome.map(|_| HttpResponse::InternalServerError().finish());
@@ -114,12 +123,14 @@ where
     };
     db::exec(
         db,
-        "UPDATE platform_idempotency SET status = $3, body = $4 WHERE instance_id = $1 AND idem_key = $2",
+        "UPDATE platform_idempotency SET status = $3, body = $4 \
+         WHERE instance_id = $1 AND idem_key = $2 AND claim = $5",
         vec![
             instance_id.into(),
             key.into(),
             i32::from(status.as_u16()).into(),
             body.to_string().into(),
+            claim.into(),
         ],
     )
     .await?;

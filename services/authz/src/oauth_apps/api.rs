@@ -159,11 +159,7 @@ async fn list(
                         ApiError::invalid_param("limit", "`limit` must be between 1 and 500.")
                     })?
             }
-            "offset" => {
-                offset = v.parse().map_err(|_| {
-                    ApiError::invalid_param("offset", "`offset` must be a non-negative integer.")
-                })?
-            }
+            "offset" => offset = gatehouse_platform::http::offset_param(&v)?,
             "order_by" => {
                 let (desc, name) = match v.strip_prefix('-') {
                     Some(rest) => (true, rest),

@@ -98,6 +98,7 @@ pub fn info_url(field: &str, raw: Option<String>) -> ApiResult<Option<String>> {
         return Ok(None);
     };
     let ok = raw.len() <= MAX_URI_LEN
+        && !raw.chars().any(|c| c.is_control() || c.is_whitespace())
         && url::Url::parse(&raw).is_ok_and(|u| {
             u.scheme() == "https" || (u.scheme() == "http" && u.host_str().is_some_and(is_loopback))
         });

@@ -212,11 +212,7 @@ fn parse_filter(qs: &str, paging: bool) -> ApiResult<(Filter, (OrderBy, bool), u
                         ApiError::invalid_param("limit", "`limit` must be between 1 and 500.")
                     })?
             }
-            ("offset", true) => {
-                offset = v.parse().map_err(|_| {
-                    ApiError::invalid_param("offset", "`offset` must be a non-negative integer.")
-                })?
-            }
+            ("offset", true) => offset = gatehouse_platform::http::offset_param(&v)?,
             ("order_by", true) => {
                 order = OrderBy::parse(&v).ok_or_else(|| {
                     ApiError::invalid_param(

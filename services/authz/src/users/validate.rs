@@ -52,7 +52,8 @@ pub fn emails(list: &[String]) -> ApiResult<Vec<String>> {
     let mut out: Vec<String> = Vec::new();
     for raw in list {
         let e = email(raw)?;
-        if out.iter().any(|o| o.eq_ignore_ascii_case(&e)) {
+        // The same folding as the unique index (`email_lower`).
+        if out.iter().any(|o| o.to_lowercase() == e.to_lowercase()) {
             return Err(ApiError::invalid_param(
                 "email_address",
                 format!("{e} is listed twice."),

@@ -140,8 +140,12 @@ async fn list_tenants(
             "`limit` must be between 1 and 500.",
         ));
     }
-    let (tenants, total) =
-        super::list_tenants(platform.db(), limit, page.offset.unwrap_or(0)).await?;
+    let (tenants, total) = super::list_tenants(
+        platform.db(),
+        limit,
+        crate::http::offset_param(&page.offset.unwrap_or(0).to_string())?,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(json!({ "data": tenants, "total_count": total })))
 }
 
@@ -207,8 +211,11 @@ async fn set_rate_limit(
     Ok(HttpResponse::Ok().json(instance_json(&platform, &inst).await?))
 }
 
-fn key_name(body: Option<web::Json<KeyRequest>>) -> ApiResult<String> {
-    match body.and_then(|b| b.into_inner().name) {
+/// The optional `{"name"}` body of key creation: empty is fine, anything
+/// else must be valid.
+fn key_name(body: &[u8]) -> ApiResult<String> {
+    let b: KeyRequest = crate::http::parse_json(body)?;
+    match b.name {
         Some(n) => valid_name("name", &n),
         None => Ok("unnamed".to_owned()),
     }
@@ -218,9 +225,9 @@ async fn create_key(
     _: AdminAuth,
     platform: web::Data<Platform>,
     path: web::Path<String>,
-    body: Option<web::Json<KeyRequest>>,
+    body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
-    let name = key_name(body)?;
+    let name = key_name(&body)?;
     let issued = super::issue_key(&platform, &path, &name, None, ACTOR).await?;
     Ok(HttpResponse::build(StatusCode::CREATED).json(issued_json(&issued)))
 }

@@ -77,6 +77,9 @@ enum Resolved {
 pub struct KeyCache {
     ttl: Duration,
     entries: RwLock<HashMap<String, (Instant, Resolved)>>,
+    /// Bumped by `clear`; a lookup that started before a clear does not
+    /// cache what it read (it may predate the revocation).
+    generation: std::sync::atomic::AtomicU64,
 }
 
 const MAX_ENTRIES: usize = 10_000;
@@ -86,13 +89,20 @@ impl KeyCache {
         Self {
             ttl,
             entries: RwLock::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Forgets everything; called when this process revokes a key or
     /// disables a tenant.
     pub fn clear(&self) {
         if let Ok(mut e) = self.entries.write() {
+            self.generation
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             e.clear();
         }
     }
@@ -103,13 +113,21 @@ impl KeyCache {
         (at.elapsed() < self.ttl).then(|| r.clone())
     }
 
-    fn put(&self, hash: String, r: Resolved) {
+    /// Caches `r` unless the cache was cleared since `generation` was read.
+    fn put(&self, generation: u64, hash: String, r: Resolved) {
         if self.ttl.is_zero() {
             return;
         }
         if let Ok(mut e) = self.entries.write() {
+            if self.generation() != generation {
+                return;
+            }
             if e.len() >= MAX_ENTRIES {
-                e.clear();
+                // Unknown keys must not be able to evict the valid ones.
+                if matches!(r, Resolved::Unknown) {
+                    return;
+                }
+                e.retain(|_, (_, v)| !matches!(v, Resolved::Unknown));
             }
             e.insert(hash, (Instant::now(), r));
         }
@@ -121,6 +139,7 @@ async fn resolve(platform: &Platform, secret: &str) -> Result<Resolved, ApiError
     if let Some(r) = platform.keys().get(&hash) {
         return Ok(r);
     }
+    let generation = platform.keys().generation();
     let row = db::query_one(
         platform.db(),
         "SELECT k.id, k.key_hash, i.id AS instance_id, i.tenant_id, i.environment, i.rate_limit, t.disabled \
@@ -159,7 +178,7 @@ async fn resolve(platform: &Platform, secret: &str) -> Result<Resolved, ApiError
             }
         }
     };
-    platform.keys().put(hash, resolved.clone());
+    platform.keys().put(generation, hash, resolved.clone());
     Ok(resolved)
 }
 
@@ -289,12 +308,21 @@ mod tests {
     #[test]
     fn cache_expires_and_clears() {
         let c = KeyCache::new(Duration::from_millis(20));
-        c.put("h".into(), Resolved::Unknown);
+        c.put(c.generation(), "h".into(), Resolved::Unknown);
         assert!(c.get("h").is_some());
         std::thread::sleep(Duration::from_millis(30));
         assert!(c.get("h").is_none());
-        c.put("h".into(), Resolved::Unknown);
+        c.put(c.generation(), "h".into(), Resolved::Unknown);
         c.clear();
+        assert!(c.get("h").is_none());
+    }
+
+    #[test]
+    fn a_lookup_that_started_before_a_clear_is_not_cached() {
+        let c = KeyCache::new(Duration::from_secs(60));
+        let before = c.generation();
+        c.clear(); // a revocation commits while the lookup is in flight
+        c.put(before, "h".into(), Resolved::Unknown);
         assert!(c.get("h").is_none());
     }
 }
