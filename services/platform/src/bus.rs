@@ -176,16 +176,42 @@ impl Bus for KafkaBus {
     async fn publish(&self, topic: &str, records: &[OutgoingRecord]) -> Result<(), BusError> {
         let topic = self.topic_name(topic);
         let producer = self.producer()?;
-        let sends = records.iter().map(|r| {
-            producer.send(
-                FutureRecord::to(&topic).key(&r.key).payload(&r.payload),
-                Duration::from_secs(5),
-            )
-        });
+        // Enqueue strictly in order (a full queue is waited out on the same
+        // record, never skipped past), so records of one key keep their order.
+        let mut deliveries = Vec::with_capacity(records.len());
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        for r in records {
+            let mut record = FutureRecord::to(&topic).key(&r.key).payload(&r.payload);
+            loop {
+                match producer.send_result(record) {
+                    Ok(delivery) => {
+                        deliveries.push(delivery);
+                        break;
+                    }
+                    Err((
+                        rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                        back,
+                    )) if tokio::time::Instant::now() < deadline => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((err, _)) => {
+                        self.recover(&producer).await;
+                        return Err(err.into());
+                    }
+                }
+            }
+        }
         let mut failure = None;
-        for result in futures_util::future::join_all(sends).await {
-            if let Err((err, _)) = result {
-                failure.get_or_insert(err);
+        for delivery in futures_util::future::join_all(deliveries).await {
+            match delivery {
+                Ok(Ok(_)) => {}
+                Ok(Err((err, _))) => {
+                    failure.get_or_insert(err);
+                }
+                Err(_canceled) => {
+                    failure.get_or_insert(rdkafka::error::KafkaError::Canceled);
+                }
             }
         }
         match failure {
