@@ -218,6 +218,46 @@ async fn duplicate_email_and_idempotency(mode: Mode) {
     // The same address in another instance is fine.
     g.create_user(&t.prod.key, "dup@example.com").await;
 
+    // Usernames are unique per instance too, case-insensitively.
+    let (s, u1) = g
+        .call(
+            key,
+            Method::POST,
+            "/v1/users",
+            Some(json!({ "email_address": ["u1@example.com"], "username": "grace_h" })),
+        )
+        .await;
+    assert_eq!(s, 200, "{u1}");
+    let (s, e) = g
+        .call(
+            key,
+            Method::POST,
+            "/v1/users",
+            Some(json!({ "email_address": ["u2@example.com"], "username": "Grace_H" })),
+        )
+        .await;
+    assert_eq!(s, 409, "{e}");
+    assert_eq!(e["errors"][0]["meta"]["param_name"], "username");
+    let u2 = g.create_user(key, "u2@example.com").await;
+    let (s, e) = g
+        .call(
+            key,
+            Method::PATCH,
+            &format!("/v1/users/{}", u2["id"].as_str().unwrap()),
+            Some(json!({ "username": "GRACE_H" })),
+        )
+        .await;
+    assert_eq!(s, 409, "{e}");
+    let (s, _) = g
+        .call(
+            &t.prod.key,
+            Method::POST,
+            "/v1/users",
+            Some(json!({ "email_address": ["u1@example.com"], "username": "grace_h" })),
+        )
+        .await;
+    assert_eq!(s, 200, "another instance may use it");
+
     let idem = unique("idem-");
     let body = json!({ "email_address": ["once@example.com"] });
     let send = || {

@@ -13,6 +13,7 @@ mod m0003_authz;
 mod m0004_rate_limits;
 mod m0005_oauth_applications;
 mod m0006_idempotency_claims;
+mod m0007_unique_usernames;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_rate_limits::Migration),
             Box::new(m0005_oauth_applications::Migration),
             Box::new(m0006_idempotency_claims::Migration),
+            Box::new(m0007_unique_usernames::Migration),
         ]
     }
 }

@@ -147,6 +147,16 @@ async fn append_and_project(
     Ok(())
 }
 
+fn username_taken(username: &str) -> ApiError {
+    ApiError::new(
+        actix_web::http::StatusCode::CONFLICT,
+        "form_identifier_exists",
+        "That username is taken. Please try another.",
+        format!("Already used by another user of this instance: {username}"),
+    )
+    .with_meta(serde_json::json!({ "param_name": "username" }))
+}
+
 fn email_taken(emails: &[String]) -> ApiError {
     ApiError::new(
         actix_web::http::StatusCode::CONFLICT,
@@ -207,6 +217,11 @@ pub async fn create(platform: &Platform, auth: &Authed, new: NewUser) -> ApiResu
     if !taken.is_empty() {
         return Err(email_taken(&taken));
     }
+    if let Some(u) = &state.username
+        && projection::username_taken(&txn, instance_id, u, None).await?
+    {
+        return Err(username_taken(u));
+    }
     let events = [event(
         et::USER_CREATED,
         &v1::UserCreated {
@@ -215,8 +230,13 @@ pub async fn create(platform: &Platform, auth: &Authed, new: NewUser) -> ApiResu
     )];
     match append_and_project(&txn, platform, auth, user_id.as_str(), 0, &events).await {
         Ok(()) => {}
-        // A concurrent create took one of the addresses first.
-        Err(AppendError::Conflict { .. }) => return Err(email_taken(&new.email_addresses)),
+        // A concurrent create took one of the identifiers first.
+        Err(AppendError::Conflict { .. }) => {
+            return Err(ApiError::conflict(
+                "form_identifier_exists",
+                "An email address or the username was taken by a concurrent request.",
+            ));
+        }
         Err(AppendError::Db(e)) => return Err(e.into()),
     }
     if let Some(hash) = &new.password_hash {
@@ -273,6 +293,12 @@ where
                     .await?;
             if !taken.is_empty() {
                 return Err(email_taken(&taken));
+            }
+            if let Some(u) = &state.username
+                && projection::username_taken(&txn, auth.instance.id.as_str(), u, Some(user_id))
+                    .await?
+            {
+                return Err(username_taken(u));
             }
         }
         match append_and_project(

@@ -410,3 +410,19 @@ pub async fn taken_emails(
         .map(|r| col(r, "email_lower"))
         .collect()
 }
+
+/// Whether another user of the instance has this username (case-insensitive).
+pub async fn username_taken(
+    conn: &impl ConnectionTrait,
+    instance_id: &str,
+    username: &str,
+    except_user: Option<&str>,
+) -> Result<bool, DbErr> {
+    Ok(db::query_one(
+        conn,
+        "SELECT 1 AS taken FROM authz_users WHERE instance_id = $1 AND LOWER(username) = LOWER($2) AND id <> $3",
+        vec![instance_id.into(), username.into(), except_user.unwrap_or("").into()],
+    )
+    .await?
+    .is_some())
+}
