@@ -3,9 +3,12 @@
 //! checkpoint. Delivery is at-least-once: a crash between produce and
 //! checkpoint re-sends a batch, which consumers drop by event id.
 //!
-//! Several replicas may run a publisher for the same store; the checkpoint
-//! row is locked with `FOR UPDATE SKIP LOCKED` on PostgreSQL, so one batch is
-//! published by one replica at a time.
+//! Several replicas may run a publisher for the same store; on PostgreSQL
+//! each round takes a transaction-scoped advisory lock named after the store,
+//! so one batch is published by one replica at a time. An advisory lock does
+//! not give the transaction an id, so the round does not hold back
+//! `pg_snapshot_xmin` (and with it every tailer) while it talks to Kafka;
+//! the id is taken only by the checkpoint update just before commit.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,13 +77,28 @@ impl OutboxPublisher {
         conn: &impl sea_orm::ConnectionTrait,
         name: String,
     ) -> Result<usize, PublishError> {
-        let lock = if db::is_postgres(conn) {
-            "SELECT position FROM platform_checkpoints WHERE name = $1 FOR UPDATE SKIP LOCKED"
-        } else {
-            "SELECT position FROM platform_checkpoints WHERE name = $1"
-        };
-        let Some(row) = db::query_one(conn, lock, vec![name.clone().into()]).await? else {
-            // Another replica is publishing this store right now.
+        if db::is_postgres(conn) {
+            let locked = db::query_one(
+                conn,
+                "SELECT pg_try_advisory_xact_lock(hashtext($1)) AS locked",
+                vec![name.clone().into()],
+            )
+            .await?
+            .map(|r| col::<bool>(&r, "locked"))
+            .transpose()?
+            .unwrap_or(false);
+            if !locked {
+                // Another replica is publishing this store right now.
+                return Ok(0);
+            }
+        }
+        let Some(row) = db::query_one(
+            conn,
+            "SELECT position FROM platform_checkpoints WHERE name = $1",
+            vec![name.clone().into()],
+        )
+        .await?
+        else {
             return Ok(0);
         };
         let from = Checkpoint(col(&row, "position")?);
