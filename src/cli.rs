@@ -150,7 +150,8 @@ pub struct DbArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct RebuildArgs {
-    /// The projection: `users`, `oauth_applications`, `oauth_scopes` (authz) or `tenancy`.
+    /// The projection: `users`, `oauth_applications`, `oauth_scopes` (authz),
+    /// `tenancy`, or the consumer projection `instance_usage`.
     pub projection: String,
     #[command(flatten)]
     pub db: DbArgs,

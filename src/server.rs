@@ -177,10 +177,21 @@ pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
     let db = connect_db(&url).await?;
     let n = match args.projection.as_str() {
         "tenancy" => gatehouse_platform::tenancy::rebuild(&db).await?,
+        "instance_usage" => {
+            let g = gatehouse_platform::consumer::rebuild(
+                &db,
+                &gatehouse_platform::tenancy::usage::InstanceUsage,
+            )
+            .await?;
+            println!(
+                "instance_usage emptied; running consumers replay their topics as generation {g}"
+            );
+            return Ok(());
+        }
         name => match gatehouse_authz::rebuild(&db, name).await? {
             Some(n) => n,
             None => bail!(
-                "unknown projection {name:?}; known: tenancy, {}",
+                "unknown projection {name:?}; known: tenancy, instance_usage, {}",
                 gatehouse_authz::PROJECTIONS.join(", ")
             ),
         },

@@ -632,3 +632,58 @@ async fn commit_order_tailing_never_skips_a_late_commit() {
     assert_eq!(seen.len(), 6);
     let _ = scalar(&db, "SELECT 1::bigint").await;
 }
+
+#[tokio::test]
+async fn consumer_projection_rebuilds_by_replaying_its_topic() {
+    for mode in [common::Mode::Production, common::Mode::Embedded] {
+        let g = Gatehouse::start(mode).await;
+        let t = g.tenant().await;
+        for i in 0..15 {
+            g.create_user(&t.dev.key, &format!("cp{i}@usage.example"))
+                .await;
+        }
+        let dev = t.dev.id.clone();
+        g.eventually("usage to count 15", 30, || async {
+            g.usage(&dev).await == 15
+        })
+        .await;
+        // Break the read model, as a bug or a bad manual fix would.
+        let url = match mode {
+            common::Mode::Production => g.db_url.clone(),
+            common::Mode::Embedded => format!(
+                "sqlite:{}",
+                g.data_dir.as_ref().unwrap().join("gatehouse.db").display()
+            ),
+        };
+        let db = sea_orm::Database::connect(&url).await.unwrap();
+        db.execute_unprepared("UPDATE tenancy_instance_usage SET users_total = 999")
+            .await
+            .unwrap();
+        db.close().await.ok();
+        assert_eq!(g.usage(&dev).await, 999);
+        let mut cmd = Command::new(common::BIN);
+        cmd.args(["rebuild", "instance_usage"]);
+        match mode {
+            common::Mode::Production => cmd.args(["--database-url", &g.db_url]),
+            common::Mode::Embedded => cmd.arg("--data-dir").arg(g.data_dir.as_ref().unwrap()),
+        };
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The running process notices, replays the topic, and counts each
+        // user exactly once again.
+        g.eventually("usage to be replayed", 60, || async {
+            g.usage(&dev).await == 15
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            g.usage(&dev).await,
+            15,
+            "{mode:?}: no double counting after the replay"
+        );
+    }
+}

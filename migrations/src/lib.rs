@@ -14,6 +14,7 @@ mod m0004_rate_limits;
 mod m0005_oauth_applications;
 mod m0006_idempotency_claims;
 mod m0007_unique_usernames;
+mod m0008_consumer_generations;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_oauth_applications::Migration),
             Box::new(m0006_idempotency_claims::Migration),
             Box::new(m0007_unique_usernames::Migration),
+            Box::new(m0008_consumer_generations::Migration),
         ]
     }
 }

@@ -23,6 +23,61 @@ pub trait Projection: Send + Sync {
     fn topics(&self) -> &'static [&'static str];
     /// Applies one event; runs inside the consumer's transaction.
     async fn apply(&self, txn: &DatabaseTransaction, event: &Envelope) -> Result<(), DbErr>;
+    /// Empties the read model, before a rebuild replays every event.
+    async fn reset(&self, txn: &DatabaseTransaction) -> Result<(), DbErr>;
+}
+
+/// The consumer group of a projection at a generation: generation 0 is the
+/// bare name; each rebuild moves to a new group that starts from the
+/// beginning of the topics.
+pub fn group_name(name: &str, generation: i64) -> String {
+    if generation == 0 {
+        name.to_owned()
+    } else {
+        format!("{name}.g{generation}")
+    }
+}
+
+pub async fn generation(db: &impl sea_orm::ConnectionTrait, name: &str) -> Result<i64, DbErr> {
+    Ok(
+        match db::query_one(
+            db,
+            "SELECT generation FROM platform_consumer_generations WHERE consumer = $1",
+            vec![name.into()],
+        )
+        .await?
+        {
+            Some(r) => db::col(&r, "generation")?,
+            None => 0,
+        },
+    )
+}
+
+/// Rebuilds a consumer projection: empties it, forgets which events it
+/// processed, and moves it to a new consumer group, so every running
+/// consumer of it re-subscribes and replays its topics from the beginning
+/// (within seconds; the topics must retain every event, see
+/// docs/operations.md). Returns the new generation.
+pub async fn rebuild(db: &DatabaseConnection, projection: &dyn Projection) -> Result<i64, DbErr> {
+    let name = projection.name();
+    let txn = db::begin_write(db).await?;
+    projection.reset(&txn).await?;
+    db::exec(
+        &txn,
+        "DELETE FROM platform_processed_events WHERE consumer = $1",
+        vec![name.into()],
+    )
+    .await?;
+    db::exec(
+        &txn,
+        "INSERT INTO platform_consumer_generations (consumer, generation) VALUES ($1, 1) \
+         ON CONFLICT (consumer) DO UPDATE SET generation = platform_consumer_generations.generation + 1",
+        vec![name.into()],
+    )
+    .await?;
+    let g = generation(&txn, name).await?;
+    txn.commit().await?;
+    Ok(g)
 }
 
 pub struct ConsumerRunner {
@@ -80,7 +135,17 @@ impl ConsumerRunner {
         let name = self.projection.name();
         let mut backoff = Duration::from_millis(200);
         loop {
-            let mut sub = match self.bus.subscribe(name, self.projection.topics()).await {
+            let current = match generation(&self.db, name).await {
+                Ok(g) => g,
+                Err(err) => {
+                    tracing::warn!(consumer = name, error = %err, "cannot read the consumer generation; retrying");
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+            };
+            let mut checked = std::time::Instant::now();
+            let group = group_name(name, current);
+            let mut sub = match self.bus.subscribe(&group, self.projection.topics()).await {
                 Ok(s) => s,
                 Err(err) => {
                     tracing::warn!(consumer = name, error = %err, "subscribe failed; retrying");
@@ -98,6 +163,17 @@ impl ConsumerRunner {
                         break;
                     }
                 };
+                // A rebuild moves the projection to a new group: follow it.
+                if checked.elapsed() > Duration::from_secs(2) {
+                    checked = std::time::Instant::now();
+                    if generation(&self.db, name).await.is_ok_and(|g| g != current) {
+                        tracing::info!(
+                            consumer = name,
+                            "projection rebuilt elsewhere; replaying from the start"
+                        );
+                        break;
+                    }
+                }
                 if batch.is_empty() {
                     self.metrics
                         .consumer_lag_seconds

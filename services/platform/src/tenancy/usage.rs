@@ -42,6 +42,11 @@ impl Projection for InstanceUsage {
         .await?;
         Ok(())
     }
+
+    async fn reset(&self, txn: &DatabaseTransaction) -> Result<(), DbErr> {
+        db::exec(txn, "DELETE FROM tenancy_instance_usage", vec![]).await?;
+        Ok(())
+    }
 }
 
 /// Users of an instance as the projection knows them.
