@@ -56,6 +56,17 @@ pub struct RecordedEvent {
     pub recorded_at_ms: i64,
 }
 
+/// How many times a command reloads and decides again after losing a race
+/// for a stream before it answers 409.
+pub const MAX_ATTEMPTS: u32 = 8;
+
+/// Waits a little before a command's next attempt, spread by a random
+/// jitter so writers that collided do not collide again.
+pub async fn pause_after_conflict(attempt: u32) {
+    let jitter = u64::from(rand::random::<u8>() % 8) + u64::from(attempt) * 2;
+    tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
     #[error("stream {stream_id} moved past version {expected}")]

@@ -8,10 +8,10 @@ pub mod projection;
 pub mod scopes;
 pub mod validate;
 
-use std::time::Duration;
-
 use gatehouse_platform::db;
-use gatehouse_platform::eventstore::{AppendError, EventMeta, NewEvent, RecordedEvent, Stream};
+use gatehouse_platform::eventstore::{
+    AppendError, EventMeta, MAX_ATTEMPTS, NewEvent, RecordedEvent, Stream, pause_after_conflict,
+};
 use gatehouse_platform::ids::OAuthApplicationId;
 use gatehouse_platform::tenancy::Authed;
 use gatehouse_platform::{ApiError, ApiResult, Platform};
@@ -23,8 +23,6 @@ use sea_orm::DatabaseTransaction;
 use sha2::{Digest, Sha256};
 
 use crate::users::STORE;
-
-const MAX_ATTEMPTS: u32 = 8;
 
 pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
@@ -186,8 +184,7 @@ where
             }
             Err(AppendError::Conflict { .. }) => {
                 drop(txn);
-                let jitter = u64::from(rand::random::<u8>() % 8) + u64::from(attempt) * 2;
-                tokio::time::sleep(Duration::from_millis(jitter)).await;
+                pause_after_conflict(attempt).await;
             }
             Err(AppendError::Db(e)) => return Err(e.into()),
         }

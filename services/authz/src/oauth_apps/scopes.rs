@@ -176,7 +176,7 @@ async fn record(
 ) -> ApiResult<()> {
     let instance_id = auth.instance.id.to_string();
     let sid = stream_id(&instance_id);
-    for _ in 0..8 {
+    for attempt in 0..gatehouse_platform::eventstore::MAX_ATTEMPTS {
         let txn = db::begin_write(platform.db()).await?;
         let version = STORE
             .load_stream(&txn, &sid)
@@ -208,7 +208,10 @@ async fn record(
                 platform.events_committed();
                 return Ok(());
             }
-            Err(AppendError::Conflict { .. }) => continue,
+            Err(AppendError::Conflict { .. }) => {
+                drop(txn);
+                gatehouse_platform::eventstore::pause_after_conflict(attempt).await;
+            }
             Err(AppendError::Db(e)) => return Err(e.into()),
         }
     }

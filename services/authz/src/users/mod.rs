@@ -12,11 +12,10 @@ pub mod password;
 pub mod projection;
 pub mod validate;
 
-use std::time::Duration;
-
 use gatehouse_platform::db;
 use gatehouse_platform::eventstore::{
-    AppendError, EventMeta, EventStore, NewEvent, RecordedEvent, Stream,
+    AppendError, EventMeta, EventStore, MAX_ATTEMPTS, NewEvent, RecordedEvent, Stream,
+    pause_after_conflict,
 };
 use gatehouse_platform::ids::{EmailAddressId, UserId};
 use gatehouse_platform::tenancy::Authed;
@@ -29,9 +28,6 @@ use sea_orm::{ConnectionTrait, DatabaseTransaction};
 use serde_json::Value;
 
 pub const STORE: EventStore = EventStore::new("authz", "authz_events");
-
-/// How many times a command reloads and retries after losing a race.
-const MAX_ATTEMPTS: u32 = 8;
 
 /// The aggregate as folded from its events.
 #[derive(Debug, Clone)]
@@ -319,9 +315,7 @@ where
             }
             Err(AppendError::Conflict { .. }) => {
                 drop(txn);
-                // Spread the retries so racing writers do not collide again.
-                let jitter = u64::from(rand::random::<u8>() % 8) + u64::from(attempt) * 2;
-                tokio::time::sleep(Duration::from_millis(jitter)).await;
+                pause_after_conflict(attempt).await;
             }
             Err(AppendError::Db(e)) => return Err(e.into()),
         }
