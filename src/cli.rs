@@ -106,8 +106,10 @@ pub struct ServeArgs {
     pub service: Service,
     #[command(flatten)]
     pub deps: Dependencies,
+    /// Address to listen on.
     #[arg(long, env = "GATEHOUSE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
+    /// Public base URL (default `http://<listen>`); issuers derive from it.
     #[arg(long, env = "GATEHOUSE_PUBLIC_URL")]
     pub public_url: Option<String>,
     /// Token of the platform admin API; without it this process serves no admin API.

@@ -70,8 +70,31 @@ fn admin_token(args: &EmbeddedArgs) -> anyhow::Result<(String, Option<PathBuf>)>
     Ok((token, Some(path)))
 }
 
+/// One process per data directory: the embedded bus and SQLite assume a
+/// single writer process. The lock is released when the process exits.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(anyhow!(
+            "another gatehouse process is using {}; stop it or pass another --data-dir",
+            dir.display()
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(anyhow!("cannot lock {}: {e}", path.display())),
+    }
+}
+
 pub async fn run(args: EmbeddedArgs) -> anyhow::Result<()> {
     init_logging(args.log_format.unwrap_or(LogFormat::Text));
+    let _lock = lock_data_dir(&args.data_dir)?;
     let url = sqlite_url(&args.data_dir)?;
     let db = connect_db(&url).await?;
     Migrator::up(&db, None)

@@ -165,6 +165,16 @@ async fn embedded_bootstraps_once_and_keeps_data_across_restarts() {
         .unwrap();
     assert!(prod["secret_key"].as_str().unwrap().starts_with("sk_live_"));
     let u = g.create_user(&key, "keep@example.com").await;
+    // A second process on the same data directory is refused, clearly.
+    let out = Command::new(BIN)
+        .arg("--data-dir")
+        .arg(&dir)
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another gatehouse process is using"), "{err}");
     g.kill();
     g.spawn().await;
     let (s, again) = g
