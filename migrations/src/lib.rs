@@ -15,6 +15,7 @@ mod m0005_oauth_applications;
 mod m0006_idempotency_claims;
 mod m0007_unique_usernames;
 mod m0008_consumer_generations;
+mod m0009_dynamic_registration;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -32,6 +33,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0006_idempotency_claims::Migration),
             Box::new(m0007_unique_usernames::Migration),
             Box::new(m0008_consumer_generations::Migration),
+            Box::new(m0009_dynamic_registration::Migration),
         ]
     }
 }

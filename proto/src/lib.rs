@@ -31,6 +31,7 @@ pub mod event_types {
     pub const OAUTH_APPLICATION_DELETED: &str = "oauth_application.deleted";
     pub const OAUTH_SCOPE_DEFINED: &str = "oauth_scope.defined";
     pub const OAUTH_SCOPE_REMOVED: &str = "oauth_scope.removed";
+    pub const OAUTH_SETTINGS_CHANGED: &str = "oauth_settings.changed";
 }
 
 /// Stream types (the aggregate kinds) and the topic each is published on.
@@ -40,4 +41,5 @@ pub mod stream_types {
     pub const USER: &str = "user";
     pub const OAUTH_APPLICATION: &str = "oauth_application";
     pub const OAUTH_SCOPES: &str = "oauth_scopes";
+    pub const OAUTH_SETTINGS: &str = "oauth_settings";
 }

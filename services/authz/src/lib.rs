@@ -20,12 +20,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     users::api::configure(cfg);
     oauth_apps::api::configure(cfg);
     oauth_apps::scopes::configure(cfg);
+    oauth_apps::registration::configure(cfg);
 }
 
 fn topic_for(stream_type: &str) -> &'static str {
     match stream_type {
         gatehouse_proto::stream_types::OAUTH_APPLICATION
-        | gatehouse_proto::stream_types::OAUTH_SCOPES => topics::OAUTH,
+        | gatehouse_proto::stream_types::OAUTH_SCOPES
+        | gatehouse_proto::stream_types::OAUTH_SETTINGS => topics::OAUTH,
         _ => topics::IDENTITY,
     }
 }
@@ -45,13 +47,21 @@ pub fn workers(platform: &Platform) -> Vec<(&'static str, Worker)> {
 }
 
 /// Projections `gatehouse rebuild` can rebuild for this service.
-pub const PROJECTIONS: &[&str] = &["users", "oauth_applications", "oauth_scopes"];
+pub const PROJECTIONS: &[&str] = &[
+    "users",
+    "oauth_applications",
+    "oauth_scopes",
+    "oauth_settings",
+];
 
 pub async fn rebuild(db: &DatabaseConnection, projection: &str) -> Result<Option<u64>, DbErr> {
     match projection {
         "users" => users::projection::rebuild(db).await.map(Some),
         "oauth_applications" => oauth_apps::projection::rebuild(db).await.map(Some),
         "oauth_scopes" => oauth_apps::scopes::rebuild(db).await.map(Some),
+        "oauth_settings" => oauth_apps::registration::rebuild_settings(db)
+            .await
+            .map(Some),
         _ => Ok(None),
     }
 }

@@ -11,6 +11,7 @@ pub mod http;
 pub mod idempotency;
 pub mod ids;
 pub mod metrics;
+pub mod oauth;
 pub mod outbox;
 pub mod ratelimit;
 pub mod tenancy;

@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod projection;
+pub mod registration;
 pub mod scopes;
 pub mod validate;
 

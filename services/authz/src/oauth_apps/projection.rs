@@ -52,15 +52,18 @@ pub async fn project(conn: &impl ConnectionTrait, ev: &RecordedEvent) -> Result<
         return Err(DbErr::Custom(format!("{} without state", ev.event_type)));
     };
     let uris = serde_json::to_string(&a.redirect_uris).map_err(|e| DbErr::Custom(e.to_string()))?;
+    let grants = serde_json::to_string(&a.grant_types).map_err(|e| DbErr::Custom(e.to_string()))?;
     db::exec(
         conn,
         "INSERT INTO authz_oauth_applications (id, instance_id, version, name, client_id, \
          client_secret_hash, client_uri, client_image_url, dynamically_registered, \
-         consent_screen_enabled, pkce_required, is_public, scopes, redirect_uris, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+         consent_screen_enabled, pkce_required, is_public, scopes, redirect_uris, created_at, updated_at, \
+         registration_access_token_hash, token_endpoint_auth_method, grant_types) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
          ON CONFLICT (id) DO UPDATE SET version = $3, name = $4, client_secret_hash = $6, \
          client_uri = $7, client_image_url = $8, consent_screen_enabled = $10, pkce_required = $11, \
-         is_public = $12, scopes = $13, redirect_uris = $14, updated_at = $16",
+         is_public = $12, scopes = $13, redirect_uris = $14, updated_at = $16, \
+         registration_access_token_hash = $17, token_endpoint_auth_method = $18, grant_types = $19",
         vec![
             a.application_id.into(),
             ev.meta.instance_id.clone().into(),
@@ -78,6 +81,9 @@ pub async fn project(conn: &impl ConnectionTrait, ev: &RecordedEvent) -> Result<
             uris.into(),
             a.created_at_ms.into(),
             a.updated_at_ms.into(),
+            a.registration_access_token_hash.into(),
+            a.token_endpoint_auth_method.into(),
+            grants.into(),
         ],
     )
     .await?;
@@ -102,10 +108,12 @@ pub async fn rebuild(db: &DatabaseConnection) -> Result<u64, DbErr> {
 
 const COLUMNS: &str = "id, name, client_id, client_secret_hash, client_uri, client_image_url, \
     dynamically_registered, consent_screen_enabled, pkce_required, is_public, scopes, \
-    redirect_uris, created_at, updated_at";
+    redirect_uris, created_at, updated_at, registration_access_token_hash, \
+    token_endpoint_auth_method, grant_types";
 
 fn from_row(r: &sea_orm::QueryResult) -> Result<AppState, DbErr> {
     let uris: String = col(r, "redirect_uris")?;
+    let grants: String = col(r, "grant_types")?;
     Ok(AppState {
         application_id: col(r, "id")?,
         name: col(r, "name")?,
@@ -121,7 +129,26 @@ fn from_row(r: &sea_orm::QueryResult) -> Result<AppState, DbErr> {
         redirect_uris: serde_json::from_str(&uris).map_err(|e| DbErr::Custom(e.to_string()))?,
         created_at_ms: col(r, "created_at")?,
         updated_at_ms: col(r, "updated_at")?,
+        registration_access_token_hash: col(r, "registration_access_token_hash")?,
+        token_endpoint_auth_method: col(r, "token_endpoint_auth_method")?,
+        grant_types: serde_json::from_str(&grants).map_err(|e| DbErr::Custom(e.to_string()))?,
     })
+}
+
+/// An application by its client id, within an instance.
+pub async fn by_client_id(
+    conn: &impl ConnectionTrait,
+    instance_id: &str,
+    client_id: &str,
+) -> Result<Option<AppState>, DbErr> {
+    db::query_one(
+        conn,
+        &format!("SELECT {COLUMNS} FROM authz_oauth_applications WHERE client_id = $1 AND instance_id = $2"),
+        vec![client_id.into(), instance_id.into()],
+    )
+    .await?
+    .map(|r| from_row(&r))
+    .transpose()
 }
 
 pub async fn get(

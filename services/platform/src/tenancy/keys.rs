@@ -57,12 +57,26 @@ pub fn new_secret(env: Environment) -> (String, KeyMaterial) {
 pub struct Authed {
     pub key_id: String,
     pub instance: Instance,
+    /// Who acts when it is not a secret key (for example an anonymous
+    /// dynamic client registration from an IP address).
+    pub actor: Option<String>,
 }
 
 impl Authed {
+    /// An actor that is not a secret key, acting on `instance`.
+    pub fn other(instance: Instance, actor: String) -> Self {
+        Self {
+            key_id: String::new(),
+            instance,
+            actor: Some(actor),
+        }
+    }
+
     /// The actor recorded on events this request causes.
     pub fn actor(&self) -> String {
-        format!("secret_key:{}", self.key_id)
+        self.actor
+            .clone()
+            .unwrap_or_else(|| format!("secret_key:{}", self.key_id))
     }
 }
 
@@ -166,6 +180,7 @@ async fn resolve(platform: &Platform, secret: &str) -> Result<Resolved, ApiError
                 Resolved::Disabled
             } else {
                 Resolved::Valid(Authed {
+                    actor: None,
                     key_id: col(&r, "id")?,
                     instance: Instance {
                         id: InstanceId::from_trusted(col(&r, "instance_id")?),

@@ -692,6 +692,20 @@ pub async fn tenant_instances(
     .collect()
 }
 
+/// The instance with this id, if it exists and its tenant is not disabled.
+pub async fn active_instance(
+    conn: &impl ConnectionTrait,
+    id: &str,
+) -> Result<Option<Instance>, DbErr> {
+    let Some(instance) = load_instance(conn, id).await? else {
+        return Ok(None);
+    };
+    let active = get_tenant(conn, instance.tenant_id.as_str())
+        .await?
+        .is_some_and(|t| !t.disabled);
+    Ok(active.then_some(instance))
+}
+
 async fn load_instance(conn: &impl ConnectionTrait, id: &str) -> Result<Option<Instance>, DbErr> {
     let Some(r) = db::query_one(
         conn,

@@ -1,0 +1,625 @@
+//! Dynamic client registration (RFC 7591) and its management protocol
+//! (RFC 7592), per instance, off by default. The switch lives in the
+//! instance's OAuth settings (`/v1/instance/oauth_application_settings`).
+//!
+//! Registered clients are ordinary OAuth applications marked
+//! `dynamically_registered`, with the consent screen forced on. Each gets a
+//! registration access token (shown once, stored as SHA-256) to read, update
+//! and delete its registration.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use gatehouse_platform::db::{self, col};
+use gatehouse_platform::eventstore::{AppendError, EventMeta, RecordedEvent, Stream};
+use gatehouse_platform::http::{bearer_token, parse_json};
+use gatehouse_platform::oauth::OAuthError;
+use gatehouse_platform::tenancy::{self, Authed, InstanceKey};
+use gatehouse_platform::{ApiResult, Platform};
+use gatehouse_proto::event_types as et;
+use gatehouse_proto::stream_types as st;
+use gatehouse_proto::v1::{self, OAuthApplicationState as AppState};
+use prost::Message;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use super::{Decision, event, hash_secret, projection, validate};
+use crate::users::STORE;
+
+/// Registrations one IP address may make per instance per rate-limit window.
+const REGISTRATIONS_PER_IP: u32 = 20;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/v1/instance/oauth_application_settings")
+            .get(get_settings)
+            .patch(patch_settings),
+    )
+    .service(web::resource("/i/{instance_id}/oauth/register").post(register))
+    .service(
+        web::resource("/i/{instance_id}/oauth/register/{client_id}")
+            .get(read)
+            .put(update)
+            .delete(delete),
+    );
+}
+
+// ------------------------------------------------------------- settings ----
+
+fn settings_stream(instance_id: &str) -> String {
+    format!("oauth_settings:{instance_id}")
+}
+
+pub async fn dcr_enabled(conn: &impl ConnectionTrait, instance_id: &str) -> Result<bool, DbErr> {
+    Ok(
+        match db::query_one(
+            conn,
+            "SELECT dynamic_client_registration FROM authz_oauth_settings WHERE instance_id = $1",
+            vec![instance_id.into()],
+        )
+        .await?
+        {
+            Some(r) => col(&r, "dynamic_client_registration")?,
+            None => false,
+        },
+    )
+}
+
+pub async fn project_settings(
+    conn: &impl ConnectionTrait,
+    ev: &RecordedEvent,
+) -> Result<(), DbErr> {
+    if ev.event_type != et::OAUTH_SETTINGS_CHANGED {
+        return Ok(());
+    }
+    let m = v1::OAuthSettingsChanged::decode(ev.payload.as_slice())
+        .map_err(|e| DbErr::Custom(format!("undecodable {}: {e}", ev.event_type)))?;
+    db::exec(
+        conn,
+        "INSERT INTO authz_oauth_settings (instance_id, dynamic_client_registration, updated_at) \
+         VALUES ($1, $2, $3) ON CONFLICT (instance_id) \
+         DO UPDATE SET dynamic_client_registration = $2, updated_at = $3",
+        vec![
+            ev.meta.instance_id.clone().into(),
+            m.dynamic_client_registration.into(),
+            ev.recorded_at_ms.into(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn rebuild_settings(db: &DatabaseConnection) -> Result<u64, DbErr> {
+    let txn = db::begin_write(db).await?;
+    db::exec(&txn, "DELETE FROM authz_oauth_settings", vec![]).await?;
+    let conn = &txn;
+    let n = STORE
+        .replay(conn, |ev| async move {
+            if ev.stream_type == st::OAUTH_SETTINGS {
+                project_settings(conn, &ev).await?;
+            }
+            Ok(())
+        })
+        .await?;
+    txn.commit().await?;
+    Ok(n)
+}
+
+fn settings_json(enabled: bool) -> Value {
+    json!({ "object": "oauth_application_settings", "dynamic_oauth_client_registration": enabled })
+}
+
+async fn get_settings(
+    InstanceKey(auth): InstanceKey,
+    platform: web::Data<Platform>,
+) -> ApiResult<HttpResponse> {
+    let enabled = dcr_enabled(platform.db(), auth.instance.id.as_str()).await?;
+    Ok(HttpResponse::Ok().json(settings_json(enabled)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsBody {
+    dynamic_oauth_client_registration: Option<bool>,
+}
+
+async fn patch_settings(
+    InstanceKey(auth): InstanceKey,
+    platform: web::Data<Platform>,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let b: SettingsBody = parse_json(&body)?;
+    let instance_id = auth.instance.id.to_string();
+    let Some(wanted) = b.dynamic_oauth_client_registration else {
+        let enabled = dcr_enabled(platform.db(), &instance_id).await?;
+        return Ok(HttpResponse::Ok().json(settings_json(enabled)));
+    };
+    let sid = settings_stream(&instance_id);
+    for attempt in 0..gatehouse_platform::eventstore::MAX_ATTEMPTS {
+        let txn = db::begin_write(platform.db()).await?;
+        if dcr_enabled(&txn, &instance_id).await? == wanted {
+            return Ok(HttpResponse::Ok().json(settings_json(wanted)));
+        }
+        let version = STORE
+            .load_stream(&txn, &sid)
+            .await?
+            .last()
+            .map_or(0, |e| e.stream_version);
+        let meta = EventMeta {
+            tenant_id: auth.instance.tenant_id.to_string(),
+            instance_id: instance_id.clone(),
+            actor: auth.actor(),
+            trace_id: gatehouse_platform::http::current_trace_id(),
+        };
+        let ev = event(
+            et::OAUTH_SETTINGS_CHANGED,
+            &v1::OAuthSettingsChanged {
+                dynamic_client_registration: wanted,
+            },
+        );
+        let stream = Stream {
+            id: &sid,
+            kind: st::OAUTH_SETTINGS,
+            version,
+        };
+        match STORE
+            .append(&txn, stream, &[ev], &meta, platform.now_ms())
+            .await
+        {
+            Ok(recorded) => {
+                for r in &recorded {
+                    project_settings(&txn, r).await?;
+                }
+                txn.commit().await?;
+                platform.events_committed();
+                return Ok(HttpResponse::Ok().json(settings_json(wanted)));
+            }
+            Err(AppendError::Conflict { .. }) => {
+                drop(txn);
+                gatehouse_platform::eventstore::pause_after_conflict(attempt).await;
+            }
+            Err(AppendError::Db(e)) => return Err(e.into()),
+        }
+    }
+    Err(gatehouse_platform::ApiError::conflict(
+        "concurrent_modification",
+        "Settings changed concurrently; retry.",
+    ))
+}
+
+// ---------------------------------------------------------- registration ---
+
+/// RFC 7591 §2 client metadata. Unknown fields are ignored, as the RFC asks.
+#[derive(Deserialize, Default)]
+struct ClientMetadata {
+    redirect_uris: Option<Vec<String>>,
+    client_name: Option<String>,
+    client_uri: Option<String>,
+    logo_uri: Option<String>,
+    scope: Option<String>,
+    grant_types: Option<Vec<String>>,
+    response_types: Option<Vec<String>>,
+    token_endpoint_auth_method: Option<String>,
+    /// Only in RFC 7592 updates, where it must match.
+    client_id: Option<String>,
+}
+
+const AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post", "none"];
+const GRANT_TYPES: &[&str] = &["authorization_code", "refresh_token", "client_credentials"];
+
+fn metadata_error(description: impl Into<String>) -> OAuthError {
+    OAuthError::bad_request("invalid_client_metadata", description)
+}
+
+/// Validates metadata into application state (without ids, secrets, times).
+fn to_state(m: ClientMetadata, known_scopes: &[String]) -> Result<AppState, OAuthError> {
+    let method = m
+        .token_endpoint_auth_method
+        .unwrap_or_else(|| "client_secret_basic".to_owned());
+    if !AUTH_METHODS.contains(&method.as_str()) {
+        return Err(metadata_error(format!(
+            "token_endpoint_auth_method must be one of {}",
+            AUTH_METHODS.join(", ")
+        )));
+    }
+    let grants = m
+        .grant_types
+        .unwrap_or_else(|| vec!["authorization_code".to_owned()]);
+    if grants.is_empty() || grants.iter().any(|g| !GRANT_TYPES.contains(&g.as_str())) {
+        return Err(metadata_error(format!(
+            "grant_types must be among {}",
+            GRANT_TYPES.join(", ")
+        )));
+    }
+    let responses = m.response_types.unwrap_or_else(|| {
+        if grants.iter().any(|g| g == "authorization_code") {
+            vec!["code".to_owned()]
+        } else {
+            vec![]
+        }
+    });
+    if responses.iter().any(|r| r != "code") {
+        return Err(metadata_error("response_types may only contain \"code\""));
+    }
+    let code_flow = grants.iter().any(|g| g == "authorization_code");
+    if code_flow != responses.iter().any(|r| r == "code") {
+        return Err(metadata_error(
+            "grant_types authorization_code and response_types code go together (RFC 7591 §2.1)",
+        ));
+    }
+    if grants.iter().any(|g| g == "refresh_token") && !code_flow {
+        return Err(metadata_error("refresh_token needs authorization_code"));
+    }
+    let public = method == "none";
+    if public && grants.iter().any(|g| g == "client_credentials") {
+        return Err(metadata_error(
+            "client_credentials needs a confidential client",
+        ));
+    }
+    let uris = m.redirect_uris.unwrap_or_default();
+    if code_flow && uris.is_empty() {
+        return Err(OAuthError::bad_request(
+            "invalid_redirect_uri",
+            "redirect_uris is required for the authorization_code grant",
+        ));
+    }
+    let redirect_uris = validate::redirect_uris(&uris).map_err(|e| {
+        OAuthError::bad_request(
+            "invalid_redirect_uri",
+            e.items
+                .first()
+                .map(|i| i.long_message.clone())
+                .unwrap_or_default(),
+        )
+    })?;
+    let describe = |e: gatehouse_platform::ApiError| {
+        metadata_error(
+            e.items
+                .first()
+                .map(|i| i.long_message.clone())
+                .unwrap_or_default(),
+        )
+    };
+    let name =
+        validate::name(m.client_name.as_deref().unwrap_or("Unnamed client")).map_err(describe)?;
+    let scopes = validate::scopes(
+        m.scope.as_deref().unwrap_or(validate::DEFAULT_SCOPES),
+        known_scopes,
+    )
+    .map_err(describe)?;
+    Ok(AppState {
+        name,
+        redirect_uris,
+        scopes,
+        public,
+        pkce_required: true,
+        consent_screen_enabled: true,
+        dynamically_registered: true,
+        client_uri: validate::info_url("client_uri", m.client_uri).map_err(describe)?,
+        client_image_url: validate::info_url("logo_uri", m.logo_uri).map_err(describe)?,
+        token_endpoint_auth_method: method,
+        grant_types: grants,
+        ..Default::default()
+    })
+}
+
+fn registration_json(
+    platform: &Platform,
+    instance_id: &str,
+    a: &AppState,
+    secret: Option<&str>,
+    access_token: Option<&str>,
+) -> Value {
+    let issuer = platform.issuer(instance_id);
+    let mut v = json!({
+        "client_id": a.client_id,
+        "client_id_issued_at": a.created_at_ms / 1000,
+        "client_name": a.name,
+        "redirect_uris": a.redirect_uris,
+        "grant_types": a.grant_types,
+        "response_types": if a.grant_types.iter().any(|g| g == "authorization_code") { json!(["code"]) } else { json!([]) },
+        "token_endpoint_auth_method": a.token_endpoint_auth_method,
+        "scope": a.scopes,
+        "registration_client_uri": format!("{issuer}/oauth/register/{}", a.client_id),
+    });
+    if let Some(u) = &a.client_uri {
+        v["client_uri"] = json!(u);
+    }
+    if let Some(u) = &a.client_image_url {
+        v["logo_uri"] = json!(u);
+    }
+    if !a.public {
+        v["client_secret_expires_at"] = json!(0);
+    }
+    if let Some(s) = secret {
+        v["client_secret"] = json!(s);
+    }
+    if let Some(t) = access_token {
+        v["registration_access_token"] = json!(t);
+    }
+    v
+}
+
+/// The instance of a registration endpoint, only when registration is on.
+async fn registering_instance(
+    platform: &Platform,
+    instance_id: &str,
+) -> Result<tenancy::Instance, OAuthError> {
+    let instance = tenancy::active_instance(platform.db(), instance_id)
+        .await?
+        .ok_or_else(|| {
+            OAuthError::new(StatusCode::NOT_FOUND, "invalid_request", "No such issuer.")
+        })?;
+    if !dcr_enabled(platform.db(), instance_id).await? {
+        return Err(OAuthError::new(
+            StatusCode::FORBIDDEN,
+            "access_denied",
+            "Dynamic client registration is not enabled for this instance.",
+        ));
+    }
+    Ok(instance)
+}
+
+fn parse_metadata(body: &[u8]) -> Result<ClientMetadata, OAuthError> {
+    serde_json::from_slice(body)
+        .map_err(|e| metadata_error(format!("The body is not valid client metadata JSON: {e}")))
+}
+
+fn no_store(mut res: HttpResponse) -> HttpResponse {
+    res.headers_mut().insert(
+        actix_web::http::header::CACHE_CONTROL,
+        actix_web::http::header::HeaderValue::from_static("no-store"),
+    );
+    res
+}
+
+async fn register(
+    platform: web::Data<Platform>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, OAuthError> {
+    let instance_id = path.into_inner();
+    let instance = registering_instance(&platform, &instance_id).await?;
+    let ip = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let limiter = platform.rate_limiter();
+    if limiter.enabled() {
+        let d = limiter
+            .check(
+                &format!("dcr:{instance_id}:{ip}"),
+                instance.environment,
+                REGISTRATIONS_PER_IP,
+            )
+            .await;
+        if !d.admitted {
+            let mut e = OAuthError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests",
+                "Too many registrations from this address; retry later.",
+            );
+            e.retry_after = Some(d.retry_after_secs());
+            return Err(e);
+        }
+    }
+    let known = super::scopes::known(platform.db(), &instance_id).await?;
+    let mut state = to_state(parse_metadata(&body)?, &known)?;
+    let access_token = gatehouse_platform::ids::random_base62(48);
+    state.registration_access_token_hash = hash_secret(&access_token);
+    let actor = Authed::other(instance, format!("dynamic_registration:{ip}"));
+    let (app, secret) = super::create(&platform, &actor, state).await?;
+    Ok(no_store(HttpResponse::Created().json(registration_json(
+        &platform,
+        &instance_id,
+        &app,
+        secret.as_deref(),
+        Some(&access_token),
+    ))))
+}
+
+/// RFC 7592 §2: the registration access token authenticates management
+/// calls; an unknown client or a wrong token is the same 401.
+async fn managed(
+    platform: &Platform,
+    req: &HttpRequest,
+    instance_id: &str,
+    client_id: &str,
+) -> Result<(tenancy::Instance, AppState), OAuthError> {
+    let instance = registering_instance(platform, instance_id).await?;
+    let unauthorized = || {
+        OAuthError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "The registration access token is missing or invalid for this client.",
+        )
+    };
+    let token = bearer_token(req).ok_or_else(unauthorized)?;
+    let app = projection::by_client_id(platform.db(), instance_id, client_id)
+        .await?
+        .ok_or_else(unauthorized)?;
+    let given = hash_secret(token);
+    if app.registration_access_token_hash.is_empty()
+        || !bool::from(
+            given
+                .as_bytes()
+                .ct_eq(app.registration_access_token_hash.as_bytes()),
+        )
+    {
+        return Err(unauthorized());
+    }
+    Ok((instance, app))
+}
+
+async fn read(
+    platform: web::Data<Platform>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, OAuthError> {
+    let (instance_id, client_id) = path.into_inner();
+    let (_, app) = managed(&platform, &req, &instance_id, &client_id).await?;
+    Ok(no_store(HttpResponse::Ok().json(registration_json(
+        &platform,
+        &instance_id,
+        &app,
+        None,
+        None,
+    ))))
+}
+
+async fn update(
+    platform: web::Data<Platform>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    body: web::Bytes,
+) -> Result<HttpResponse, OAuthError> {
+    let (instance_id, client_id) = path.into_inner();
+    let (instance, app) = managed(&platform, &req, &instance_id, &client_id).await?;
+    let m = parse_metadata(&body)?;
+    if m.client_id.as_deref() != Some(client_id.as_str()) {
+        return Err(metadata_error(
+            "client_id must be present and equal to the registration's",
+        ));
+    }
+    let known = super::scopes::known(platform.db(), &instance_id).await?;
+    let next = to_state(m, &known)?;
+    if next.public != app.public {
+        return Err(metadata_error(
+            "token_endpoint_auth_method cannot switch between public and confidential",
+        ));
+    }
+    let actor = Authed::other(instance, format!("registration_access_token:{client_id}"));
+    let updated = super::mutate(&platform, &actor, &app.application_id, |current, now| {
+        let mut s = current.state.clone();
+        s.name = next.name.clone();
+        s.redirect_uris = next.redirect_uris.clone();
+        s.scopes = next.scopes.clone();
+        s.client_uri = next.client_uri.clone();
+        s.client_image_url = next.client_image_url.clone();
+        s.grant_types = next.grant_types.clone();
+        s.token_endpoint_auth_method = next.token_endpoint_auth_method.clone();
+        if s == current.state {
+            return Ok(Decision {
+                events: vec![],
+                state: Some(s),
+            });
+        }
+        s.updated_at_ms = now.max(s.updated_at_ms);
+        Ok(Decision {
+            events: vec![event(
+                et::OAUTH_APPLICATION_UPDATED,
+                &v1::OAuthApplicationUpdated {
+                    application: Some(s.clone()),
+                    changed_fields: vec!["registration".to_owned()],
+                },
+            )],
+            state: Some(s),
+        })
+    })
+    .await?
+    .ok_or_else(|| {
+        OAuthError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "The client no longer exists.",
+        )
+    })?;
+    Ok(no_store(HttpResponse::Ok().json(registration_json(
+        &platform,
+        &instance_id,
+        &updated,
+        None,
+        None,
+    ))))
+}
+
+async fn delete(
+    platform: web::Data<Platform>,
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, OAuthError> {
+    let (instance_id, client_id) = path.into_inner();
+    let (instance, app) = managed(&platform, &req, &instance_id, &client_id).await?;
+    let actor = Authed::other(instance, format!("registration_access_token:{client_id}"));
+    super::mutate(&platform, &actor, &app.application_id, |current, _| {
+        Ok(Decision {
+            events: vec![event(
+                et::OAUTH_APPLICATION_DELETED,
+                &v1::OAuthApplicationDeleted {
+                    application_id: current.state.application_id.clone(),
+                },
+            )],
+            state: None,
+        })
+    })
+    .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn known() -> Vec<String> {
+        ["openid", "profile", "email", "offline_access"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    fn meta(v: Value) -> ClientMetadata {
+        serde_json::from_value(v).unwrap_or_default()
+    }
+
+    #[test]
+    fn defaults_follow_rfc_7591() {
+        let s = to_state(
+            meta(json!({ "redirect_uris": ["https://c.example/cb"] })),
+            &known(),
+        );
+        let s = s.ok().unwrap_or_default();
+        assert_eq!(s.token_endpoint_auth_method, "client_secret_basic");
+        assert_eq!(s.grant_types, vec!["authorization_code"]);
+        assert!(s.consent_screen_enabled && s.dynamically_registered && s.pkce_required);
+    }
+
+    #[test]
+    fn inconsistent_or_unsafe_metadata_is_refused_with_the_rfc_codes() {
+        let err = |v: Value| to_state(meta(v), &known()).err().map(|e| e.error);
+        assert_eq!(err(json!({})), Some("invalid_redirect_uri"));
+        assert_eq!(
+            err(json!({ "redirect_uris": ["http://evil.example/cb"] })),
+            Some("invalid_redirect_uri")
+        );
+        assert_eq!(
+            err(
+                json!({ "redirect_uris": ["https://c.example/cb"], "token_endpoint_auth_method": "private_key_jwt" })
+            ),
+            Some("invalid_client_metadata")
+        );
+        assert_eq!(
+            err(json!({ "redirect_uris": ["https://c.example/cb"], "grant_types": ["implicit"] })),
+            Some("invalid_client_metadata")
+        );
+        assert_eq!(
+            err(json!({ "redirect_uris": ["https://c.example/cb"], "response_types": ["token"] })),
+            Some("invalid_client_metadata")
+        );
+        assert_eq!(
+            err(
+                json!({ "grant_types": ["client_credentials"], "token_endpoint_auth_method": "none" })
+            ),
+            Some("invalid_client_metadata")
+        );
+        assert_eq!(
+            err(json!({ "redirect_uris": ["https://c.example/cb"], "scope": "admin" })),
+            Some("invalid_client_metadata")
+        );
+        // Unknown metadata is ignored, not refused.
+        assert_eq!(
+            err(json!({ "redirect_uris": ["https://c.example/cb"], "software_id": "x" })),
+            None
+        );
+    }
+}

@@ -1,0 +1,83 @@
+//! The RFC 6749 §5.2 error shape for OAuth protocol endpoints
+//! (`{"error","error_description"}`, `Cache-Control: no-store`), used
+//! instead of the Backend API shape there.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{CACHE_CONTROL, PRAGMA};
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{error}: {description}")]
+pub struct OAuthError {
+    pub status: StatusCode,
+    pub error: &'static str,
+    pub description: String,
+    pub retry_after: Option<u64>,
+}
+
+impl OAuthError {
+    pub fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            description: description.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(error: &'static str, description: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, error, description)
+    }
+
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "internal error on an OAuth endpoint");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "The server hit an unexpected condition; the request was not applied.",
+        )
+    }
+}
+
+impl From<sea_orm::DbErr> for OAuthError {
+    fn from(err: sea_orm::DbErr) -> Self {
+        Self::internal(err)
+    }
+}
+
+impl From<crate::ApiError> for OAuthError {
+    fn from(err: crate::ApiError) -> Self {
+        let item = err.items.first();
+        let description = item.map(|i| i.long_message.clone()).unwrap_or_default();
+        match err.status.as_u16() {
+            404 => Self::new(err.status, "invalid_client", description),
+            409 | 422 | 400 => Self::bad_request("invalid_client_metadata", description),
+            s if s >= 500 => Self::internal(description),
+            _ => Self::new(err.status, "invalid_request", description),
+        }
+    }
+}
+
+impl ResponseError for OAuthError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status);
+        res.insert_header((CACHE_CONTROL, "no-store"))
+            .insert_header((PRAGMA, "no-cache"))
+            .insert_header(("x-trace-id", crate::http::current_trace_id()));
+        if let Some(secs) = self.retry_after {
+            res.insert_header(("retry-after", secs.to_string()));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            res.insert_header((
+                "www-authenticate",
+                format!("Bearer error=\"{}\"", self.error),
+            ));
+        }
+        res.json(json!({ "error": self.error, "error_description": self.description }))
+    }
+}

@@ -1,0 +1,254 @@
+//! Dynamic client registration (RFC 7591) and management (RFC 7592), in both
+//! shapes: off by default, validated metadata with the RFC error codes,
+//! consent forced on, a registration access token, per-IP throttling.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{Gatehouse, Mode};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+async fn post(g: &Gatehouse, path: &str, body: &str) -> (u16, Value, reqwest::header::HeaderMap) {
+    let res = g
+        .client
+        .post(g.url(path))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    (status, res.json().await.unwrap_or(Value::Null), headers)
+}
+
+fn assert_rfc_error(status: u16, body: &Value, headers: &reqwest::header::HeaderMap, code: &str) {
+    assert_eq!(body["error"], code, "{status}: {body}");
+    assert!(body["error_description"].is_string(), "{body}");
+    assert_eq!(headers.get("cache-control").unwrap(), "no-store");
+}
+
+async fn registration_lifecycle(mode: Mode) {
+    let g = Gatehouse::start(mode).await;
+    let t = g.tenant().await;
+    let register = format!("/i/{}/oauth/register", t.dev.id);
+    let mcp_client = json!({
+        "client_name": "Claude",
+        "redirect_uris": ["http://127.0.0.1:33418/callback", "https://claude.ai/api/mcp/auth_callback"],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+        "scope": "openid email",
+        "software_statement_ignored": "unknown metadata is ignored"
+    })
+    .to_string();
+
+    // Off by default.
+    let (s, e, h) = post(&g, &register, &mcp_client).await;
+    assert_eq!(s, 403);
+    assert_rfc_error(s, &e, &h, "access_denied");
+    let (s, settings) = g
+        .call(
+            &t.dev.key,
+            Method::GET,
+            "/v1/instance/oauth_application_settings",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, settings["dynamic_oauth_client_registration"].clone()),
+        (200, json!(false))
+    );
+    let (s, settings) = g
+        .call(
+            &t.dev.key,
+            Method::PATCH,
+            "/v1/instance/oauth_application_settings",
+            Some(json!({ "dynamic_oauth_client_registration": true })),
+        )
+        .await;
+    assert_eq!(
+        (s, settings["dynamic_oauth_client_registration"].clone()),
+        (200, json!(true))
+    );
+    // Switching one instance on leaves the other off.
+    let (s, _, _) = post(&g, &format!("/i/{}/oauth/register", t.prod.id), &mcp_client).await;
+    assert_eq!(s, 403);
+
+    // A public client, as MCP clients register themselves.
+    let (s, reg, h) = post(&g, &register, &mcp_client).await;
+    assert_eq!(s, 201, "{reg}");
+    assert_eq!(h.get("cache-control").unwrap(), "no-store");
+    let client_id = reg["client_id"].as_str().unwrap().to_owned();
+    let token = reg["registration_access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        reg.get("client_secret").is_none(),
+        "public clients get no secret"
+    );
+    assert_eq!(reg["token_endpoint_auth_method"], "none");
+    assert_eq!(reg["scope"], "openid email");
+    assert_eq!(reg["response_types"], json!(["code"]));
+    assert_eq!(
+        reg["registration_client_uri"],
+        g.url(&format!("{register}/{client_id}")).as_str()
+    );
+    assert!(reg["client_id_issued_at"].as_i64().unwrap() > 1_600_000_000);
+
+    // It is an OAuth application of the instance, consent forced on.
+    let (_, apps) = g
+        .call(&t.dev.key, Method::GET, "/v1/oauth_applications", None)
+        .await;
+    let app = apps["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["client_id"] == client_id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(app["dynamically_registered"], true);
+    assert_eq!(app["consent_screen_enabled"], true);
+    assert_eq!(app["public"], true);
+    let (s, e) = g
+        .call(
+            &t.dev.key,
+            Method::PATCH,
+            &format!("/v1/oauth_applications/{}", app["id"].as_str().unwrap()),
+            Some(json!({ "consent_screen_enabled": false })),
+        )
+        .await;
+    assert_eq!(s, 400, "{e}");
+    assert_eq!(e["errors"][0]["code"], "consent_required");
+
+    // A confidential client gets a secret that does not expire.
+    let (s, conf, _) = post(
+        &g,
+        &register,
+        &json!({ "redirect_uris": ["https://c.example/cb"] }).to_string(),
+    )
+    .await;
+    assert_eq!(s, 201, "{conf}");
+    assert!(conf["client_secret"].as_str().unwrap().len() >= 40);
+    assert_eq!(conf["client_secret_expires_at"], 0);
+    assert_eq!(conf["token_endpoint_auth_method"], "client_secret_basic");
+
+    // Bad metadata: the RFC 7591 §3.2.2 codes.
+    for (body, code) in [
+        (json!({ "redirect_uris": ["http://evil.example/cb"] }).to_string(), "invalid_redirect_uri"),
+        (json!({ "redirect_uris": ["https://c.example/cb#frag"] }).to_string(), "invalid_redirect_uri"),
+        (json!({ "client_name": "no uris" }).to_string(), "invalid_redirect_uri"),
+        (json!({ "redirect_uris": ["https://c.example/cb"], "token_endpoint_auth_method": "tls_client_auth" }).to_string(), "invalid_client_metadata"),
+        (json!({ "redirect_uris": ["https://c.example/cb"], "grant_types": ["password"] }).to_string(), "invalid_client_metadata"),
+        (json!({ "redirect_uris": ["https://c.example/cb"], "scope": "root" }).to_string(), "invalid_client_metadata"),
+        (json!({ "redirect_uris": "https://c.example/cb" }).to_string(), "invalid_client_metadata"),
+        ("{not json".to_owned(), "invalid_client_metadata"),
+    ] {
+        let (s, e, h) = post(&g, &register, &body).await;
+        assert_eq!(s, 400, "{body}: {e}");
+        assert_rfc_error(s, &e, &h, code);
+    }
+
+    // RFC 7592 management with the registration access token.
+    let manage = format!("{register}/{client_id}");
+    let (s, read) = g.call(&token, Method::GET, &manage, None).await;
+    assert_eq!(s, 200, "{read}");
+    assert_eq!(read["client_name"], "Claude");
+    assert!(read.get("registration_access_token").is_none());
+    for bad in [
+        "wrong-token",
+        conf["registration_access_token"].as_str().unwrap(),
+    ] {
+        let (s, e) = g.call(bad, Method::GET, &manage, None).await;
+        assert_eq!(s, 401, "{e}");
+        assert_eq!(e["error"], "invalid_token");
+    }
+    // Another instance's endpoint does not know the client.
+    g.call(
+        &t.prod.key,
+        Method::PATCH,
+        "/v1/instance/oauth_application_settings",
+        Some(json!({ "dynamic_oauth_client_registration": true })),
+    )
+    .await;
+    let (s, _) = g
+        .call(
+            &token,
+            Method::GET,
+            &format!("/i/{}/oauth/register/{client_id}", t.prod.id),
+            None,
+        )
+        .await;
+    assert_eq!(s, 401);
+
+    let (s, upd) = g
+        .call(&token, Method::PUT, &manage,
+              Some(json!({ "client_id": client_id, "client_name": "Claude Desktop",
+                           "redirect_uris": ["http://127.0.0.1:40000/cb"], "token_endpoint_auth_method": "none" })))
+        .await;
+    assert_eq!(s, 200, "{upd}");
+    assert_eq!(upd["client_name"], "Claude Desktop");
+    assert_eq!(upd["redirect_uris"], json!(["http://127.0.0.1:40000/cb"]));
+    let (s, e) = g
+        .call(
+            &token,
+            Method::PUT,
+            &manage,
+            Some(json!({ "client_name": "no id", "redirect_uris": ["https://c.example/cb"] })),
+        )
+        .await;
+    assert_eq!(
+        (s, e["error"].clone()),
+        (400, json!("invalid_client_metadata"))
+    );
+    let (s, e) = g
+        .call(&token, Method::PUT, &manage,
+              Some(json!({ "client_id": client_id, "redirect_uris": ["https://c.example/cb"], "token_endpoint_auth_method": "client_secret_post" })))
+        .await;
+    assert_eq!(
+        (s, e["error"].clone()),
+        (400, json!("invalid_client_metadata")),
+        "cannot become confidential"
+    );
+
+    let res = g
+        .client
+        .delete(g.url(&manage))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let (s, _) = g.call(&token, Method::GET, &manage, None).await;
+    assert_eq!(s, 401, "deleted clients are unknown");
+    let (_, apps) = g
+        .call(&t.dev.key, Method::GET, "/v1/oauth_applications", None)
+        .await;
+    assert!(!apps.to_string().contains(&client_id));
+
+    // Per-IP throttling.
+    let mut throttled = None;
+    for i in 0..40 {
+        let (s, e, h) = post(&g, &register, &json!({ "client_name": format!("burst {i}"), "redirect_uris": ["https://b.example/cb"] }).to_string()).await;
+        if s == 429 {
+            throttled = Some((e, h));
+            break;
+        }
+        assert_eq!(s, 201, "{e}");
+    }
+    let (e, h) = throttled.expect("registrations from one address are throttled");
+    assert_eq!(e["error"], "too_many_requests");
+    assert!(h.get("retry-after").is_some());
+}
+
+#[tokio::test]
+async fn registration_embedded() {
+    registration_lifecycle(Mode::Embedded).await;
+}
+
+#[tokio::test]
+async fn registration_production_shape() {
+    registration_lifecycle(Mode::Production).await;
+}
