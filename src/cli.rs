@@ -152,7 +152,8 @@ pub struct DbArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct RebuildArgs {
-    /// The projection: `users`, `oauth_applications`, `oauth_scopes`, `oauth_settings` (authz),
+    /// The projection: `users`, `sessions`, `oauth_applications`, `oauth_scopes`,
+    /// `oauth_settings` (authz),
     /// `tenancy`, or the consumer projection `instance_usage`.
     pub projection: String,
     #[command(flatten)]

@@ -16,6 +16,7 @@ mod m0006_idempotency_claims;
 mod m0007_unique_usernames;
 mod m0008_consumer_generations;
 mod m0009_dynamic_registration;
+mod m0010_sessions;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -34,6 +35,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0007_unique_usernames::Migration),
             Box::new(m0008_consumer_generations::Migration),
             Box::new(m0009_dynamic_registration::Migration),
+            Box::new(m0010_sessions::Migration),
         ]
     }
 }

@@ -24,6 +24,8 @@ pub mod event_types {
     pub const USER_DELETED: &str = "user.deleted";
     pub const USER_BANNED: &str = "user.banned";
     pub const USER_UNBANNED: &str = "user.unbanned";
+    pub const SESSION_CREATED: &str = "session.created";
+    pub const SESSION_ENDED: &str = "session.ended";
 
     pub const OAUTH_APPLICATION_CREATED: &str = "oauth_application.created";
     pub const OAUTH_APPLICATION_UPDATED: &str = "oauth_application.updated";
@@ -39,6 +41,7 @@ pub mod stream_types {
     pub const TENANT: &str = "tenant";
     pub const INSTANCE: &str = "instance";
     pub const USER: &str = "user";
+    pub const SESSION: &str = "session";
     pub const OAUTH_APPLICATION: &str = "oauth_application";
     pub const OAUTH_SCOPES: &str = "oauth_scopes";
     pub const OAUTH_SETTINGS: &str = "oauth_settings";

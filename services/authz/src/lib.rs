@@ -5,6 +5,7 @@
 //! its background tasks, and `rebuild` for its projections, and depends only
 //! on `gatehouse-platform` and `gatehouse-proto`.
 
+pub mod hosted;
 pub mod oauth_apps;
 pub mod users;
 
@@ -21,10 +22,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     oauth_apps::api::configure(cfg);
     oauth_apps::scopes::configure(cfg);
     oauth_apps::registration::configure(cfg);
+    hosted::pages::configure(cfg);
 }
 
 fn topic_for(stream_type: &str) -> &'static str {
     match stream_type {
+        gatehouse_proto::stream_types::SESSION => topics::IDENTITY,
         gatehouse_proto::stream_types::OAUTH_APPLICATION
         | gatehouse_proto::stream_types::OAUTH_SCOPES
         | gatehouse_proto::stream_types::OAUTH_SETTINGS => topics::OAUTH,

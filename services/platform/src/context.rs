@@ -102,6 +102,17 @@ impl Platform {
         &self.0.keys
     }
 
+    /// Counts appended events in `gatehouse_events_appended_total`.
+    pub fn count_appended(&self, store: &str, events: &[crate::eventstore::RecordedEvent]) {
+        for ev in events {
+            self.0
+                .metrics
+                .events_appended
+                .with_label_values(&[store, &ev.event_type])
+                .inc();
+        }
+    }
+
     /// Commands call this after committing events, so this process's outbox
     /// publishers send them at once instead of at their next poll.
     pub fn events_committed(&self) {

@@ -155,7 +155,8 @@ fn ensure_error_shape(res: ServiceResponse<BoxBody>) -> ServiceResponse<BoxBody>
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/json"));
+        .is_some_and(|ct| ct.starts_with("application/json") || ct.starts_with("text/html"));
+    // JSON errors are already ours; HTML error pages are the hosted pages'.
     if is_json {
         return res;
     }

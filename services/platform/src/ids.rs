@@ -99,6 +99,9 @@ typed_id!(
 typed_id!(
     /// An OAuth application of an instance.
     OAuthApplicationId, "oa");
+typed_id!(
+    /// A signed-in session of a user.
+    SessionId, "sess");
 
 #[cfg(test)]
 mod tests {

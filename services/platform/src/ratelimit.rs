@@ -108,7 +108,7 @@ pub struct RateLimiter {
     settings: RateLimitSettings,
     redis: Option<redis::aio::ConnectionManager>,
     script: redis::Script,
-    local: Mutex<HashMap<(String, u32), Arc<Local>>>,
+    local: Mutex<HashMap<(String, u32, Duration), Arc<Local>>>,
     clock: DefaultClock,
     /// Set while decisions are local because Redis failed.
     degraded: AtomicBool,
@@ -156,9 +156,22 @@ impl RateLimiter {
 
     /// Counts one request of `instance_id` against `limit` per window.
     pub async fn check(&self, instance_id: &str, env: Environment, limit: u32) -> Decision {
+        self.check_window(instance_id, env, limit, self.settings.window)
+            .await
+    }
+
+    /// Counts one attempt under `key` against `limit` per `window` (for
+    /// throttles other than the Backend API limit, such as sign-in attempts).
+    pub async fn check_window(
+        &self,
+        instance_id: &str,
+        env: Environment,
+        limit: u32,
+        window: Duration,
+    ) -> Decision {
         let decision = match &self.redis {
             Some(redis) if now_ms() >= self.retry_redis_at.load(Ordering::Relaxed) => {
-                match self.check_redis(redis, instance_id, limit).await {
+                match self.check_redis(redis, instance_id, limit, window).await {
                     Ok(d) => {
                         if self.degraded.swap(false, Ordering::Relaxed) {
                             tracing::info!("Redis is back: rate limits are shared again");
@@ -174,12 +187,12 @@ impl RateLimiter {
                                 "Redis unavailable: rate limiting falls back to this process's share");
                         }
                         self.metrics.rate_limit_redis_up.set(0.0);
-                        self.fallback(instance_id, limit)
+                        self.fallback(instance_id, limit, window)
                     }
                 }
             }
-            Some(_) => self.fallback(instance_id, limit),
-            None => self.check_local(instance_id, limit, limit),
+            Some(_) => self.fallback(instance_id, limit, window),
+            None => self.check_local(instance_id, limit, limit, window),
         };
         let outcome = if decision.admitted {
             "admitted"
@@ -198,10 +211,11 @@ impl RateLimiter {
         redis: &redis::aio::ConnectionManager,
         instance_id: &str,
         limit: u32,
+        window: Duration,
     ) -> Result<Decision, String> {
         let mut conn = redis.clone();
         let member = crate::ids::random_base62(16);
-        let window_ms = self.settings.window.as_millis() as u64;
+        let window_ms = window.as_millis() as u64;
         let mut invocation = self.script.key(format!("gatehouse:rl:{instance_id}"));
         invocation.arg(limit).arg(window_ms).arg(member);
         let call = invocation.invoke_async::<(i64, i64, i64)>(&mut conn);
@@ -214,21 +228,26 @@ impl RateLimiter {
             limit,
             remaining: u32::try_from(remaining.max(0)).unwrap_or(0),
             reset_ms: u64::try_from(reset.max(0)).unwrap_or(0),
-            window_secs: self.settings.window.as_secs(),
+            window_secs: window.as_secs(),
         })
     }
 
-    fn fallback(&self, instance_id: &str, limit: u32) -> Decision {
+    fn fallback(&self, instance_id: &str, limit: u32, window: Duration) -> Decision {
         self.metrics.rate_limit_fallback.inc();
         let share = (limit / self.settings.replicas.max(1)).max(1);
-        let mut d = self.check_local(instance_id, share, limit);
+        let mut d = self.check_local(instance_id, share, limit, window);
         d.limit = limit;
         d
     }
 
     /// A GCRA with burst = `allowed`, refilling over the window.
-    fn check_local(&self, instance_id: &str, allowed: u32, limit: u32) -> Decision {
-        let window = self.settings.window;
+    fn check_local(
+        &self,
+        instance_id: &str,
+        allowed: u32,
+        limit: u32,
+        window: Duration,
+    ) -> Decision {
         let limiter = {
             let mut map = match self.local.lock() {
                 Ok(m) => m,
@@ -237,7 +256,7 @@ impl RateLimiter {
             if map.len() > 100_000 {
                 map.clear();
             }
-            map.entry((instance_id.to_owned(), allowed))
+            map.entry((instance_id.to_owned(), allowed, window))
                 .or_insert_with(|| {
                     let burst = NonZeroU32::new(allowed.max(1)).unwrap_or(NonZeroU32::MIN);
                     let period = (window / burst.get()).max(Duration::from_nanos(1));

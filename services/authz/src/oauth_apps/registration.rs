@@ -172,6 +172,7 @@ async fn patch_settings(
                     project_settings(&txn, r).await?;
                 }
                 txn.commit().await?;
+                platform.count_appended(STORE.table(), &recorded);
                 platform.events_committed();
                 return Ok(HttpResponse::Ok().json(settings_json(wanted)));
             }

@@ -205,6 +205,7 @@ async fn record(
                     project(&txn, r).await?;
                 }
                 txn.commit().await?;
+                platform.count_appended(STORE.table(), &recorded);
                 platform.events_committed();
                 return Ok(());
             }

@@ -426,3 +426,22 @@ pub async fn username_taken(
     .await?
     .is_some())
 }
+
+/// Who signs in with this address: (user id, banned, password hash).
+pub async fn credentials_by_email(
+    conn: &impl ConnectionTrait,
+    instance_id: &str,
+    email: &str,
+) -> Result<Option<(String, bool, Option<String>)>, DbErr> {
+    db::query_one(
+        conn,
+        "SELECT u.id, u.banned, p.hash FROM authz_user_emails e \
+         JOIN authz_users u ON u.id = e.user_id \
+         LEFT JOIN authz_passwords p ON p.user_id = u.id \
+         WHERE e.instance_id = $1 AND e.email_lower = $2",
+        vec![instance_id.into(), email.to_lowercase().into()],
+    )
+    .await?
+    .map(|r| Ok((col(&r, "id")?, col(&r, "banned")?, col(&r, "hash")?)))
+    .transpose()
+}

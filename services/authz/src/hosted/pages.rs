@@ -1,0 +1,707 @@
+//! Handlers of the hosted pages.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use actix_web::cookie::{Cookie, SameSite};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use gatehouse_platform::tenancy::{self, Authed, Instance};
+use gatehouse_platform::{ApiError, Platform};
+use subtle::ConstantTimeEq;
+
+use super::sessions;
+use crate::users::{self, NewUser, password, projection, validate};
+
+const SESSION_COOKIE: &str = "gh_session";
+const CSRF_COOKIE: &str = "gh_csrf";
+/// Sign-in attempts per account, and per address, per throttle window.
+const ATTEMPTS_PER_ACCOUNT: u32 = 10;
+const ATTEMPTS_PER_ADDRESS: u32 = 50;
+const SIGN_UPS_PER_ADDRESS: u32 = 20;
+const THROTTLE_WINDOW: Duration = Duration::from_secs(15 * 60);
+const GENERIC_FAILURE: &str = "The email address or password is incorrect.";
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/i/{instance_id}/sign-in")
+            .get(sign_in_page)
+            .post(sign_in),
+    )
+    .service(
+        web::resource("/i/{instance_id}/sign-up")
+            .get(sign_up_page)
+            .post(sign_up),
+    )
+    .service(web::resource("/i/{instance_id}/signed-in").get(signed_in))
+    .service(web::resource("/i/{instance_id}/sign-out").post(sign_out));
+}
+
+#[derive(Template)]
+#[template(path = "sign_in.html")]
+struct SignInPage<'a> {
+    action: &'a str,
+    other: &'a str,
+    csrf_token: &'a str,
+    redirect_url: &'a str,
+    email: &'a str,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "sign_up.html")]
+struct SignUpPage<'a> {
+    action: &'a str,
+    other: &'a str,
+    csrf_token: &'a str,
+    redirect_url: &'a str,
+    email: &'a str,
+    error: Option<&'a str>,
+}
+
+#[derive(Template)]
+#[template(path = "signed_in.html")]
+struct SignedInPage<'a> {
+    email: &'a str,
+    sign_out: &'a str,
+    csrf_token: &'a str,
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct MessagePage<'a> {
+    title: &'a str,
+    message: &'a str,
+    link: Option<&'a str>,
+}
+
+fn base(instance: &str) -> String {
+    format!("/i/{instance}")
+}
+
+/// Headers every page carries: no framing, no caching, no sniffing.
+fn page(status: StatusCode, html: Result<String, askama::Error>) -> HttpResponse {
+    let html = html.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "template failed");
+        "<!doctype html><title>Error</title><p>Something went wrong.</p>".to_owned()
+    });
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("cache-control", "no-store"))
+        .insert_header(("x-frame-options", "DENY"))
+        .insert_header((
+            "content-security-policy",
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ))
+        .insert_header(("referrer-policy", "no-referrer"))
+        .insert_header(("x-content-type-options", "nosniff"))
+        .body(html)
+}
+
+fn message(status: StatusCode, title: &str, text: &str, link: Option<&str>) -> HttpResponse {
+    page(
+        status,
+        MessagePage {
+            title,
+            message: text,
+            link,
+        }
+        .render(),
+    )
+}
+
+fn secure_cookies(platform: &Platform) -> bool {
+    let url = &platform.settings().public_url;
+    let local = ["http://localhost", "http://127.0.0.1", "http://[::1]"]
+        .iter()
+        .any(|p| url.starts_with(p));
+    !local
+}
+
+fn cookie<'a>(
+    platform: &Platform,
+    instance: &str,
+    name: &'a str,
+    value: String,
+    same_site: SameSite,
+) -> Cookie<'a> {
+    Cookie::build(name, value)
+        .path(base(instance))
+        .http_only(true)
+        .secure(secure_cookies(platform))
+        .same_site(same_site)
+        .finish()
+}
+
+fn expired<'a>(platform: &Platform, instance: &str, name: &'a str) -> Cookie<'a> {
+    let mut c = cookie(platform, instance, name, String::new(), SameSite::Lax);
+    c.make_removal();
+    c
+}
+
+/// The CSRF token of this browser, minting one if it has none.
+fn csrf(req: &HttpRequest) -> (String, bool) {
+    match req.cookie(CSRF_COOKIE).map(|c| c.value().to_owned()) {
+        Some(v) if v.len() == 32 => (v, false),
+        _ => (gatehouse_platform::ids::random_base62(32), true),
+    }
+}
+
+fn csrf_ok(req: &HttpRequest, form_token: Option<&str>) -> bool {
+    match (req.cookie(CSRF_COOKIE), form_token) {
+        (Some(c), Some(f)) if !f.is_empty() => bool::from(c.value().as_bytes().ct_eq(f.as_bytes())),
+        _ => false,
+    }
+}
+
+fn with_csrf_cookie(
+    mut res: HttpResponse,
+    platform: &Platform,
+    instance: &str,
+    token: String,
+    fresh: bool,
+) -> HttpResponse {
+    if fresh {
+        let _ = res.add_cookie(&cookie(
+            platform,
+            instance,
+            CSRF_COOKIE,
+            token,
+            SameSite::Strict,
+        ));
+    }
+    res
+}
+
+/// Only paths under the instance: never an absolute URL, never `//host`.
+fn safe_redirect(instance: &str, raw: Option<&str>) -> String {
+    let prefix = format!("{}/", base(instance));
+    match raw {
+        Some(r)
+            if r.starts_with(&prefix)
+                && !r.contains("//")
+                && !r.contains('\\')
+                && !r.chars().any(char::is_control) =>
+        {
+            r.to_owned()
+        }
+        _ => format!("{}/signed-in", base(instance)),
+    }
+}
+
+fn form(body: &[u8]) -> std::collections::HashMap<String, String> {
+    form_urlencoded::parse(body).into_owned().collect()
+}
+
+fn query(req: &HttpRequest) -> std::collections::HashMap<String, String> {
+    form_urlencoded::parse(req.query_string().as_bytes())
+        .into_owned()
+        .collect()
+}
+
+async fn instance_of(platform: &Platform, id: &str) -> Result<Instance, HttpResponse> {
+    match tenancy::active_instance(platform.db(), id).await {
+        Ok(Some(i)) => Ok(i),
+        Ok(None) => Err(message(
+            StatusCode::NOT_FOUND,
+            "Not found",
+            "There is no such application.",
+            None,
+        )),
+        Err(e) => {
+            tracing::error!(error = %e, "instance lookup failed");
+            Err(message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                "Please try again shortly.",
+                None,
+            ))
+        }
+    }
+}
+
+fn peer(req: &HttpRequest) -> String {
+    req.peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+async fn sign_in_page(
+    platform: web::Data<Platform>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let id = path.into_inner();
+    if let Err(res) = instance_of(&platform, &id).await {
+        return res;
+    }
+    let (token, fresh) = csrf(&req);
+    let q = query(&req);
+    let redirect = safe_redirect(&id, q.get("redirect_url").map(String::as_str));
+    let action = format!("{}/sign-in", base(&id));
+    let other = format!(
+        "{}/sign-up?redirect_url={}",
+        base(&id),
+        url_escape(&redirect)
+    );
+    let html = SignInPage {
+        action: &action,
+        other: &other,
+        csrf_token: &token,
+        redirect_url: &redirect,
+        email: "",
+        error: None,
+    }
+    .render();
+    with_csrf_cookie(page(StatusCode::OK, html), &platform, &id, token, fresh)
+}
+
+async fn sign_up_page(
+    platform: web::Data<Platform>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let id = path.into_inner();
+    if let Err(res) = instance_of(&platform, &id).await {
+        return res;
+    }
+    let (token, fresh) = csrf(&req);
+    let q = query(&req);
+    let redirect = safe_redirect(&id, q.get("redirect_url").map(String::as_str));
+    let action = format!("{}/sign-up", base(&id));
+    let other = format!(
+        "{}/sign-in?redirect_url={}",
+        base(&id),
+        url_escape(&redirect)
+    );
+    let html = SignUpPage {
+        action: &action,
+        other: &other,
+        csrf_token: &token,
+        redirect_url: &redirect,
+        email: "",
+        error: None,
+    }
+    .render();
+    with_csrf_cookie(page(StatusCode::OK, html), &platform, &id, token, fresh)
+}
+
+fn url_escape(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// A dummy argon2id hash, verified against when the account does not exist
+/// or has no password, so every failure costs the same work.
+fn dummy_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        use argon2::password_hash::{PasswordHasher, SaltString};
+        let salt = SaltString::encode_b64(&[7u8; 16]).ok();
+        salt.and_then(|s| {
+            argon2::Argon2::default()
+                .hash_password(b"gatehouse timing equaliser", &s)
+                .ok()
+                .map(|h| h.to_string())
+        })
+        .unwrap_or_default()
+    })
+}
+
+async fn verify_password(password: String, hash: String) -> bool {
+    tokio::task::spawn_blocking(move || password::verify(&password, &hash))
+        .await
+        .unwrap_or(false)
+}
+
+async fn throttled(
+    platform: &Platform,
+    instance: &Instance,
+    key: String,
+    limit: u32,
+) -> Option<u64> {
+    let limiter = platform.rate_limiter();
+    let d = limiter
+        .check_window(&key, instance.environment, limit, THROTTLE_WINDOW)
+        .await;
+    (!d.admitted).then(|| d.retry_after_secs())
+}
+
+/// Sets the new session cookie (replacing any old one) and redirects.
+async fn signed_in_redirect(
+    platform: &Platform,
+    req: &HttpRequest,
+    instance: &Instance,
+    actor: &Authed,
+    user_id: &str,
+    method: &str,
+    redirect: &str,
+) -> HttpResponse {
+    let id = instance.id.as_str();
+    // Rotate: a session this browser already had ends here.
+    if let Some(old) = req.cookie(SESSION_COOKIE)
+        && let Ok(Some((sid, uid))) =
+            sessions::current(platform.db(), id, old.value(), platform.now_ms()).await
+    {
+        let _ = sessions::end(platform, actor, &sid, &uid, "replaced").await;
+    }
+    match sessions::start(platform, actor, user_id, method).await {
+        Ok(token) => {
+            let mut res = HttpResponse::SeeOther()
+                .insert_header(("location", redirect.to_owned()))
+                .insert_header(("cache-control", "no-store"))
+                .finish();
+            let _ = res.add_cookie(&cookie(platform, id, SESSION_COOKIE, token, SameSite::Lax));
+            res
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "starting a session failed");
+            message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                "Please try again shortly.",
+                None,
+            )
+        }
+    }
+}
+
+async fn sign_in(
+    platform: web::Data<Platform>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let id = path.into_inner();
+    let instance = match instance_of(&platform, &id).await {
+        Ok(i) => i,
+        Err(res) => return res,
+    };
+    let f = form(&body);
+    if !csrf_ok(&req, f.get("csrf_token").map(String::as_str)) {
+        return message(
+            StatusCode::FORBIDDEN,
+            "Form expired",
+            "Please go back, reload the page and try again.",
+            Some(&format!("{}/sign-in", base(&id))),
+        );
+    }
+    let email = f
+        .get("email")
+        .map(|e| e.trim().to_owned())
+        .unwrap_or_default();
+    let pass = f.get("password").cloned().unwrap_or_default();
+    let redirect = safe_redirect(&id, f.get("redirect_url").map(String::as_str));
+    let (token, _) = csrf(&req);
+    let render = |status: StatusCode, error: &str| {
+        let action = format!("{}/sign-in", base(&id));
+        let other = format!(
+            "{}/sign-up?redirect_url={}",
+            base(&id),
+            url_escape(&redirect)
+        );
+        page(
+            status,
+            SignInPage {
+                action: &action,
+                other: &other,
+                csrf_token: &token,
+                redirect_url: &redirect,
+                email: &email,
+                error: Some(error),
+            }
+            .render(),
+        )
+    };
+    let ip = peer(&req);
+    for (key, limit) in [
+        (
+            format!("signin:acct:{id}:{}", email.to_lowercase()),
+            ATTEMPTS_PER_ACCOUNT,
+        ),
+        (format!("signin:ip:{id}:{ip}"), ATTEMPTS_PER_ADDRESS),
+    ] {
+        if let Some(secs) = throttled(&platform, &instance, key, limit).await {
+            let minutes = secs.div_ceil(60);
+            let mut res = render(
+                StatusCode::TOO_MANY_REQUESTS,
+                &format!("Too many attempts. Try again in {minutes} minute(s)."),
+            );
+            if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&secs.to_string()) {
+                res.headers_mut()
+                    .insert(actix_web::http::header::RETRY_AFTER, v);
+            }
+            return res;
+        }
+    }
+    if let Some(connection) = super::sso_connection_for(&id, &email) {
+        return HttpResponse::SeeOther()
+            .insert_header(("location", connection))
+            .finish();
+    }
+    let found = projection::credentials_by_email(platform.db(), &id, &email).await;
+    let (user_id, banned, hash) = match found {
+        Ok(Some((u, b, h))) => (Some(u), b, h),
+        Ok(None) => (None, false, None),
+        Err(e) => {
+            tracing::error!(error = %e, "credential lookup failed");
+            return message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                "Please try again shortly.",
+                None,
+            );
+        }
+    };
+    let has_hash = hash.is_some();
+    let ok =
+        verify_password(pass, hash.unwrap_or_else(|| dummy_hash().to_owned())).await && has_hash;
+    match user_id {
+        Some(uid) if ok && !banned => {
+            let actor = Authed::other(instance.clone(), format!("user:{uid}"));
+            signed_in_redirect(
+                &platform, &req, &instance, &actor, &uid, "sign_in", &redirect,
+            )
+            .await
+        }
+        _ => render(StatusCode::UNAUTHORIZED, GENERIC_FAILURE),
+    }
+}
+
+async fn sign_up(
+    platform: web::Data<Platform>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let id = path.into_inner();
+    let instance = match instance_of(&platform, &id).await {
+        Ok(i) => i,
+        Err(res) => return res,
+    };
+    let f = form(&body);
+    if !csrf_ok(&req, f.get("csrf_token").map(String::as_str)) {
+        return message(
+            StatusCode::FORBIDDEN,
+            "Form expired",
+            "Please go back, reload the page and try again.",
+            Some(&format!("{}/sign-up", base(&id))),
+        );
+    }
+    let email = f
+        .get("email")
+        .map(|e| e.trim().to_owned())
+        .unwrap_or_default();
+    let pass = f.get("password").cloned().unwrap_or_default();
+    let redirect = safe_redirect(&id, f.get("redirect_url").map(String::as_str));
+    let (token, _) = csrf(&req);
+    let render = |status: StatusCode, error: &str| {
+        let action = format!("{}/sign-up", base(&id));
+        let other = format!(
+            "{}/sign-in?redirect_url={}",
+            base(&id),
+            url_escape(&redirect)
+        );
+        page(
+            status,
+            SignUpPage {
+                action: &action,
+                other: &other,
+                csrf_token: &token,
+                redirect_url: &redirect,
+                email: &email,
+                error: Some(error),
+            }
+            .render(),
+        )
+    };
+    if let Some(secs) = throttled(
+        &platform,
+        &instance,
+        format!("signup:ip:{id}:{}", peer(&req)),
+        SIGN_UPS_PER_ADDRESS,
+    )
+    .await
+    {
+        return render(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "Too many sign-ups from your network. Try again in {} minute(s).",
+                secs.div_ceil(60)
+            ),
+        );
+    }
+    let email_ok = match validate::email(&email) {
+        Ok(e) => e,
+        Err(_) => {
+            return render(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Enter a valid email address.",
+            );
+        }
+    };
+    if validate::password(&pass, false).is_err() {
+        return render(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Choose a password of at least 8 characters.",
+        );
+    }
+    let hash = match password::hash(pass).await {
+        Ok(h) => h,
+        Err(_) => {
+            return message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                "Please try again shortly.",
+                None,
+            );
+        }
+    };
+    let actor = Authed::other(instance.clone(), "sign_up".to_owned());
+    let new = NewUser {
+        email_addresses: vec![email_ok],
+        password_hash: Some(hash),
+        first_name: None,
+        last_name: None,
+        external_id: None,
+        username: None,
+        public_metadata: serde_json::json!({}),
+        private_metadata: serde_json::json!({}),
+        unsafe_metadata: serde_json::json!({}),
+    };
+    match users::create(&platform, &actor, new).await {
+        Ok(user) => {
+            signed_in_redirect(
+                &platform,
+                &req,
+                &instance,
+                &actor,
+                &user.user_id,
+                "sign_up",
+                &redirect,
+            )
+            .await
+        }
+        Err(e) if e.code() == "form_identifier_exists" => render(
+            StatusCode::CONFLICT,
+            "An account with this email address already exists. Sign in instead.",
+        ),
+        Err(ApiError { .. }) => message(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Unavailable",
+            "Please try again shortly.",
+            None,
+        ),
+    }
+}
+
+async fn signed_in(
+    platform: web::Data<Platform>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let id = path.into_inner();
+    if let Err(res) = instance_of(&platform, &id).await {
+        return res;
+    }
+    let session = match req.cookie(SESSION_COOKIE) {
+        Some(c) => sessions::current(platform.db(), &id, c.value(), platform.now_ms())
+            .await
+            .ok()
+            .flatten(),
+        None => None,
+    };
+    let Some((_, user_id)) = session else {
+        return HttpResponse::SeeOther()
+            .insert_header(("location", format!("{}/sign-in", base(&id))))
+            .finish();
+    };
+    let user = projection::get(platform.db(), &id, &user_id)
+        .await
+        .ok()
+        .flatten();
+    let email = user
+        .and_then(|u| {
+            u.email_addresses
+                .iter()
+                .find(|e| e.id == u.primary_email_address_id)
+                .map(|e| e.email_address.clone())
+        })
+        .unwrap_or_default();
+    let (token, fresh) = csrf(&req);
+    let sign_out = format!("{}/sign-out", base(&id));
+    let html = SignedInPage {
+        email: &email,
+        sign_out: &sign_out,
+        csrf_token: &token,
+    }
+    .render();
+    with_csrf_cookie(page(StatusCode::OK, html), &platform, &id, token, fresh)
+}
+
+async fn sign_out(
+    platform: web::Data<Platform>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let id = path.into_inner();
+    let instance = match instance_of(&platform, &id).await {
+        Ok(i) => i,
+        Err(res) => return res,
+    };
+    let f = form(&body);
+    if !csrf_ok(&req, f.get("csrf_token").map(String::as_str)) {
+        return message(
+            StatusCode::FORBIDDEN,
+            "Form expired",
+            "Please go back, reload the page and try again.",
+            None,
+        );
+    }
+    if let Some(c) = req.cookie(SESSION_COOKIE)
+        && let Ok(Some((sid, uid))) =
+            sessions::current(platform.db(), &id, c.value(), platform.now_ms()).await
+    {
+        let actor = Authed::other(instance.clone(), format!("user:{uid}"));
+        if let Err(e) = sessions::end(&platform, &actor, &sid, &uid, "sign_out").await {
+            tracing::error!(error = %e, "ending a session failed");
+            return message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable",
+                "Please try again shortly.",
+                None,
+            );
+        }
+    }
+    let mut res = HttpResponse::SeeOther()
+        .insert_header(("location", format!("{}/sign-in", base(&id))))
+        .finish();
+    let _ = res.add_cookie(&expired(&platform, &id, SESSION_COOKIE));
+    res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_stay_inside_the_instance() {
+        let ins = "ins_x";
+        assert_eq!(
+            safe_redirect(ins, Some("/i/ins_x/oauth/authorize?a=1")),
+            "/i/ins_x/oauth/authorize?a=1"
+        );
+        for bad in [
+            "https://evil.example/",
+            "//evil.example/",
+            "/i/ins_y/x",
+            "/i/ins_x//evil",
+            "/i/ins_x/\\evil",
+            "javascript:alert(1)",
+        ] {
+            assert_eq!(safe_redirect(ins, Some(bad)), "/i/ins_x/signed-in", "{bad}");
+        }
+        assert_eq!(safe_redirect(ins, None), "/i/ins_x/signed-in");
+    }
+}
