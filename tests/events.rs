@@ -585,6 +585,22 @@ async fn rebuild_restores_an_identical_projection() {
     assert!(out.status.success());
     let keys_after = table(&db, "tenancy_secret_keys").await;
     assert_eq!(keys_after, keys_before);
+    for projection in ["sessions", "oauth_settings"] {
+        let out = Command::new(common::BIN)
+            .args([
+                "rebuild",
+                projection,
+                "--database-url",
+                &g.db.as_ref().unwrap().url,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{projection}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let out = Command::new(common::BIN)
         .args([
             "rebuild",

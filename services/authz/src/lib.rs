@@ -60,6 +60,7 @@ pub const PROJECTIONS: &[&str] = &[
 pub async fn rebuild(db: &DatabaseConnection, projection: &str) -> Result<Option<u64>, DbErr> {
     match projection {
         "users" => users::projection::rebuild(db).await.map(Some),
+        "sessions" => hosted::sessions::rebuild(db).await.map(Some),
         "oauth_applications" => oauth_apps::projection::rebuild(db).await.map(Some),
         "oauth_scopes" => oauth_apps::scopes::rebuild(db).await.map(Some),
         "oauth_settings" => oauth_apps::registration::rebuild_settings(db)
