@@ -156,7 +156,11 @@ impl KafkaBus {
         let names: Vec<String> = topics::ALL.iter().map(|t| self.topic_name(t)).collect();
         let new: Vec<NewTopic> = names
             .iter()
-            .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(1)))
+            // Consumer projections rebuild by replaying their topics from
+            // the start, so the domain topics keep every event.
+            .map(|n| {
+                NewTopic::new(n, partitions, TopicReplication::Fixed(1)).set("retention.ms", "-1")
+            })
             .collect();
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         for result in admin.create_topics(new.iter(), &opts).await? {
