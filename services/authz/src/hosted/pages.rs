@@ -39,19 +39,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 #[derive(Template)]
-#[template(path = "sign_in.html")]
-struct SignInPage<'a> {
-    action: &'a str,
-    other: &'a str,
-    csrf_token: &'a str,
-    redirect_url: &'a str,
-    email: &'a str,
-    error: Option<&'a str>,
-}
-
-#[derive(Template)]
-#[template(path = "sign_up.html")]
-struct SignUpPage<'a> {
+#[template(path = "credentials.html")]
+struct CredentialsPage<'a> {
+    sign_up: bool,
     action: &'a str,
     other: &'a str,
     csrf_token: &'a str,
@@ -227,34 +217,62 @@ fn peer(req: &HttpRequest) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// The path of the form page and of the other one.
+fn form_paths(sign_up: bool) -> (&'static str, &'static str) {
+    if sign_up {
+        ("sign-up", "sign-in")
+    } else {
+        ("sign-in", "sign-up")
+    }
+}
+
+fn credentials_page(
+    id: &str,
+    sign_up: bool,
+    status: StatusCode,
+    csrf_token: &str,
+    redirect: &str,
+    email: &str,
+    error: Option<&str>,
+) -> HttpResponse {
+    let (this, that) = form_paths(sign_up);
+    let action = format!("{}/{this}", base(id));
+    let other = format!("{}/{that}?redirect_url={}", base(id), url_escape(redirect));
+    let html = CredentialsPage {
+        sign_up,
+        action: &action,
+        other: &other,
+        csrf_token,
+        redirect_url: redirect,
+        email,
+        error,
+    }
+    .render();
+    page(status, html)
+}
+
+async fn show_form(
+    platform: &Platform,
+    req: &HttpRequest,
+    id: &str,
+    sign_up: bool,
+) -> HttpResponse {
+    if let Err(res) = instance_of(platform, id).await {
+        return res;
+    }
+    let (token, fresh) = csrf(req);
+    let q = query(req);
+    let redirect = safe_redirect(id, q.get("redirect_url").map(String::as_str));
+    let res = credentials_page(id, sign_up, StatusCode::OK, &token, &redirect, "", None);
+    with_csrf_cookie(res, platform, id, token, fresh)
+}
+
 async fn sign_in_page(
     platform: web::Data<Platform>,
     req: HttpRequest,
     path: web::Path<String>,
 ) -> HttpResponse {
-    let id = path.into_inner();
-    if let Err(res) = instance_of(&platform, &id).await {
-        return res;
-    }
-    let (token, fresh) = csrf(&req);
-    let q = query(&req);
-    let redirect = safe_redirect(&id, q.get("redirect_url").map(String::as_str));
-    let action = format!("{}/sign-in", base(&id));
-    let other = format!(
-        "{}/sign-up?redirect_url={}",
-        base(&id),
-        url_escape(&redirect)
-    );
-    let html = SignInPage {
-        action: &action,
-        other: &other,
-        csrf_token: &token,
-        redirect_url: &redirect,
-        email: "",
-        error: None,
-    }
-    .render();
-    with_csrf_cookie(page(StatusCode::OK, html), &platform, &id, token, fresh)
+    show_form(&platform, &req, &path, false).await
 }
 
 async fn sign_up_page(
@@ -262,29 +280,65 @@ async fn sign_up_page(
     req: HttpRequest,
     path: web::Path<String>,
 ) -> HttpResponse {
-    let id = path.into_inner();
-    if let Err(res) = instance_of(&platform, &id).await {
-        return res;
+    show_form(&platform, &req, &path, true).await
+}
+
+/// A posted sign-in or sign-up form whose CSRF token checked out.
+struct Submitted {
+    id: String,
+    instance: Instance,
+    sign_up: bool,
+    email: String,
+    password: String,
+    redirect: String,
+    csrf: String,
+}
+
+impl Submitted {
+    async fn read(
+        platform: &Platform,
+        req: &HttpRequest,
+        id: String,
+        body: &[u8],
+        sign_up: bool,
+    ) -> Result<Self, HttpResponse> {
+        let instance = instance_of(platform, &id).await?;
+        let f = form(body);
+        if !csrf_ok(req, f.get("csrf_token").map(String::as_str)) {
+            let (this, _) = form_paths(sign_up);
+            return Err(message(
+                StatusCode::FORBIDDEN,
+                "Form expired",
+                "Please go back, reload the page and try again.",
+                Some(&format!("{}/{this}", base(&id))),
+            ));
+        }
+        Ok(Self {
+            redirect: safe_redirect(&id, f.get("redirect_url").map(String::as_str)),
+            email: f
+                .get("email")
+                .map(|e| e.trim().to_owned())
+                .unwrap_or_default(),
+            password: f.get("password").cloned().unwrap_or_default(),
+            csrf: csrf(req).0,
+            instance,
+            sign_up,
+            id,
+        })
     }
-    let (token, fresh) = csrf(&req);
-    let q = query(&req);
-    let redirect = safe_redirect(&id, q.get("redirect_url").map(String::as_str));
-    let action = format!("{}/sign-up", base(&id));
-    let other = format!(
-        "{}/sign-in?redirect_url={}",
-        base(&id),
-        url_escape(&redirect)
-    );
-    let html = SignUpPage {
-        action: &action,
-        other: &other,
-        csrf_token: &token,
-        redirect_url: &redirect,
-        email: "",
-        error: None,
+
+    /// The form again, with an error and what the user typed (not the password).
+    fn again(&self, status: StatusCode, error: &str) -> HttpResponse {
+        credentials_page(
+            &self.id,
+            self.sign_up,
+            status,
+            &self.csrf,
+            &self.redirect,
+            &self.email,
+            Some(error),
+        )
     }
-    .render();
-    with_csrf_cookie(page(StatusCode::OK, html), &platform, &id, token, fresh)
 }
 
 fn url_escape(s: &str) -> String {
@@ -372,47 +426,11 @@ async fn sign_in(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let id = path.into_inner();
-    let instance = match instance_of(&platform, &id).await {
-        Ok(i) => i,
+    let sub = match Submitted::read(&platform, &req, path.into_inner(), &body, false).await {
+        Ok(s) => s,
         Err(res) => return res,
     };
-    let f = form(&body);
-    if !csrf_ok(&req, f.get("csrf_token").map(String::as_str)) {
-        return message(
-            StatusCode::FORBIDDEN,
-            "Form expired",
-            "Please go back, reload the page and try again.",
-            Some(&format!("{}/sign-in", base(&id))),
-        );
-    }
-    let email = f
-        .get("email")
-        .map(|e| e.trim().to_owned())
-        .unwrap_or_default();
-    let pass = f.get("password").cloned().unwrap_or_default();
-    let redirect = safe_redirect(&id, f.get("redirect_url").map(String::as_str));
-    let (token, _) = csrf(&req);
-    let render = |status: StatusCode, error: &str| {
-        let action = format!("{}/sign-in", base(&id));
-        let other = format!(
-            "{}/sign-up?redirect_url={}",
-            base(&id),
-            url_escape(&redirect)
-        );
-        page(
-            status,
-            SignInPage {
-                action: &action,
-                other: &other,
-                csrf_token: &token,
-                redirect_url: &redirect,
-                email: &email,
-                error: Some(error),
-            }
-            .render(),
-        )
-    };
+    let (id, instance, email) = (&sub.id, &sub.instance, &sub.email);
     let ip = peer(&req);
     for (key, limit) in [
         (
@@ -421,9 +439,9 @@ async fn sign_in(
         ),
         (format!("signin:ip:{id}:{ip}"), ATTEMPTS_PER_ADDRESS),
     ] {
-        if let Some(secs) = throttled(&platform, &instance, key, limit).await {
+        if let Some(secs) = throttled(&platform, instance, key, limit).await {
             let minutes = secs.div_ceil(60);
-            let mut res = render(
+            let mut res = sub.again(
                 StatusCode::TOO_MANY_REQUESTS,
                 &format!("Too many attempts. Try again in {minutes} minute(s)."),
             );
@@ -434,12 +452,12 @@ async fn sign_in(
             return res;
         }
     }
-    if let Some(connection) = super::sso_connection_for(&id, &email) {
+    if let Some(connection) = super::sso_connection_for(id, email) {
         return HttpResponse::SeeOther()
             .insert_header(("location", connection))
             .finish();
     }
-    let found = projection::credentials_by_email(platform.db(), &id, &email).await;
+    let found = projection::credentials_by_email(platform.db(), id, email).await;
     let (user_id, banned, hash) = match found {
         Ok(Some((u, b, h))) => (Some(u), b, h),
         Ok(None) => (None, false, None),
@@ -454,17 +472,27 @@ async fn sign_in(
         }
     };
     let has_hash = hash.is_some();
-    let ok =
-        verify_password(pass, hash.unwrap_or_else(|| dummy_hash().to_owned())).await && has_hash;
+    let ok = verify_password(
+        sub.password.clone(),
+        hash.unwrap_or_else(|| dummy_hash().to_owned()),
+    )
+    .await
+        && has_hash;
     match user_id {
         Some(uid) if ok && !banned => {
             let actor = Authed::other(instance.clone(), format!("user:{uid}"));
             signed_in_redirect(
-                &platform, &req, &instance, &actor, &uid, "sign_in", &redirect,
+                &platform,
+                &req,
+                instance,
+                &actor,
+                &uid,
+                "sign_in",
+                &sub.redirect,
             )
             .await
         }
-        _ => render(StatusCode::UNAUTHORIZED, GENERIC_FAILURE),
+        _ => sub.again(StatusCode::UNAUTHORIZED, GENERIC_FAILURE),
     }
 }
 
@@ -474,56 +502,20 @@ async fn sign_up(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let id = path.into_inner();
-    let instance = match instance_of(&platform, &id).await {
-        Ok(i) => i,
+    let sub = match Submitted::read(&platform, &req, path.into_inner(), &body, true).await {
+        Ok(s) => s,
         Err(res) => return res,
     };
-    let f = form(&body);
-    if !csrf_ok(&req, f.get("csrf_token").map(String::as_str)) {
-        return message(
-            StatusCode::FORBIDDEN,
-            "Form expired",
-            "Please go back, reload the page and try again.",
-            Some(&format!("{}/sign-up", base(&id))),
-        );
-    }
-    let email = f
-        .get("email")
-        .map(|e| e.trim().to_owned())
-        .unwrap_or_default();
-    let pass = f.get("password").cloned().unwrap_or_default();
-    let redirect = safe_redirect(&id, f.get("redirect_url").map(String::as_str));
-    let (token, _) = csrf(&req);
-    let render = |status: StatusCode, error: &str| {
-        let action = format!("{}/sign-up", base(&id));
-        let other = format!(
-            "{}/sign-in?redirect_url={}",
-            base(&id),
-            url_escape(&redirect)
-        );
-        page(
-            status,
-            SignUpPage {
-                action: &action,
-                other: &other,
-                csrf_token: &token,
-                redirect_url: &redirect,
-                email: &email,
-                error: Some(error),
-            }
-            .render(),
-        )
-    };
+    let (id, instance, email) = (&sub.id, &sub.instance, &sub.email);
     if let Some(secs) = throttled(
         &platform,
-        &instance,
+        instance,
         format!("signup:ip:{id}:{}", peer(&req)),
         SIGN_UPS_PER_ADDRESS,
     )
     .await
     {
-        return render(
+        return sub.again(
             StatusCode::TOO_MANY_REQUESTS,
             &format!(
                 "Too many sign-ups from your network. Try again in {} minute(s).",
@@ -531,22 +523,22 @@ async fn sign_up(
             ),
         );
     }
-    let email_ok = match validate::email(&email) {
+    let email_ok = match validate::email(email) {
         Ok(e) => e,
         Err(_) => {
-            return render(
+            return sub.again(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Enter a valid email address.",
             );
         }
     };
-    if validate::password(&pass, false).is_err() {
-        return render(
+    if validate::password(&sub.password, false).is_err() {
+        return sub.again(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Choose a password of at least 8 characters.",
         );
     }
-    let hash = match password::hash(pass).await {
+    let hash = match password::hash(sub.password.clone()).await {
         Ok(h) => h,
         Err(_) => {
             return message(
@@ -574,15 +566,15 @@ async fn sign_up(
             signed_in_redirect(
                 &platform,
                 &req,
-                &instance,
+                instance,
                 &actor,
                 &user.user_id,
                 "sign_up",
-                &redirect,
+                &sub.redirect,
             )
             .await
         }
-        Err(e) if e.code() == "form_identifier_exists" => render(
+        Err(e) if e.code() == "form_identifier_exists" => sub.again(
             StatusCode::CONFLICT,
             "An account with this email address already exists. Sign in instead.",
         ),
