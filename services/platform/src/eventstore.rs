@@ -43,6 +43,13 @@ pub struct NewEvent {
     pub payload: Vec<u8>,
 }
 
+/// Applies one event to a projection inside a rebuild's transaction.
+pub type Apply =
+    for<'a> fn(
+        &'a sea_orm::DatabaseTransaction,
+        &'a RecordedEvent,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), DbErr>> + 'a>>;
+
 #[derive(Debug, Clone)]
 pub struct RecordedEvent {
     pub global_position: i64,
@@ -260,6 +267,33 @@ impl EventStore {
                 n += 1;
             }
         }
+    }
+
+    /// Rebuilds a projection in one transaction: empties `tables`, then
+    /// applies every event (of `stream_type`, when given) in position order.
+    /// Returns how many events were read.
+    pub async fn rebuild(
+        &self,
+        db: &sea_orm::DatabaseConnection,
+        tables: &[&str],
+        stream_type: Option<&str>,
+        apply: Apply,
+    ) -> Result<u64, DbErr> {
+        let txn = db::begin_write(db).await?;
+        for table in tables {
+            db::exec(&txn, &format!("DELETE FROM {table}"), vec![]).await?;
+        }
+        let conn = &txn;
+        let n = self
+            .replay(conn, |ev| async move {
+                if stream_type.is_none_or(|t| t == ev.stream_type) {
+                    apply(conn, &ev).await?;
+                }
+                Ok(())
+            })
+            .await?;
+        txn.commit().await?;
+        Ok(n)
     }
 
     /// Every event in position order, for rebuilding projections offline.

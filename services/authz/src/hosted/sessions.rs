@@ -180,17 +180,9 @@ pub async fn project(conn: &impl ConnectionTrait, ev: &RecordedEvent) -> Result<
 }
 
 pub async fn rebuild(db: &DatabaseConnection) -> Result<u64, DbErr> {
-    let txn = db::begin_write(db).await?;
-    db::exec(&txn, "DELETE FROM authz_sessions", vec![]).await?;
-    let conn = &txn;
-    let n = STORE
-        .replay(conn, |ev| async move {
-            if ev.stream_type == st::SESSION {
-                project(conn, &ev).await?;
-            }
-            Ok(())
+    STORE
+        .rebuild(db, &["authz_sessions"], Some(st::SESSION), |txn, ev| {
+            Box::pin(project(txn, ev))
         })
-        .await?;
-    txn.commit().await?;
-    Ok(n)
+        .await
 }

@@ -91,19 +91,14 @@ pub async fn project(conn: &impl ConnectionTrait, ev: &RecordedEvent) -> Result<
 }
 
 pub async fn rebuild(db: &DatabaseConnection) -> Result<u64, DbErr> {
-    let txn = db::begin_write(db).await?;
-    db::exec(&txn, "DELETE FROM authz_oauth_applications", vec![]).await?;
-    let conn = &txn;
-    let n = STORE
-        .replay(conn, |ev| async move {
-            if ev.stream_type == st::OAUTH_APPLICATION {
-                project(conn, &ev).await?;
-            }
-            Ok(())
-        })
-        .await?;
-    txn.commit().await?;
-    Ok(n)
+    STORE
+        .rebuild(
+            db,
+            &["authz_oauth_applications"],
+            Some(st::OAUTH_APPLICATION),
+            |txn, ev| Box::pin(project(txn, ev)),
+        )
+        .await
 }
 
 const COLUMNS: &str = "id, name, client_id, client_secret_hash, client_uri, client_image_url, \

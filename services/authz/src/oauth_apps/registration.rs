@@ -91,19 +91,14 @@ pub async fn project_settings(
 }
 
 pub async fn rebuild_settings(db: &DatabaseConnection) -> Result<u64, DbErr> {
-    let txn = db::begin_write(db).await?;
-    db::exec(&txn, "DELETE FROM authz_oauth_settings", vec![]).await?;
-    let conn = &txn;
-    let n = STORE
-        .replay(conn, |ev| async move {
-            if ev.stream_type == st::OAUTH_SETTINGS {
-                project_settings(conn, &ev).await?;
-            }
-            Ok(())
-        })
-        .await?;
-    txn.commit().await?;
-    Ok(n)
+    STORE
+        .rebuild(
+            db,
+            &["authz_oauth_settings"],
+            Some(st::OAUTH_SETTINGS),
+            |txn, ev| Box::pin(project_settings(txn, ev)),
+        )
+        .await
 }
 
 fn settings_json(enabled: bool) -> Value {

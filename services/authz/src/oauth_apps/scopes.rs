@@ -79,19 +79,14 @@ pub async fn project(conn: &impl ConnectionTrait, ev: &RecordedEvent) -> Result<
 }
 
 pub async fn rebuild(db: &DatabaseConnection) -> Result<u64, DbErr> {
-    let txn = db::begin_write(db).await?;
-    db::exec(&txn, "DELETE FROM authz_oauth_scopes", vec![]).await?;
-    let conn = &txn;
-    let n = STORE
-        .replay(conn, |ev| async move {
-            if ev.stream_type == st::OAUTH_SCOPES {
-                project(conn, &ev).await?;
-            }
-            Ok(())
-        })
-        .await?;
-    txn.commit().await?;
-    Ok(n)
+    STORE
+        .rebuild(
+            db,
+            &["authz_oauth_scopes"],
+            Some(st::OAUTH_SCOPES),
+            |txn, ev| Box::pin(project(txn, ev)),
+        )
+        .await
 }
 
 /// The instance's custom scopes: (name, description), by name.

@@ -126,20 +126,14 @@ fn opt(v: &Option<String>) -> Value {
 /// Drops the users projection and folds every user event again. Password
 /// hashes are not a projection (they never enter events) and are kept.
 pub async fn rebuild(db: &DatabaseConnection) -> Result<u64, DbErr> {
-    let txn = db::begin_write(db).await?;
-    db::exec(&txn, "DELETE FROM authz_user_emails", vec![]).await?;
-    db::exec(&txn, "DELETE FROM authz_users", vec![]).await?;
-    let conn = &txn;
-    let n = STORE
-        .replay(conn, |ev| async move {
-            if ev.stream_type == gatehouse_proto::stream_types::USER {
-                project(conn, &ev).await?;
-            }
-            Ok(())
-        })
-        .await?;
-    txn.commit().await?;
-    Ok(n)
+    STORE
+        .rebuild(
+            db,
+            &["authz_user_emails", "authz_users"],
+            Some(gatehouse_proto::stream_types::USER),
+            |txn, ev| Box::pin(project(txn, ev)),
+        )
+        .await
 }
 
 const USER_COLUMNS: &str = "id, primary_email_address_id, first_name, last_name, external_id, \

@@ -574,20 +574,18 @@ pub async fn project(conn: &impl ConnectionTrait, ev: &RecordedEvent) -> Result<
 
 /// Drops the tenancy projection and folds every tenancy event again.
 pub async fn rebuild(db: &DatabaseConnection) -> Result<u64, DbErr> {
-    let txn = db::begin_write(db).await?;
-    for table in [
-        "tenancy_secret_keys",
-        "tenancy_instances",
-        "tenancy_tenants",
-    ] {
-        db::exec(&txn, &format!("DELETE FROM {table}"), vec![]).await?;
-    }
-    let conn = &txn;
-    let n = STORE
-        .replay(conn, |ev| async move { project(conn, &ev).await })
-        .await?;
-    txn.commit().await?;
-    Ok(n)
+    STORE
+        .rebuild(
+            db,
+            &[
+                "tenancy_secret_keys",
+                "tenancy_instances",
+                "tenancy_tenants",
+            ],
+            None,
+            |txn, ev| Box::pin(project(txn, ev)),
+        )
+        .await
 }
 
 // ----------------------------------------------------------------- reads ----
