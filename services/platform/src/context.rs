@@ -102,8 +102,11 @@ impl Platform {
         &self.0.keys
     }
 
-    /// Counts appended events in `gatehouse_events_appended_total`.
-    pub fn count_appended(&self, store: &str, events: &[crate::eventstore::RecordedEvent]) {
+    /// Commands call this right after committing `events` to `store`: it
+    /// counts them in `gatehouse_events_appended_total` and wakes this
+    /// process's outbox publishers, so they send at once instead of at their
+    /// next poll.
+    pub fn events_committed(&self, store: &str, events: &[crate::eventstore::RecordedEvent]) {
         for ev in events {
             self.0
                 .metrics
@@ -111,11 +114,6 @@ impl Platform {
                 .with_label_values(&[store, &ev.event_type])
                 .inc();
         }
-    }
-
-    /// Commands call this after committing events, so this process's outbox
-    /// publishers send them at once instead of at their next poll.
-    pub fn events_committed(&self) {
         self.0.appended.notify_waiters();
     }
 

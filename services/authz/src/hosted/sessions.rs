@@ -66,8 +66,7 @@ pub async fn start(
         project(&txn, r).await?;
     }
     txn.commit().await?;
-    platform.count_appended(STORE.table(), &recorded);
-    platform.events_committed();
+    platform.events_committed(STORE.table(), &recorded);
     Ok(token)
 }
 
@@ -135,8 +134,7 @@ pub async fn end(
                 project(&txn, r).await?;
             }
             txn.commit().await?;
-            platform.count_appended(STORE.table(), &recorded);
-            platform.events_committed();
+            platform.events_committed(STORE.table(), &recorded);
             Ok(())
         }
         // Ended concurrently (two sign-outs): the session is over either way.

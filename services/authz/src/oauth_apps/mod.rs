@@ -98,7 +98,7 @@ async fn append(
     id: &str,
     version: i64,
     events: &[NewEvent],
-) -> Result<(), AppendError> {
+) -> Result<Vec<RecordedEvent>, AppendError> {
     let stream = Stream {
         id,
         kind: st::OAUTH_APPLICATION,
@@ -109,13 +109,8 @@ async fn append(
         .await?;
     for ev in &recorded {
         projection::project(txn, ev).await?;
-        platform
-            .metrics()
-            .events_appended
-            .with_label_values(&[STORE.table(), &ev.event_type])
-            .inc();
     }
-    Ok(())
+    Ok(recorded)
 }
 
 /// Creates an application; returns it with its secret (confidential only).
@@ -139,11 +134,11 @@ pub async fn create(
             application: Some(state.clone()),
         },
     )];
-    append(&txn, platform, auth, id.as_str(), 0, &events)
+    let recorded = append(&txn, platform, auth, id.as_str(), 0, &events)
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
     txn.commit().await?;
-    platform.events_committed();
+    platform.events_committed(STORE.table(), &recorded);
     Ok((state, secret))
 }
 
@@ -178,9 +173,9 @@ where
             return Ok(decision.state);
         }
         match append(&txn, platform, auth, id, app.version, &decision.events).await {
-            Ok(()) => {
+            Ok(recorded) => {
                 txn.commit().await?;
-                platform.events_committed();
+                platform.events_committed(STORE.table(), &recorded);
                 return Ok(decision.state);
             }
             Err(AppendError::Conflict { .. }) => {

@@ -167,8 +167,7 @@ async fn patch_settings(
                     project_settings(&txn, r).await?;
                 }
                 txn.commit().await?;
-                platform.count_appended(STORE.table(), &recorded);
-                platform.events_committed();
+                platform.events_committed(STORE.table(), &recorded);
                 return Ok(HttpResponse::Ok().json(settings_json(wanted)));
             }
             Err(AppendError::Conflict { .. }) => {

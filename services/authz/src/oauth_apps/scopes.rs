@@ -200,8 +200,7 @@ async fn record(
                     project(&txn, r).await?;
                 }
                 txn.commit().await?;
-                platform.count_appended(STORE.table(), &recorded);
-                platform.events_committed();
+                platform.events_committed(STORE.table(), &recorded);
                 return Ok(());
             }
             Err(AppendError::Conflict { .. }) => {

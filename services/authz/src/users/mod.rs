@@ -110,7 +110,7 @@ async fn append_and_project(
     user_id: &str,
     expected_version: i64,
     events: &[NewEvent],
-) -> Result<(), AppendError> {
+) -> Result<Vec<RecordedEvent>, AppendError> {
     let recorded = STORE
         .append(
             txn,
@@ -134,13 +134,8 @@ async fn append_and_project(
             }
             return Err(err.into());
         }
-        platform
-            .metrics()
-            .events_appended
-            .with_label_values(&[STORE.table(), &ev.event_type])
-            .inc();
     }
-    Ok(())
+    Ok(recorded)
 }
 
 fn username_taken(username: &str) -> ApiError {
@@ -224,22 +219,23 @@ pub async fn create(platform: &Platform, auth: &Authed, new: NewUser) -> ApiResu
             user: Some(state.clone()),
         },
     )];
-    match append_and_project(&txn, platform, auth, user_id.as_str(), 0, &events).await {
-        Ok(()) => {}
-        // A concurrent create took one of the identifiers first.
-        Err(AppendError::Conflict { .. }) => {
-            return Err(ApiError::conflict(
-                "form_identifier_exists",
-                "An email address or the username was taken by a concurrent request.",
-            ));
-        }
-        Err(AppendError::Db(e)) => return Err(e.into()),
-    }
+    let recorded =
+        match append_and_project(&txn, platform, auth, user_id.as_str(), 0, &events).await {
+            Ok(recorded) => recorded,
+            // A concurrent create took one of the identifiers first.
+            Err(AppendError::Conflict { .. }) => {
+                return Err(ApiError::conflict(
+                    "form_identifier_exists",
+                    "An email address or the username was taken by a concurrent request.",
+                ));
+            }
+            Err(AppendError::Db(e)) => return Err(e.into()),
+        };
     if let Some(hash) = &new.password_hash {
         password::store(&txn, instance_id, user_id.as_str(), hash, now).await?;
     }
     txn.commit().await?;
-    platform.events_committed();
+    platform.events_committed(STORE.table(), &recorded);
     Ok(state)
 }
 
@@ -307,10 +303,10 @@ where
         )
         .await
         {
-            Ok(()) => {
+            Ok(recorded) => {
                 side_effect(&txn, platform.now_ms()).await?;
                 txn.commit().await?;
-                platform.events_committed();
+                platform.events_committed(STORE.table(), &recorded);
                 return Ok(decision.state);
             }
             Err(AppendError::Conflict { .. }) => {

@@ -186,11 +186,6 @@ async fn record(
         .map_err(conflict)?;
     for ev in &recorded {
         project(conn, ev).await?;
-        platform
-            .metrics()
-            .events_appended
-            .with_label_values(&[STORE.table(), &ev.event_type])
-            .inc();
     }
     Ok(recorded)
 }
@@ -207,23 +202,26 @@ pub async fn create_tenant(
 ) -> ApiResult<CreatedTenant> {
     let tenant_id = TenantId::new();
     let txn = db::begin_write(platform.db()).await?;
+    let mut appended = Vec::new();
     let tenant_meta = meta(tenant_id.as_str(), "", actor);
-    record(
-        &txn,
-        platform,
-        tenant_id.as_str(),
-        st::TENANT,
-        0,
-        &[encode(
-            et::TENANT_CREATED,
-            &v1::TenantCreated {
-                tenant_id: tenant_id.to_string(),
-                name: name.to_owned(),
-            },
-        )],
-        &tenant_meta,
-    )
-    .await?;
+    appended.extend(
+        record(
+            &txn,
+            platform,
+            tenant_id.as_str(),
+            st::TENANT,
+            0,
+            &[encode(
+                et::TENANT_CREATED,
+                &v1::TenantCreated {
+                    tenant_id: tenant_id.to_string(),
+                    name: name.to_owned(),
+                },
+            )],
+            &tenant_meta,
+        )
+        .await?,
+    );
     let mut instances = Vec::new();
     for env in [Environment::Development, Environment::Production] {
         let instance_id = InstanceId::new();
@@ -231,36 +229,38 @@ pub async fn create_tenant(
         let key_id = SecretKeyId::new();
         let pk = publishable_key(platform, env, instance_id.as_str());
         let m = meta(tenant_id.as_str(), instance_id.as_str(), actor);
-        record(
-            &txn,
-            platform,
-            instance_id.as_str(),
-            st::INSTANCE,
-            0,
-            &[
-                encode(
-                    et::INSTANCE_CREATED,
-                    &v1::InstanceCreated {
-                        instance_id: instance_id.to_string(),
-                        tenant_id: tenant_id.to_string(),
-                        environment: env.as_str().to_owned(),
-                        publishable_key: pk,
-                    },
-                ),
-                encode(
-                    et::SECRET_KEY_ISSUED,
-                    &v1::SecretKeyIssued {
-                        key_id: key_id.to_string(),
-                        instance_id: instance_id.to_string(),
-                        key_hash: issued.hash.clone(),
-                        key_hint: issued.hint.clone(),
-                        name: "default".to_owned(),
-                    },
-                ),
-            ],
-            &m,
-        )
-        .await?;
+        appended.extend(
+            record(
+                &txn,
+                platform,
+                instance_id.as_str(),
+                st::INSTANCE,
+                0,
+                &[
+                    encode(
+                        et::INSTANCE_CREATED,
+                        &v1::InstanceCreated {
+                            instance_id: instance_id.to_string(),
+                            tenant_id: tenant_id.to_string(),
+                            environment: env.as_str().to_owned(),
+                            publishable_key: pk,
+                        },
+                    ),
+                    encode(
+                        et::SECRET_KEY_ISSUED,
+                        &v1::SecretKeyIssued {
+                            key_id: key_id.to_string(),
+                            instance_id: instance_id.to_string(),
+                            key_hash: issued.hash.clone(),
+                            key_hint: issued.hint.clone(),
+                            name: "default".to_owned(),
+                        },
+                    ),
+                ],
+                &m,
+            )
+            .await?,
+        );
         instances.push((instance_id, key_id, secret));
     }
     let mut out = Vec::new();
@@ -277,7 +277,7 @@ pub async fn create_tenant(
         .await?
         .ok_or_else(|| ApiError::internal("tenant missing after create"))?;
     txn.commit().await?;
-    platform.events_committed();
+    platform.events_committed(STORE.table(), &appended);
     Ok(CreatedTenant {
         tenant,
         instances: out,
@@ -290,32 +290,35 @@ pub async fn disable_tenant(
     actor: &str,
 ) -> ApiResult<TenantView> {
     let txn = db::begin_write(platform.db()).await?;
+    let mut appended = Vec::new();
     let tenant = get_tenant(&txn, tenant_id)
         .await?
         .ok_or_else(|| ApiError::not_found("tenant"))?;
     if !tenant.disabled {
         let version = stream_version(&txn, tenant_id).await?;
-        record(
-            &txn,
-            platform,
-            tenant_id,
-            st::TENANT,
-            version,
-            &[encode(
-                et::TENANT_DISABLED,
-                &v1::TenantDisabled {
-                    tenant_id: tenant_id.to_owned(),
-                },
-            )],
-            &meta(tenant_id, "", actor),
-        )
-        .await?;
+        appended.extend(
+            record(
+                &txn,
+                platform,
+                tenant_id,
+                st::TENANT,
+                version,
+                &[encode(
+                    et::TENANT_DISABLED,
+                    &v1::TenantDisabled {
+                        tenant_id: tenant_id.to_owned(),
+                    },
+                )],
+                &meta(tenant_id, "", actor),
+            )
+            .await?,
+        );
     }
     let tenant = get_tenant(&txn, tenant_id)
         .await?
         .ok_or_else(|| ApiError::not_found("tenant"))?;
     txn.commit().await?;
-    platform.events_committed();
+    platform.events_committed(STORE.table(), &appended);
     platform.keys().clear();
     Ok(tenant)
 }
@@ -330,6 +333,7 @@ pub async fn issue_key(
     actor: &str,
 ) -> ApiResult<IssuedKey> {
     let txn = db::begin_write(platform.db()).await?;
+    let mut appended = Vec::new();
     let instance = load_instance(&txn, instance_id)
         .await?
         .ok_or_else(|| ApiError::not_found("instance"))?;
@@ -374,21 +378,23 @@ pub async fn issue_key(
         },
     ));
     let version = stream_version(&txn, instance_id).await?;
-    record(
-        &txn,
-        platform,
-        instance_id,
-        st::INSTANCE,
-        version,
-        &events,
-        &meta(instance.tenant_id.as_str(), instance_id, actor),
-    )
-    .await?;
+    appended.extend(
+        record(
+            &txn,
+            platform,
+            instance_id,
+            st::INSTANCE,
+            version,
+            &events,
+            &meta(instance.tenant_id.as_str(), instance_id, actor),
+        )
+        .await?,
+    );
     let view = get_key(&txn, instance_id, key_id.as_str())
         .await?
         .ok_or_else(|| ApiError::internal("key missing after issue"))?;
     txn.commit().await?;
-    platform.events_committed();
+    platform.events_committed(STORE.table(), &appended);
     if replaces.is_some() {
         platform.keys().clear();
     }
@@ -402,6 +408,7 @@ pub async fn revoke_key(
     actor: &str,
 ) -> ApiResult<SecretKeyView> {
     let txn = db::begin_write(platform.db()).await?;
+    let mut appended = Vec::new();
     let instance = load_instance(&txn, instance_id)
         .await?
         .ok_or_else(|| ApiError::not_found("instance"))?;
@@ -410,28 +417,30 @@ pub async fn revoke_key(
         .ok_or_else(|| ApiError::not_found("secret key"))?;
     if !key.revoked {
         let version = stream_version(&txn, instance_id).await?;
-        record(
-            &txn,
-            platform,
-            instance_id,
-            st::INSTANCE,
-            version,
-            &[encode(
-                et::SECRET_KEY_REVOKED,
-                &v1::SecretKeyRevoked {
-                    key_id: key_id.to_owned(),
-                    instance_id: instance_id.to_owned(),
-                },
-            )],
-            &meta(instance.tenant_id.as_str(), instance_id, actor),
-        )
-        .await?;
+        appended.extend(
+            record(
+                &txn,
+                platform,
+                instance_id,
+                st::INSTANCE,
+                version,
+                &[encode(
+                    et::SECRET_KEY_REVOKED,
+                    &v1::SecretKeyRevoked {
+                        key_id: key_id.to_owned(),
+                        instance_id: instance_id.to_owned(),
+                    },
+                )],
+                &meta(instance.tenant_id.as_str(), instance_id, actor),
+            )
+            .await?,
+        );
     }
     let key = get_key(&txn, instance_id, key_id)
         .await?
         .ok_or_else(|| ApiError::not_found("secret key"))?;
     txn.commit().await?;
-    platform.events_committed();
+    platform.events_committed(STORE.table(), &appended);
     platform.keys().clear();
     Ok(key)
 }
@@ -444,33 +453,36 @@ pub async fn set_rate_limit(
     actor: &str,
 ) -> ApiResult<InstanceView> {
     let txn = db::begin_write(platform.db()).await?;
+    let mut appended = Vec::new();
     let instance = load_instance(&txn, instance_id)
         .await?
         .ok_or_else(|| ApiError::not_found("instance"))?;
     if instance.rate_limit != limit {
         let version = stream_version(&txn, instance_id).await?;
-        record(
-            &txn,
-            platform,
-            instance_id,
-            st::INSTANCE,
-            version,
-            &[encode(
-                et::RATE_LIMIT_SET,
-                &v1::RateLimitSet {
-                    instance_id: instance_id.to_owned(),
-                    limit,
-                },
-            )],
-            &meta(instance.tenant_id.as_str(), instance_id, actor),
-        )
-        .await?;
+        appended.extend(
+            record(
+                &txn,
+                platform,
+                instance_id,
+                st::INSTANCE,
+                version,
+                &[encode(
+                    et::RATE_LIMIT_SET,
+                    &v1::RateLimitSet {
+                        instance_id: instance_id.to_owned(),
+                        limit,
+                    },
+                )],
+                &meta(instance.tenant_id.as_str(), instance_id, actor),
+            )
+            .await?,
+        );
     }
     let view = get_instance(&txn, platform, instance_id)
         .await?
         .ok_or_else(|| ApiError::not_found("instance"))?;
     txn.commit().await?;
-    platform.events_committed();
+    platform.events_committed(STORE.table(), &appended);
     platform.keys().clear();
     Ok(view)
 }
