@@ -63,7 +63,7 @@ pub async fn observe(
         .scope(trace_id.clone(), async move {
             // NUL cannot be stored in PostgreSQL text; refuse it up front
             // rather than let a path id or filter reach a query.
-            if req.uri().to_string().to_ascii_lowercase().contains("%00") {
+            if req.path().contains("%00") || req.query_string().contains("%00") {
                 let err = ApiError::bad_request(
                     "malformed_request",
                     "The URL contains a NUL character (%00).",
