@@ -300,21 +300,19 @@ struct UpdateBody {
     unsafe_metadata: Option<Value>,
 }
 
+/// Sets an already validated optional text field, noting a change.
 fn set_text(
     field: &'static str,
     target: &mut Option<String>,
     v: Option<Option<String>>,
     changed: &mut Vec<String>,
-    check: impl Fn(Option<String>) -> ApiResult<Option<String>>,
-) -> ApiResult<()> {
-    if let Some(v) = v {
-        let v = check(v)?;
-        if *target != v {
-            *target = v;
-            changed.push(field.to_owned());
-        }
+) {
+    if let Some(v) = v
+        && *target != v
+    {
+        *target = v;
+        changed.push(field.to_owned());
     }
-    Ok(())
 }
 
 fn set_metadata(
@@ -391,29 +389,20 @@ async fn update_user(
                 &mut s.first_name,
                 first_name.clone(),
                 &mut changed,
-                Ok,
-            )?;
+            );
             set_text(
                 "last_name",
                 &mut s.last_name,
                 last_name.clone(),
                 &mut changed,
-                Ok,
-            )?;
+            );
             set_text(
                 "external_id",
                 &mut s.external_id,
                 external_id.clone(),
                 &mut changed,
-                Ok,
-            )?;
-            set_text(
-                "username",
-                &mut s.username,
-                username.clone(),
-                &mut changed,
-                Ok,
-            )?;
+            );
+            set_text("username", &mut s.username, username.clone(), &mut changed);
             if let Some(primary) = &b.primary_email_address_id {
                 if !s.email_addresses.iter().any(|e| &e.id == primary) {
                     return Err(ApiError::invalid_param(
