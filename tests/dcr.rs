@@ -72,6 +72,21 @@ async fn registration_lifecycle(mode: Mode) {
         (s, settings["dynamic_oauth_client_registration"].clone()),
         (200, json!(true))
     );
+    for bad in [
+        json!({ "dynamic_oauth_client_registration": "yes" }),
+        json!({ "surprise": true }),
+    ] {
+        let (s, e) = g
+            .call(
+                &t.dev.key,
+                Method::PATCH,
+                "/v1/instance/oauth_application_settings",
+                Some(bad.clone()),
+            )
+            .await;
+        assert_eq!(s, 422, "{bad}: {e}");
+        common::assert_error_shape(s, &e);
+    }
     // Switching one instance on leaves the other off.
     let (s, _, _) = post(&g, &format!("/i/{}/oauth/register", t.prod.id), &mcp_client).await;
     assert_eq!(s, 403);
