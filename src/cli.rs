@@ -43,6 +43,10 @@ pub struct EmbeddedArgs {
     /// Public base URL (default `http://<listen>`); issuers derive from it.
     #[arg(long, env = "GATEHOUSE_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Secret sealing OAuth authorization codes (generated into the data
+    /// directory if absent).
+    #[arg(long, env = "GATEHOUSE_OAUTH_CODE_SECRET", hide_env_values = true)]
+    pub oauth_code_secret: Option<String>,
     /// Log format: `text` (default here) or `json`.
     #[arg(long, env = "GATEHOUSE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -115,6 +119,10 @@ pub struct ServeArgs {
     /// Token of the platform admin API; without it this process serves no admin API.
     #[arg(long, env = "GATEHOUSE_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// Secret (at least 32 characters) sealing OAuth authorization codes:
+    /// the same in every authz and tokens process of a deployment.
+    #[arg(long, env = "GATEHOUSE_OAUTH_CODE_SECRET", hide_env_values = true)]
+    pub oauth_code_secret: Option<String>,
     /// Prefix for every Kafka topic name (several deployments on one cluster).
     #[arg(long, env = "GATEHOUSE_TOPIC_PREFIX", default_value = "")]
     pub topic_prefix: String,
@@ -153,7 +161,7 @@ pub struct DbArgs {
 #[derive(Args, Debug, Clone)]
 pub struct RebuildArgs {
     /// The projection: `users`, `sessions`, `oauth_applications`, `oauth_scopes`,
-    /// `oauth_settings` (authz),
+    /// `oauth_settings`, `oauth_grants` (authz),
     /// `tenancy`, or the consumer projection `instance_usage`.
     pub projection: String,
     #[command(flatten)]

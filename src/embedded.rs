@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow};
 use gatehouse_migrations::{Migrator, MigratorTrait};
 use gatehouse_platform::bus::EmbeddedBus;
+use gatehouse_platform::oauth_code::CodeSealer;
 use gatehouse_platform::{Platform, Settings};
 use serde::{Deserialize, Serialize};
 
@@ -70,6 +71,24 @@ fn admin_token(args: &EmbeddedArgs) -> anyhow::Result<(String, Option<PathBuf>)>
     Ok((token, Some(path)))
 }
 
+fn code_sealer(args: &EmbeddedArgs) -> anyhow::Result<CodeSealer> {
+    let secret = match &args.oauth_code_secret {
+        Some(s) => s.clone(),
+        None => {
+            let path = args.data_dir.join("oauth-code-secret");
+            match std::fs::read_to_string(&path) {
+                Ok(s) => s.trim().to_owned(),
+                Err(_) => {
+                    let s = gatehouse_platform::ids::random_base62(48);
+                    write_private(&path, &s)?;
+                    s
+                }
+            }
+        }
+    };
+    CodeSealer::from_secret(&secret).map_err(|e| anyhow!("{e}"))
+}
+
 /// One process per data directory: the embedded bus and SQLite assume a
 /// single writer process. The lock is released when the process exits.
 fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
@@ -118,6 +137,7 @@ pub async fn run(args: EmbeddedArgs) -> anyhow::Result<()> {
             admin_token: Some(token.clone()),
             key_cache_ttl: Duration::from_secs(2),
             rate_limits: args.rate_limits.settings()?,
+            code_sealer: code_sealer(&args)?,
         },
     );
     let bootstrap_path = args.data_dir.join("bootstrap.json");

@@ -8,6 +8,7 @@ use anyhow::{Context, anyhow, bail};
 use gatehouse_migrations::{Migrator, MigratorTrait};
 use gatehouse_platform::bus::{KafkaBus, SharedBus};
 use gatehouse_platform::db::redact_url;
+use gatehouse_platform::oauth_code::CodeSealer;
 use gatehouse_platform::{Platform, Settings, Worker};
 use sea_orm::DatabaseConnection;
 
@@ -104,6 +105,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let database_url = required(args.deps.database_url, "--database-url", "DATABASE_URL")?;
     let brokers = required(args.deps.kafka_brokers, "--kafka-brokers", "KAFKA_BROKERS")?;
     let redis_url = required(args.deps.redis_url, "--redis-url", "REDIS_URL")?;
+    let code_secret = required(
+        args.oauth_code_secret,
+        "--oauth-code-secret",
+        "GATEHOUSE_OAUTH_CODE_SECRET",
+    )?;
+    let code_sealer = CodeSealer::from_secret(&code_secret).map_err(|e| anyhow!("{e}"))?;
 
     let db = connect_db(&database_url).await?;
     let pending = Migrator::get_pending_migrations(&db)
@@ -147,6 +154,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             admin_token: args.admin_token,
             key_cache_ttl: Duration::from_secs(args.key_cache_seconds),
             rate_limits: args.rate_limits.settings()?,
+            code_sealer,
         },
     );
     spawn_workers(&platform, mounts);

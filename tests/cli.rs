@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{BIN, Gatehouse, TestDb, free_port, kafka_brokers, redis_url};
+use common::{BIN, CODE_SECRET, Gatehouse, TestDb, free_port, kafka_brokers, redis_url};
 use reqwest::Method;
 
 fn serve(args: &[&str]) -> (bool, String) {
@@ -16,6 +16,7 @@ fn serve(args: &[&str]) -> (bool, String) {
         .env_remove("DATABASE_URL")
         .env_remove("KAFKA_BROKERS")
         .env_remove("REDIS_URL")
+        .env("GATEHOUSE_OAUTH_CODE_SECRET", CODE_SECRET)
         .output()
         .unwrap();
     (
@@ -76,6 +77,31 @@ async fn serve_names_missing_and_unreachable_dependencies() {
         "{err}"
     );
 
+    let full = [
+        "authz",
+        "--database-url",
+        &db.url,
+        "--kafka-brokers",
+        &kafka_brokers(),
+        "--redis-url",
+        &redis_url(),
+    ];
+    let (ok, err) = serve(&[&full[..], &["--oauth-code-secret", "short"]].concat());
+    assert!(!ok);
+    assert!(err.contains("at least 32 characters"), "{err}");
+    let out = Command::new(BIN)
+        .arg("serve")
+        .args(full)
+        .env_remove("GATEHOUSE_OAUTH_CODE_SECRET")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--oauth-code-secret (or the GATEHOUSE_OAUTH_CODE_SECRET environment variable) is required"),
+        "{err}"
+    );
+
     let (ok, err) = serve(&[
         "authz",
         "--database-url",
@@ -133,6 +159,7 @@ async fn serve_names_missing_and_unreachable_dependencies() {
         .env("DATABASE_URL", &db.url)
         .env("KAFKA_BROKERS", &dead)
         .env("REDIS_URL", redis_url())
+        .env("GATEHOUSE_OAUTH_CODE_SECRET", CODE_SECRET)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -585,7 +585,7 @@ async fn rebuild_restores_an_identical_projection() {
     assert!(out.status.success());
     let keys_after = table(&db, "tenancy_secret_keys").await;
     assert_eq!(keys_after, keys_before);
-    for projection in ["sessions", "oauth_settings"] {
+    for projection in ["sessions", "oauth_settings", "oauth_grants"] {
         let out = Command::new(common::BIN)
             .args([
                 "rebuild",

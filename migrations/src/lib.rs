@@ -17,6 +17,7 @@ mod m0007_unique_usernames;
 mod m0008_consumer_generations;
 mod m0009_dynamic_registration;
 mod m0010_sessions;
+mod m0011_oauth_grants;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -36,6 +37,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0008_consumer_generations::Migration),
             Box::new(m0009_dynamic_registration::Migration),
             Box::new(m0010_sessions::Migration),
+            Box::new(m0011_oauth_grants::Migration),
         ]
     }
 }

@@ -34,6 +34,8 @@ pub mod event_types {
     pub const OAUTH_SCOPE_DEFINED: &str = "oauth_scope.defined";
     pub const OAUTH_SCOPE_REMOVED: &str = "oauth_scope.removed";
     pub const OAUTH_SETTINGS_CHANGED: &str = "oauth_settings.changed";
+    pub const OAUTH_GRANT_ACCEPTED: &str = "oauth_grant.accepted";
+    pub const OAUTH_GRANT_REVOKED: &str = "oauth_grant.revoked";
 }
 
 /// Stream types (the aggregate kinds) and the topic each is published on.
@@ -45,4 +47,5 @@ pub mod stream_types {
     pub const OAUTH_APPLICATION: &str = "oauth_application";
     pub const OAUTH_SCOPES: &str = "oauth_scopes";
     pub const OAUTH_SETTINGS: &str = "oauth_settings";
+    pub const OAUTH_GRANT: &str = "oauth_grant";
 }

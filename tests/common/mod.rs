@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+pub mod browser;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
 
 pub fn pg_admin_url() -> String {
@@ -95,6 +97,9 @@ impl Drop for TestDb {
             .status();
     }
 }
+
+/// The code-sealing secret every production-shaped test deployment shares.
+pub const CODE_SECRET: &str = "test-oauth-code-secret-0123456789abcdef";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -224,7 +229,8 @@ impl Gatehouse {
                         "--redis-url",
                         &self.redis_url,
                     ])
-                    .args(["--topic-prefix", &self.topic_prefix]);
+                    .args(["--topic-prefix", &self.topic_prefix])
+                    .args(["--oauth-code-secret", CODE_SECRET]);
             }
         }
         cmd.args(["--listen", &format!("127.0.0.1:{}", self.port)])

@@ -5,6 +5,7 @@
 //! its background tasks, and `rebuild` for its projections, and depends only
 //! on `gatehouse-platform` and `gatehouse-proto`.
 
+pub mod authorize;
 pub mod hosted;
 pub mod oauth_apps;
 pub mod users;
@@ -18,6 +19,8 @@ use sea_orm::{DatabaseConnection, DbErr};
 pub const SERVICE: &str = "authz";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // Before the users scope: it adds paths under /v1/users.
+    authorize::configure(cfg);
     users::api::configure(cfg);
     oauth_apps::api::configure(cfg);
     oauth_apps::scopes::configure(cfg);
@@ -30,7 +33,8 @@ fn topic_for(stream_type: &str) -> &'static str {
         gatehouse_proto::stream_types::SESSION => topics::IDENTITY,
         gatehouse_proto::stream_types::OAUTH_APPLICATION
         | gatehouse_proto::stream_types::OAUTH_SCOPES
-        | gatehouse_proto::stream_types::OAUTH_SETTINGS => topics::OAUTH,
+        | gatehouse_proto::stream_types::OAUTH_SETTINGS
+        | gatehouse_proto::stream_types::OAUTH_GRANT => topics::OAUTH,
         _ => topics::IDENTITY,
     }
 }
@@ -52,9 +56,11 @@ pub fn workers(platform: &Platform) -> Vec<(&'static str, Worker)> {
 /// Projections `gatehouse rebuild` can rebuild for this service.
 pub const PROJECTIONS: &[&str] = &[
     "users",
+    "sessions",
     "oauth_applications",
     "oauth_scopes",
     "oauth_settings",
+    "oauth_grants",
 ];
 
 pub async fn rebuild(db: &DatabaseConnection, projection: &str) -> Result<Option<u64>, DbErr> {
@@ -66,6 +72,7 @@ pub async fn rebuild(db: &DatabaseConnection, projection: &str) -> Result<Option
         "oauth_settings" => oauth_apps::registration::rebuild_settings(db)
             .await
             .map(Some),
+        "oauth_grants" => authorize::grants::rebuild(db).await.map(Some),
         _ => Ok(None),
     }
 }

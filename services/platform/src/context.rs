@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use crate::bus::SharedBus;
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
+use crate::oauth_code::CodeSealer;
 use crate::ratelimit::{RateLimitSettings, RateLimiter};
 use crate::tenancy::KeyCache;
 
@@ -24,6 +25,9 @@ pub struct Settings {
     /// at most this long elsewhere.
     pub key_cache_ttl: Duration,
     pub rate_limits: RateLimitSettings,
+    /// Seals authorization codes between the authorization and token
+    /// services; every process of a deployment has the same one.
+    pub code_sealer: CodeSealer,
 }
 
 struct Inner {
@@ -92,6 +96,10 @@ impl Platform {
 
     pub fn settings(&self) -> &Settings {
         &self.0.settings
+    }
+
+    pub fn code_sealer(&self) -> &CodeSealer {
+        &self.0.settings.code_sealer
     }
 
     pub fn rate_limiter(&self) -> &RateLimiter {

@@ -12,6 +12,7 @@ pub mod idempotency;
 pub mod ids;
 pub mod metrics;
 pub mod oauth;
+pub mod oauth_code;
 pub mod outbox;
 pub mod ratelimit;
 pub mod tenancy;

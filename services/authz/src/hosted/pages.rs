@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 use super::sessions;
 use crate::users::{self, NewUser, password, projection, validate};
 
-const SESSION_COOKIE: &str = "gh_session";
+pub(crate) const SESSION_COOKIE: &str = "gh_session";
 const CSRF_COOKIE: &str = "gh_csrf";
 /// Sign-in attempts per account, and per address, per throttle window.
 const ATTEMPTS_PER_ACCOUNT: u32 = 10;
@@ -66,12 +66,28 @@ struct MessagePage<'a> {
     link: Option<&'a str>,
 }
 
-fn base(instance: &str) -> String {
+pub(crate) fn base(instance: &str) -> String {
     format!("/i/{instance}")
 }
 
+/// The content security policy of the pages. No `form-action`: browsers
+/// apply it to every redirect that follows a form post, and sign-in and
+/// consent posts end, by design, in a redirect to the OAuth client.
+const CSP: &str =
+    "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'";
+
 /// Headers every page carries: no framing, no caching, no sniffing.
-fn page(status: StatusCode, html: Result<String, askama::Error>) -> HttpResponse {
+pub(crate) fn page(status: StatusCode, html: Result<String, askama::Error>) -> HttpResponse {
+    page_with_csp(status, html, CSP)
+}
+
+/// A page with its own content security policy (the consent screen shows
+/// the application's logo from its own host).
+pub(crate) fn page_with_csp(
+    status: StatusCode,
+    html: Result<String, askama::Error>,
+    csp: &str,
+) -> HttpResponse {
     let html = html.unwrap_or_else(|e| {
         tracing::error!(error = %e, "template failed");
         "<!doctype html><title>Error</title><p>Something went wrong.</p>".to_owned()
@@ -80,16 +96,18 @@ fn page(status: StatusCode, html: Result<String, askama::Error>) -> HttpResponse
         .content_type("text/html; charset=utf-8")
         .insert_header(("cache-control", "no-store"))
         .insert_header(("x-frame-options", "DENY"))
-        .insert_header((
-            "content-security-policy",
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ))
+        .insert_header(("content-security-policy", csp.to_owned()))
         .insert_header(("referrer-policy", "no-referrer"))
         .insert_header(("x-content-type-options", "nosniff"))
         .body(html)
 }
 
-fn message(status: StatusCode, title: &str, text: &str, link: Option<&str>) -> HttpResponse {
+pub(crate) fn message(
+    status: StatusCode,
+    title: &str,
+    text: &str,
+    link: Option<&str>,
+) -> HttpResponse {
     page(
         status,
         MessagePage {
@@ -109,7 +127,7 @@ fn secure_cookies(platform: &Platform) -> bool {
     !local
 }
 
-fn cookie<'a>(
+pub(crate) fn cookie<'a>(
     platform: &Platform,
     instance: &str,
     name: &'a str,
@@ -131,21 +149,21 @@ fn expired<'a>(platform: &Platform, instance: &str, name: &'a str) -> Cookie<'a>
 }
 
 /// The CSRF token of this browser, minting one if it has none.
-fn csrf(req: &HttpRequest) -> (String, bool) {
+pub(crate) fn csrf(req: &HttpRequest) -> (String, bool) {
     match req.cookie(CSRF_COOKIE).map(|c| c.value().to_owned()) {
         Some(v) if v.len() == 32 => (v, false),
         _ => (gatehouse_platform::ids::random_base62(32), true),
     }
 }
 
-fn csrf_ok(req: &HttpRequest, form_token: Option<&str>) -> bool {
+pub(crate) fn csrf_ok(req: &HttpRequest, form_token: Option<&str>) -> bool {
     match (req.cookie(CSRF_COOKIE), form_token) {
         (Some(c), Some(f)) if !f.is_empty() => bool::from(c.value().as_bytes().ct_eq(f.as_bytes())),
         _ => false,
     }
 }
 
-fn with_csrf_cookie(
+pub(crate) fn with_csrf_cookie(
     mut res: HttpResponse,
     platform: &Platform,
     instance: &str,
@@ -180,17 +198,17 @@ fn safe_redirect(instance: &str, raw: Option<&str>) -> String {
     }
 }
 
-fn form(body: &[u8]) -> std::collections::HashMap<String, String> {
+pub(crate) fn form(body: &[u8]) -> std::collections::HashMap<String, String> {
     form_urlencoded::parse(body).into_owned().collect()
 }
 
-fn query(req: &HttpRequest) -> std::collections::HashMap<String, String> {
+pub(crate) fn query(req: &HttpRequest) -> std::collections::HashMap<String, String> {
     form_urlencoded::parse(req.query_string().as_bytes())
         .into_owned()
         .collect()
 }
 
-async fn instance_of(platform: &Platform, id: &str) -> Result<Instance, HttpResponse> {
+pub(crate) async fn instance_of(platform: &Platform, id: &str) -> Result<Instance, HttpResponse> {
     match tenancy::active_instance(platform.db(), id).await {
         Ok(Some(i)) => Ok(i),
         Ok(None) => Err(message(
@@ -341,7 +359,7 @@ impl Submitted {
     }
 }
 
-fn url_escape(s: &str) -> String {
+pub(crate) fn url_escape(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 

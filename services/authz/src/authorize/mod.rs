@@ -1,0 +1,532 @@
+//! `/i/<instance>/oauth/authorize` (authorization code only), the consent
+//! screen, and the grants users can list and take back.
+//!
+//! The code handed to the client is sealed (see
+//! `gatehouse_platform::oauth_code`): it carries the whole grant, encrypted
+//! and authenticated, so the token service redeems it without asking this
+//! service anything; it is good for 60 seconds and the token service
+//! enforces single use.
+
+pub mod api;
+pub mod grants;
+pub mod request;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use askama::Template;
+use gatehouse_platform::oauth_code::{AuthorizationCode, CODE_TTL_MS};
+use gatehouse_platform::tenancy::Authed;
+use gatehouse_platform::{ApiError, Platform};
+use gatehouse_proto::v1::UserState;
+
+use crate::hosted::pages::{
+    SESSION_COOKIE, base, csrf, csrf_ok, instance_of, message, page, page_with_csp,
+    with_csrf_cookie,
+};
+use crate::hosted::sessions;
+use crate::oauth_apps::{projection as apps, scopes};
+use crate::users::projection as users;
+use request::{AuthorizeRequest, Prompt, Rejection};
+
+/// The consent screen shows the application's logo from its own host.
+const CONSENT_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src https:; \
+    frame-ancestors 'none'; base-uri 'none'";
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/i/{instance_id}/oauth/authorize")
+            .get(authorize)
+            .post(decide),
+    )
+    .service(web::resource("/i/{instance_id}/account/grants").get(grants_page))
+    .service(web::resource("/i/{instance_id}/account/grants/revoke").post(revoke_grant));
+    api::configure(cfg);
+}
+
+#[derive(Template)]
+#[template(path = "consent.html")]
+struct ConsentPage<'a> {
+    app_name: &'a str,
+    logo: Option<&'a str>,
+    client_uri: Option<&'a str>,
+    email: &'a str,
+    scopes: Vec<(String, String)>,
+    resource: Option<&'a str>,
+    action: &'a str,
+    csrf_token: &'a str,
+    params: &'a [(String, String)],
+}
+
+struct GrantView {
+    application_id: String,
+    name: String,
+    scopes: Vec<(String, String)>,
+}
+
+#[derive(Template)]
+#[template(path = "grants.html")]
+struct GrantsPage<'a> {
+    email: &'a str,
+    grants: Vec<GrantView>,
+    revoke: &'a str,
+    csrf_token: &'a str,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> HttpResponse {
+    tracing::error!(error = %e, "authorize failed");
+    message(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Unavailable",
+        "Please try again shortly.",
+        None,
+    )
+}
+
+fn redirect(status: StatusCode, location: String) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header(("location", location))
+        .insert_header(("cache-control", "no-store"))
+        .insert_header(("referrer-policy", "no-referrer"))
+        .finish()
+}
+
+/// An error answer: a page when the client or redirect URI is untrusted,
+/// else a redirect carrying `error`, `state` and `iss` (RFC 9207).
+fn reject(
+    platform: &Platform,
+    instance_id: &str,
+    r: Rejection,
+    status: StatusCode,
+) -> HttpResponse {
+    match r {
+        Rejection::Page {
+            title,
+            message: text,
+        } => message(StatusCode::BAD_REQUEST, &title, &text, None),
+        Rejection::Redirect {
+            redirect_uri,
+            error,
+            description,
+            state,
+        } => {
+            let iss = platform.issuer(instance_id);
+            let mut pairs = vec![
+                ("error", error),
+                ("error_description", description.as_str()),
+            ];
+            if let Some(s) = state.as_deref() {
+                pairs.push(("state", s));
+            }
+            pairs.push(("iss", iss.as_str()));
+            redirect(status, request::redirect_with(&redirect_uri, &pairs))
+        }
+    }
+}
+
+fn back_to_client(req: &AuthorizeRequest, error: &'static str, description: &str) -> Rejection {
+    Rejection::Redirect {
+        redirect_uri: req.redirect_uri.clone(),
+        error,
+        description: description.to_owned(),
+        state: req.state.clone(),
+    }
+}
+
+/// Reads and checks the request parameters (query or form).
+async fn parse(
+    platform: &Platform,
+    instance_id: &str,
+    pairs: Vec<(String, String)>,
+) -> Result<AuthorizeRequest, Rejection> {
+    let (params, repeated) = request::known_params(pairs);
+    let client_id = request::client_id(&params, &repeated)?;
+    let client = match apps::by_client_id(platform.db(), instance_id, &client_id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return Err(Rejection::Page {
+                title: "Unknown application".into(),
+                message: "No application with this client ID is registered here. \
+                          You have not been sent anywhere."
+                    .into(),
+            });
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "client lookup failed");
+            return Err(Rejection::Page {
+                title: "Unavailable".into(),
+                message: "Please try again shortly.".into(),
+            });
+        }
+    };
+    request::check(client, params, &repeated)
+}
+
+/// The signed-in user of this browser, if any (banned users are not).
+async fn signed_in(
+    platform: &Platform,
+    req: &HttpRequest,
+    instance_id: &str,
+) -> Result<Option<UserState>, HttpResponse> {
+    let Some(cookie) = req.cookie(SESSION_COOKIE) else {
+        return Ok(None);
+    };
+    let session = sessions::current(
+        platform.db(),
+        instance_id,
+        cookie.value(),
+        platform.now_ms(),
+    )
+    .await
+    .map_err(unavailable)?;
+    let Some((_, user_id)) = session else {
+        return Ok(None);
+    };
+    let user = users::get(platform.db(), instance_id, &user_id)
+        .await
+        .map_err(unavailable)?;
+    Ok(user.filter(|u| !u.banned))
+}
+
+fn primary_email(u: &UserState) -> String {
+    u.email_addresses
+        .iter()
+        .find(|e| e.id == u.primary_email_address_id)
+        .map(|e| e.email_address.clone())
+        .unwrap_or_default()
+}
+
+/// The authorize URL of a request, for returning to it after sign-in.
+fn return_url(instance_id: &str, params: &[(String, String)]) -> String {
+    let q: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    format!("{}/oauth/authorize?{q}", base(instance_id))
+}
+
+fn to_sign_in(instance_id: &str, params: &[(String, String)]) -> HttpResponse {
+    let back = return_url(instance_id, params);
+    let q: String = form_urlencoded::Serializer::new(String::new())
+        .append_pair("redirect_url", &back)
+        .finish();
+    redirect(
+        StatusCode::FOUND,
+        format!("{}/sign-in?{q}", base(instance_id)),
+    )
+}
+
+/// Seals a code for the request and sends the browser back to the client.
+fn issue_code(
+    platform: &Platform,
+    instance_id: &str,
+    req: &AuthorizeRequest,
+    user_id: &str,
+    status: StatusCode,
+) -> HttpResponse {
+    let code = AuthorizationCode {
+        id: gatehouse_platform::ids::random_base62(22),
+        instance_id: instance_id.to_owned(),
+        client_id: req.client.client_id.clone(),
+        user_id: user_id.to_owned(),
+        redirect_uri: req.redirect_uri.clone(),
+        redirect_uri_in_request: req.redirect_uri_in_request,
+        code_challenge: req.code_challenge.clone(),
+        scope: req.scopes.join(" "),
+        resource: req.resource.clone(),
+        nonce: req.nonce.clone(),
+        expires_at_ms: platform.now_ms() + CODE_TTL_MS,
+    };
+    let sealed = platform.code_sealer().seal(&code);
+    let iss = platform.issuer(instance_id);
+    let mut pairs = vec![("code", sealed.as_str())];
+    if let Some(s) = req.state.as_deref() {
+        pairs.push(("state", s));
+    }
+    pairs.push(("iss", iss.as_str()));
+    redirect(status, request::redirect_with(&req.redirect_uri, &pairs))
+}
+
+/// Plain-language descriptions of scopes, custom ones from the instance.
+async fn describe(
+    platform: &Platform,
+    instance_id: &str,
+    names: &[String],
+) -> Result<Vec<(String, String)>, HttpResponse> {
+    let custom = scopes::custom(platform.db(), instance_id)
+        .await
+        .map_err(unavailable)?;
+    Ok(names
+        .iter()
+        .map(|n| {
+            let text = scopes::STANDARD
+                .iter()
+                .find(|(s, _)| s == n)
+                .map(|(_, d)| (*d).to_owned())
+                .or_else(|| custom.iter().find(|(s, _)| s == n).map(|(_, d)| d.clone()))
+                .unwrap_or_else(|| n.clone());
+            (n.clone(), text)
+        })
+        .collect())
+}
+
+fn actor_for(instance: &gatehouse_platform::tenancy::Instance, user_id: &str) -> Authed {
+    Authed::other(instance.clone(), format!("user:{user_id}"))
+}
+
+async fn authorize(
+    platform: web::Data<Platform>,
+    http: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let id = path.into_inner();
+    let instance = match instance_of(&platform, &id).await {
+        Ok(i) => i,
+        Err(res) => return res,
+    };
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(http.query_string().as_bytes())
+        .into_owned()
+        .collect();
+    let req = match parse(&platform, &id, pairs).await {
+        Ok(r) => r,
+        Err(r) => return reject(&platform, &id, r, StatusCode::FOUND),
+    };
+    let user = match signed_in(&platform, &http, &id).await {
+        Ok(u) => u,
+        Err(res) => return res,
+    };
+    let Some(user) = user else {
+        if req.prompt == Prompt::None {
+            let r = back_to_client(&req, "login_required", "the user is not signed in");
+            return reject(&platform, &id, r, StatusCode::FOUND);
+        }
+        return to_sign_in(&id, &req.params);
+    };
+    let granted = match grants::get(
+        platform.db(),
+        &id,
+        &user.user_id,
+        &req.client.application_id,
+    )
+    .await
+    {
+        Ok(g) => g.map(|g| g.scopes).unwrap_or_default(),
+        Err(e) => return unavailable(e),
+    };
+    let covered = req.scopes.iter().all(|s| granted.contains(s));
+    if req.client.consent_screen_enabled && (!covered || req.prompt == Prompt::Consent) {
+        if req.prompt == Prompt::None {
+            let r = back_to_client(&req, "consent_required", "the user has not consented");
+            return reject(&platform, &id, r, StatusCode::FOUND);
+        }
+        return consent_page(&platform, &http, &id, &req, &user).await;
+    }
+    // Consent off (the documented risk) or already given: grant silently.
+    let record = (!covered).then_some(false);
+    grant_and_issue(&platform, &instance, &req, &user, record, StatusCode::FOUND).await
+}
+
+/// Records the grant when `consented` is given, then issues the code.
+async fn grant_and_issue(
+    platform: &Platform,
+    instance: &gatehouse_platform::tenancy::Instance,
+    req: &AuthorizeRequest,
+    user: &UserState,
+    consented: Option<bool>,
+    status: StatusCode,
+) -> HttpResponse {
+    if let Some(consented) = consented {
+        let actor = actor_for(instance, &user.user_id);
+        let accepted = grants::accept(
+            platform,
+            &actor,
+            &user.user_id,
+            &req.client,
+            &req.scopes,
+            consented,
+        )
+        .await;
+        if let Err(e) = accepted {
+            return unavailable(e);
+        }
+    }
+    issue_code(platform, instance.id.as_str(), req, &user.user_id, status)
+}
+
+async fn consent_page(
+    platform: &Platform,
+    http: &HttpRequest,
+    id: &str,
+    req: &AuthorizeRequest,
+    user: &UserState,
+) -> HttpResponse {
+    let described = match describe(platform, id, &req.scopes).await {
+        Ok(d) => d,
+        Err(res) => return res,
+    };
+    let (token, fresh) = csrf(http);
+    let action = format!("{}/oauth/authorize", base(id));
+    let email = primary_email(user);
+    let html = ConsentPage {
+        app_name: &req.client.name,
+        logo: req
+            .client
+            .client_image_url
+            .as_deref()
+            .filter(|u| u.starts_with("https://")),
+        client_uri: req.client.client_uri.as_deref(),
+        email: &email,
+        scopes: described,
+        resource: req.resource.as_deref(),
+        action: &action,
+        csrf_token: &token,
+        params: &req.params,
+    }
+    .render();
+    let res = page_with_csp(StatusCode::OK, html, CONSENT_CSP);
+    with_csrf_cookie(res, platform, id, token, fresh)
+}
+
+/// The consent form's answer.
+async fn decide(
+    platform: web::Data<Platform>,
+    http: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let id = path.into_inner();
+    let instance = match instance_of(&platform, &id).await {
+        Ok(i) => i,
+        Err(res) => return res,
+    };
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    let field = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let (csrf_token, decision) = (field("csrf_token"), field("decision"));
+    if !csrf_ok(&http, csrf_token.as_deref()) {
+        return message(
+            StatusCode::FORBIDDEN,
+            "Form expired",
+            "Please go back to the application and start again.",
+            None,
+        );
+    }
+    let req = match parse(&platform, &id, pairs).await {
+        Ok(r) => r,
+        Err(r) => return reject(&platform, &id, r, StatusCode::SEE_OTHER),
+    };
+    let user = match signed_in(&platform, &http, &id).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return to_sign_in(&id, &req.params),
+        Err(res) => return res,
+    };
+    match decision.as_deref() {
+        Some("accept") => {
+            grant_and_issue(
+                &platform,
+                &instance,
+                &req,
+                &user,
+                Some(true),
+                StatusCode::SEE_OTHER,
+            )
+            .await
+        }
+        Some("deny") => {
+            let r = back_to_client(&req, "access_denied", "the user denied the request");
+            reject(&platform, &id, r, StatusCode::SEE_OTHER)
+        }
+        _ => message(
+            StatusCode::BAD_REQUEST,
+            "Invalid request",
+            "Choose Allow or Deny.",
+            None,
+        ),
+    }
+}
+
+async fn grants_page(
+    platform: web::Data<Platform>,
+    http: HttpRequest,
+    path: web::Path<String>,
+) -> HttpResponse {
+    let id = path.into_inner();
+    if let Err(res) = instance_of(&platform, &id).await {
+        return res;
+    }
+    let user = match signed_in(&platform, &http, &id).await {
+        Ok(Some(u)) => u,
+        Ok(None) => {
+            let q: String = form_urlencoded::Serializer::new(String::new())
+                .append_pair("redirect_url", &format!("{}/account/grants", base(&id)))
+                .finish();
+            return redirect(StatusCode::FOUND, format!("{}/sign-in?{q}", base(&id)));
+        }
+        Err(res) => return res,
+    };
+    let list = match grants::list(platform.db(), &id, &user.user_id).await {
+        Ok(l) => l,
+        Err(e) => return unavailable(e),
+    };
+    let mut views = Vec::with_capacity(list.len());
+    for g in list {
+        let scopes = match describe(&platform, &id, &g.scopes).await {
+            Ok(s) => s,
+            Err(res) => return res,
+        };
+        views.push(GrantView {
+            application_id: g.application_id,
+            name: g.application_name,
+            scopes,
+        });
+    }
+    let (token, fresh) = csrf(&http);
+    let revoke = format!("{}/account/grants/revoke", base(&id));
+    let email = primary_email(&user);
+    let html = GrantsPage {
+        email: &email,
+        grants: views,
+        revoke: &revoke,
+        csrf_token: &token,
+    }
+    .render();
+    with_csrf_cookie(page(StatusCode::OK, html), &platform, &id, token, fresh)
+}
+
+async fn revoke_grant(
+    platform: web::Data<Platform>,
+    http: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let id = path.into_inner();
+    let instance = match instance_of(&platform, &id).await {
+        Ok(i) => i,
+        Err(res) => return res,
+    };
+    let f = crate::hosted::pages::form(&body);
+    if !csrf_ok(&http, f.get("csrf_token").map(String::as_str)) {
+        return message(
+            StatusCode::FORBIDDEN,
+            "Form expired",
+            "Please go back, reload the page and try again.",
+            None,
+        );
+    }
+    let user = match signed_in(&platform, &http, &id).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return redirect(StatusCode::SEE_OTHER, format!("{}/sign-in", base(&id))),
+        Err(res) => return res,
+    };
+    let app = f.get("application_id").cloned().unwrap_or_default();
+    let actor = actor_for(&instance, &user.user_id);
+    match grants::revoke(&platform, &actor, &user.user_id, &app, "user").await {
+        Ok(_) => redirect(
+            StatusCode::SEE_OTHER,
+            format!("{}/account/grants", base(&id)),
+        ),
+        Err(ApiError { .. }) => unavailable("revoking a grant failed"),
+    }
+}
