@@ -7,6 +7,7 @@
 
 pub mod authorize;
 pub mod hosted;
+pub mod metadata;
 pub mod oauth_apps;
 pub mod users;
 
@@ -26,6 +27,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     oauth_apps::scopes::configure(cfg);
     oauth_apps::registration::configure(cfg);
     hosted::pages::configure(cfg);
+    metadata::configure(cfg);
 }
 
 fn topic_for(stream_type: &str) -> &'static str {

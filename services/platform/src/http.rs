@@ -328,3 +328,20 @@ mod tests {
         assert_eq!(field_of("invalid type: integer"), "body");
     }
 }
+
+/// CORS for endpoints a public client calls from a browser (metadata, JWKS,
+/// token, revocation, introspection): any origin, answered with `*`, never
+/// with credentials; preflights are cached for a day.
+pub fn public_cors() -> actix_cors::Cors {
+    actix_cors::Cors::default()
+        .allow_any_origin()
+        .send_wildcard()
+        .allowed_methods(["GET", "POST", "OPTIONS"])
+        .allowed_headers([
+            actix_web::http::header::AUTHORIZATION,
+            actix_web::http::header::CONTENT_TYPE,
+            actix_web::http::header::ACCEPT,
+        ])
+        .expose_headers([actix_web::http::header::WWW_AUTHENTICATE])
+        .max_age(86_400)
+}

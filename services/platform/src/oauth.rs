@@ -81,3 +81,17 @@ impl ResponseError for OAuthError {
         res.json(json!({ "error": self.error, "error_description": self.description }))
     }
 }
+
+/// Paths of the OAuth endpoints under an instance's issuer. The
+/// authorization service publishes them (metadata, application objects);
+/// the token service serves most of them.
+pub mod paths {
+    pub const AUTHORIZE: &str = "/oauth/authorize";
+    pub const TOKEN: &str = "/oauth/token";
+    pub const REVOKE: &str = "/oauth/revoke";
+    /// Introspection (RFC 7662); the name Clerk's application objects use.
+    pub const INTROSPECT: &str = "/oauth/token_info";
+    pub const USERINFO: &str = "/oauth/userinfo";
+    pub const JWKS: &str = "/.well-known/jwks.json";
+    pub const REGISTER: &str = "/oauth/register";
+}

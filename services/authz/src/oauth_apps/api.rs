@@ -6,6 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use gatehouse_platform::http::parse_json;
 use gatehouse_platform::idempotency;
+use gatehouse_platform::oauth::paths;
 use gatehouse_platform::tenancy::InstanceKey;
 use gatehouse_platform::{ApiError, ApiResult, Platform};
 use gatehouse_proto::event_types as et;
@@ -53,11 +54,11 @@ pub fn app_json(
         "scopes": a.scopes,
         "redirect_uris": a.redirect_uris,
         "callback_url": a.redirect_uris.first(),
-        "authorize_url": format!("{issuer}/oauth/authorize"),
-        "token_fetch_url": format!("{issuer}/oauth/token"),
-        "user_info_url": format!("{issuer}/oauth/userinfo"),
+        "authorize_url": format!("{issuer}{}", paths::AUTHORIZE),
+        "token_fetch_url": format!("{issuer}{}", paths::TOKEN),
+        "user_info_url": format!("{issuer}{}", paths::USERINFO),
         "discovery_url": format!("{issuer}/.well-known/oauth-authorization-server"),
-        "token_introspection_url": format!("{issuer}/oauth/token_info"),
+        "token_introspection_url": format!("{issuer}{}", paths::INTROSPECT),
         "created_at": a.created_at_ms,
         "updated_at": a.updated_at_ms,
     });
