@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "gatehouse/events/v1/tenancy.proto",
         "gatehouse/events/v1/identity.proto",
         "gatehouse/events/v1/oauth.proto",
+        "gatehouse/events/v1/tokens.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

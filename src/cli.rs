@@ -105,9 +105,9 @@ pub enum Service {
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// The service to run.
-    #[arg(value_enum)]
-    pub service: Service,
+    /// The service(s) to run in this process, e.g. `authz` or `authz tokens`.
+    #[arg(value_enum, required = true, num_args = 1..)]
+    pub services: Vec<Service>,
     #[command(flatten)]
     pub deps: Dependencies,
     /// Address to listen on.
@@ -161,7 +161,8 @@ pub struct DbArgs {
 #[derive(Args, Debug, Clone)]
 pub struct RebuildArgs {
     /// The projection: `users`, `sessions`, `oauth_applications`, `oauth_scopes`,
-    /// `oauth_settings`, `oauth_grants` (authz),
+    /// `oauth_settings`, `oauth_grants` (authz), `token_families`,
+    /// `token_clients` (tokens),
     /// `tenancy`, or the consumer projection `instance_usage`.
     pub projection: String,
     #[command(flatten)]

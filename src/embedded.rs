@@ -162,7 +162,7 @@ pub async fn run(args: EmbeddedArgs) -> anyhow::Result<()> {
         };
         write_private(&bootstrap_path, &serde_json::to_string_pretty(&b)?)?;
     }
-    let mounts = Mounts { authz: true };
+    let mounts = Mounts::ALL;
     spawn_workers(&platform, mounts);
 
     println!();

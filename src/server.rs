@@ -29,6 +29,14 @@ pub fn init_logging(format: LogFormat) {
 #[derive(Debug, Clone, Copy)]
 pub struct Mounts {
     pub authz: bool,
+    pub tokens: bool,
+}
+
+impl Mounts {
+    pub const ALL: Self = Self {
+        authz: true,
+        tokens: true,
+    };
 }
 
 /// Starts the background workers of the platform and of mounted services.
@@ -36,6 +44,9 @@ pub fn spawn_workers(platform: &Platform, mounts: Mounts) {
     let mut workers: Vec<(&'static str, Worker)> = gatehouse_platform::workers(platform);
     if mounts.authz {
         workers.extend(gatehouse_authz::workers(platform));
+    }
+    if mounts.tokens {
+        workers.extend(gatehouse_tokens::workers(platform));
     }
     for (name, worker) in workers {
         tracing::debug!(worker = name, "starting worker");
@@ -51,12 +62,19 @@ pub async fn run_http(platform: Platform, listen: &str, mounts: Mounts) -> anyho
             .app_data(data.clone())
             .configure(gatehouse_platform::http::configure_extractors)
             .configure(gatehouse_platform::http::configure_ops)
-            .configure(gatehouse_platform::tenancy::admin_api::configure)
+            // Services first: the admin API's `/admin/v1` scope would take
+            // the admin routes a service adds.
+            // Tokens before authz: its `/v1/oauth_applications/access_tokens/verify`
+            // sits under the authz scope `/v1/oauth_applications`.
             .configure(|cfg| {
+                if mounts.tokens {
+                    gatehouse_tokens::configure(cfg);
+                }
                 if mounts.authz {
                     gatehouse_authz::configure(cfg);
                 }
             })
+            .configure(gatehouse_platform::tenancy::admin_api::configure)
             .wrap(middleware::Compress::default())
             .wrap(middleware::from_fn(gatehouse_platform::http::observe))
     })
@@ -98,10 +116,19 @@ fn required(value: Option<String>, flag: &str, env: &str) -> anyhow::Result<Stri
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format.unwrap_or(LogFormat::Json));
-    let mounts = match args.service {
-        Service::Authz => Mounts { authz: true },
-        other => bail!("the {other:?} service is not part of this build yet; available: authz"),
+    let mut mounts = Mounts {
+        authz: false,
+        tokens: false,
     };
+    for service in &args.services {
+        match service {
+            Service::Authz => mounts.authz = true,
+            Service::Tokens => mounts.tokens = true,
+            other => bail!(
+                "the {other:?} service is not part of this build yet; available: authz, tokens"
+            ),
+        }
+    }
     let database_url = required(args.deps.database_url, "--database-url", "DATABASE_URL")?;
     let brokers = required(args.deps.kafka_brokers, "--kafka-brokers", "KAFKA_BROKERS")?;
     let redis_url = required(args.deps.redis_url, "--redis-url", "REDIS_URL")?;
@@ -158,7 +185,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
     );
     spawn_workers(&platform, mounts);
-    tracing::info!(service = ?args.service, listen = %args.listen, "serving");
+    tracing::info!(services = ?args.services, listen = %args.listen, "serving");
     run_http(platform, &args.listen, mounts).await
 }
 
@@ -198,10 +225,14 @@ pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
         }
         name => match gatehouse_authz::rebuild(&db, name).await? {
             Some(n) => n,
-            None => bail!(
-                "unknown projection {name:?}; known: tenancy, instance_usage, {}",
-                gatehouse_authz::PROJECTIONS.join(", ")
-            ),
+            None => match gatehouse_tokens::rebuild(&db, name).await? {
+                Some(n) => n,
+                None => bail!(
+                    "unknown projection {name:?}; known: tenancy, instance_usage, {}, {}",
+                    gatehouse_authz::PROJECTIONS.join(", "),
+                    gatehouse_tokens::PROJECTIONS.join(", ")
+                ),
+            },
         },
     };
     println!("rebuilt {} from {n} event(s)", args.projection);

@@ -585,7 +585,12 @@ async fn rebuild_restores_an_identical_projection() {
     assert!(out.status.success());
     let keys_after = table(&db, "tenancy_secret_keys").await;
     assert_eq!(keys_after, keys_before);
-    for projection in ["sessions", "oauth_settings", "oauth_grants"] {
+    for projection in [
+        "sessions",
+        "oauth_settings",
+        "oauth_grants",
+        "token_families",
+    ] {
         let out = Command::new(common::BIN)
             .args([
                 "rebuild",

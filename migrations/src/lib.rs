@@ -18,6 +18,7 @@ mod m0008_consumer_generations;
 mod m0009_dynamic_registration;
 mod m0010_sessions;
 mod m0011_oauth_grants;
+mod m0012_tokens;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -38,6 +39,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0009_dynamic_registration::Migration),
             Box::new(m0010_sessions::Migration),
             Box::new(m0011_oauth_grants::Migration),
+            Box::new(m0012_tokens::Migration),
         ]
     }
 }

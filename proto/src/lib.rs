@@ -36,6 +36,10 @@ pub mod event_types {
     pub const OAUTH_SETTINGS_CHANGED: &str = "oauth_settings.changed";
     pub const OAUTH_GRANT_ACCEPTED: &str = "oauth_grant.accepted";
     pub const OAUTH_GRANT_REVOKED: &str = "oauth_grant.revoked";
+
+    pub const TOKEN_ISSUED: &str = "token.issued";
+    pub const TOKEN_REFRESHED: &str = "token.refreshed";
+    pub const TOKEN_FAMILY_REVOKED: &str = "token.family_revoked";
 }
 
 /// Stream types (the aggregate kinds) and the topic each is published on.
@@ -48,4 +52,5 @@ pub mod stream_types {
     pub const OAUTH_SCOPES: &str = "oauth_scopes";
     pub const OAUTH_SETTINGS: &str = "oauth_settings";
     pub const OAUTH_GRANT: &str = "oauth_grant";
+    pub const TOKEN_FAMILY: &str = "token_family";
 }

@@ -122,6 +122,9 @@ pub struct Gatehouse {
     /// Extra flags; by default limits high enough that only the rate-limit
     /// tests meet them.
     pub extra_args: Vec<String>,
+    /// `--public-url` when it is not this process's own address (replicas
+    /// of one deployment share it, and so share issuers).
+    pub public_url: Option<String>,
     port: u16,
     child: Option<Child>,
     log: PathBuf,
@@ -160,6 +163,7 @@ impl Gatehouse {
             db_url: String::new(),
             redis_url: String::new(),
             extra_args,
+            public_url: None,
             port,
             child: None,
             log: log_path("embedded-"),
@@ -201,6 +205,7 @@ impl Gatehouse {
             data_dir: None,
             redis_url: redis,
             extra_args,
+            public_url: None,
             port,
             child: None,
             log: log_path("serve-"),
@@ -222,7 +227,7 @@ impl Gatehouse {
                 cmd.arg("--data-dir").arg(self.data_dir.as_ref().unwrap());
             }
             Mode::Production => {
-                cmd.args(["serve", "authz", "--database-url", &self.db_url])
+                cmd.args(["serve", "authz", "tokens", "--database-url", &self.db_url])
                     .args([
                         "--kafka-brokers",
                         &self.brokers,
@@ -236,6 +241,11 @@ impl Gatehouse {
         cmd.args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--admin-token", &self.admin_token])
             .args(&self.extra_args)
+            .args(
+                self.public_url
+                    .iter()
+                    .flat_map(|u| ["--public-url".to_owned(), u.clone()]),
+            )
             .env("RUST_LOG", "info")
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log));
@@ -279,6 +289,7 @@ impl Gatehouse {
             db_url: self.db_url.clone(),
             redis_url: self.redis_url.clone(),
             extra_args: self.extra_args.clone(),
+            public_url: Some(self.public_url.clone().unwrap_or_else(|| self.base.clone())),
             port,
             child: None,
             log: log_path("serve-sibling-"),

@@ -24,7 +24,8 @@ pub mod topics {
     pub const IDENTITY: &str = "gatehouse.identity";
     pub const TENANCY: &str = "gatehouse.tenancy";
     pub const OAUTH: &str = "gatehouse.oauth";
-    pub const ALL: &[&str] = &[IDENTITY, TENANCY, OAUTH];
+    pub const TOKENS: &str = "gatehouse.tokens";
+    pub const ALL: &[&str] = &[IDENTITY, TENANCY, OAUTH, TOKENS];
 }
 
 #[derive(Debug, Clone)]

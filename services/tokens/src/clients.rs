@@ -1,0 +1,264 @@
+//! The token service's own read model of OAuth clients, fed by
+//! `gatehouse.oauth` (it never reads the authorization service's tables),
+//! and client authentication at its endpoints.
+//!
+//! The same consumer acts on what ends a client's tokens: an application
+//! deleted revokes every family it holds, a grant revoked revokes the
+//! families of that user × client.
+
+use actix_web::HttpRequest;
+use actix_web::http::StatusCode;
+use async_trait::async_trait;
+use base64::Engine;
+use gatehouse_platform::bus::topics;
+use gatehouse_platform::consumer::Projection;
+use gatehouse_platform::db::{self, col};
+use gatehouse_platform::oauth::OAuthError;
+use gatehouse_proto::event_types as et;
+use gatehouse_proto::v1::{self, Envelope, OAuthApplicationState as AppState};
+use prost::Message;
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::families;
+
+pub const NAME: &str = "tokens.clients";
+
+pub struct Clients;
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub client_id: String,
+    pub instance_id: String,
+    pub application_id: String,
+    pub secret_hash: String,
+    pub public: bool,
+    pub scopes: Vec<String>,
+    pub grant_types: Vec<String>,
+}
+
+fn state_of(event: &Envelope) -> Result<Option<AppState>, DbErr> {
+    let p = event.payload.as_slice();
+    let bad =
+        |e: prost::DecodeError| DbErr::Custom(format!("undecodable {}: {e}", event.event_type));
+    Ok(match event.event_type.as_str() {
+        et::OAUTH_APPLICATION_CREATED => {
+            v1::OAuthApplicationCreated::decode(p)
+                .map_err(bad)?
+                .application
+        }
+        et::OAUTH_APPLICATION_UPDATED => {
+            v1::OAuthApplicationUpdated::decode(p)
+                .map_err(bad)?
+                .application
+        }
+        et::OAUTH_APPLICATION_SECRET_ROTATED => {
+            v1::OAuthApplicationSecretRotated::decode(p)
+                .map_err(bad)?
+                .application
+        }
+        _ => None,
+    })
+}
+
+#[async_trait]
+impl Projection for Clients {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn topics(&self) -> &'static [&'static str] {
+        &[topics::OAUTH]
+    }
+
+    async fn apply(&self, txn: &DatabaseTransaction, event: &Envelope) -> Result<(), DbErr> {
+        let bad =
+            |e: prost::DecodeError| DbErr::Custom(format!("undecodable {}: {e}", event.event_type));
+        match event.event_type.as_str() {
+            et::OAUTH_APPLICATION_DELETED => {
+                let m =
+                    v1::OAuthApplicationDeleted::decode(event.payload.as_slice()).map_err(bad)?;
+                let row = db::query_one(
+                    txn,
+                    "SELECT client_id FROM tokens_clients WHERE application_id = $1",
+                    vec![m.application_id.clone().into()],
+                )
+                .await?;
+                if let Some(r) = row {
+                    let client_id: String = col(&r, "client_id")?;
+                    families::revoke_matching(txn, event, &client_id, None, "client_deleted")
+                        .await?;
+                    db::exec(
+                        txn,
+                        "DELETE FROM tokens_clients WHERE client_id = $1",
+                        vec![client_id.into()],
+                    )
+                    .await?;
+                }
+                return Ok(());
+            }
+            et::OAUTH_GRANT_REVOKED => {
+                let m = v1::OAuthGrantRevoked::decode(event.payload.as_slice()).map_err(bad)?;
+                families::revoke_matching(
+                    txn,
+                    event,
+                    &m.client_id,
+                    Some(&m.user_id),
+                    "grant_revoked",
+                )
+                .await?;
+                return Ok(());
+            }
+            _ => {}
+        }
+        let Some(a) = state_of(event)? else {
+            return Ok(());
+        };
+        let uris =
+            serde_json::to_string(&a.redirect_uris).map_err(|e| DbErr::Custom(e.to_string()))?;
+        let grants =
+            serde_json::to_string(&a.grant_types).map_err(|e| DbErr::Custom(e.to_string()))?;
+        // Older events first would only move the version back: keep the newest.
+        db::exec(
+            txn,
+            "INSERT INTO tokens_clients (client_id, instance_id, application_id, secret_hash, is_public, \
+             scopes, redirect_uris, grant_types, token_endpoint_auth_method, version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (client_id) DO UPDATE SET secret_hash = $4, is_public = $5, scopes = $6, \
+             redirect_uris = $7, grant_types = $8, token_endpoint_auth_method = $9, version = $10 \
+             WHERE tokens_clients.version < $10",
+            vec![
+                a.client_id.into(),
+                event.instance_id.clone().into(),
+                a.application_id.into(),
+                a.client_secret_hash.into(),
+                a.public.into(),
+                a.scopes.into(),
+                uris.into(),
+                grants.into(),
+                a.token_endpoint_auth_method.into(),
+                (event.stream_version as i64).into(),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn reset(&self, txn: &DatabaseTransaction) -> Result<(), DbErr> {
+        db::exec(txn, "DELETE FROM tokens_clients", vec![]).await?;
+        Ok(())
+    }
+}
+
+pub async fn get(
+    conn: &impl ConnectionTrait,
+    instance_id: &str,
+    client_id: &str,
+) -> Result<Option<Client>, DbErr> {
+    db::query_one(
+        conn,
+        "SELECT client_id, instance_id, application_id, secret_hash, is_public, scopes, grant_types \
+         FROM tokens_clients WHERE client_id = $1 AND instance_id = $2",
+        vec![client_id.into(), instance_id.into()],
+    )
+    .await?
+    .map(|r| {
+        let scopes: String = col(&r, "scopes")?;
+        let grants: String = col(&r, "grant_types")?;
+        Ok(Client {
+            client_id: col(&r, "client_id")?,
+            instance_id: col(&r, "instance_id")?,
+            application_id: col(&r, "application_id")?,
+            secret_hash: col(&r, "secret_hash")?,
+            public: col(&r, "is_public")?,
+            scopes: scopes.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
+            grant_types: serde_json::from_str(&grants).unwrap_or_default(),
+        })
+    })
+    .transpose()
+}
+
+fn invalid_client(description: &str) -> OAuthError {
+    OAuthError::new(StatusCode::UNAUTHORIZED, "invalid_client", description)
+}
+
+/// The client credentials of a request: HTTP Basic (`client_secret_basic`)
+/// or form fields (`client_secret_post`, or a bare `client_id` for `none`).
+/// Using two methods at once is refused.
+pub fn credentials(
+    req: &HttpRequest,
+    form: &[(String, String)],
+) -> Result<(String, Option<String>), OAuthError> {
+    let field = |n: &str| form.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let basic = match req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+    {
+        Some(h) if h.len() > 6 && h[..6].eq_ignore_ascii_case("basic ") => {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(h[6..].trim())
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| invalid_client("malformed Basic credentials"))?;
+            let (id, secret) = raw
+                .split_once(':')
+                .ok_or_else(|| invalid_client("malformed Basic credentials"))?;
+            // RFC 6749 §2.3.1: both parts are form-urlencoded.
+            let decode = |s: &str| -> String {
+                form_urlencoded::parse(format!("x={s}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default()
+            };
+            Some((decode(id), decode(secret)))
+        }
+        _ => None,
+    };
+    match (basic, field("client_id"), field("client_secret")) {
+        (Some(_), _, Some(_)) => Err(OAuthError::bad_request(
+            "invalid_request",
+            "use one client authentication method, not two",
+        )),
+        (Some((id, secret)), form_id, None) => {
+            if form_id.is_some_and(|f| f != id) {
+                return Err(OAuthError::bad_request(
+                    "invalid_request",
+                    "client_id differs from the authenticated client",
+                ));
+            }
+            Ok((id, Some(secret)))
+        }
+        (None, Some(id), secret) => Ok((id, secret)),
+        (None, None, _) => Err(invalid_client("client authentication is required")),
+    }
+}
+
+/// Authenticates the client of a request within an instance.
+pub async fn authenticate(
+    conn: &impl ConnectionTrait,
+    instance_id: &str,
+    req: &HttpRequest,
+    form: &[(String, String)],
+) -> Result<Client, OAuthError> {
+    let (id, secret) = credentials(req, form)?;
+    let client = get(conn, instance_id, &id)
+        .await?
+        .ok_or_else(|| invalid_client("unknown client or bad credentials"))?;
+    match (client.public, secret) {
+        (true, None) => Ok(client),
+        (true, Some(_)) => Err(invalid_client("a public client has no secret")),
+        (false, Some(secret)) => {
+            let given = hex::encode(Sha256::digest(secret.as_bytes()));
+            if bool::from(given.as_bytes().ct_eq(client.secret_hash.as_bytes())) {
+                Ok(client)
+            } else {
+                Err(invalid_client("unknown client or bad credentials"))
+            }
+        }
+        (false, None) => Err(invalid_client(
+            "this client must authenticate with its secret",
+        )),
+    }
+}

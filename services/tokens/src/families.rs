@@ -1,0 +1,414 @@
+//! Token families: the event-sourced write model of the token service.
+//!
+//! A family is the line of tokens descending from one authorization code
+//! (its id is the code's id, so a second redemption finds the stream taken:
+//! that is single use) or from one client_credentials issuance. Refresh
+//! tokens rotate inside it; reuse of a spent one, or a replayed code,
+//! revokes the whole family. The projections `tokens_families`,
+//! `tokens_access_tokens`, `tokens_refresh_tokens` are written in the
+//! append's transaction, so once a revoke call has returned every replica
+//! reading the database sees the tokens inactive.
+
+use std::collections::HashMap;
+
+use gatehouse_platform::db::{self, col};
+use gatehouse_platform::eventstore::{
+    AppendError, EventMeta, EventStore, NewEvent, RecordedEvent, Stream,
+};
+use gatehouse_proto::event_types as et;
+use gatehouse_proto::stream_types as st;
+use gatehouse_proto::v1::{self, Envelope, IssuedToken};
+use prost::Message;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr};
+
+pub const STORE: EventStore = EventStore::new("tokens", "tokens_events");
+
+pub fn stream_id(family_id: &str) -> String {
+    format!("token_family:{family_id}")
+}
+
+pub fn event<M: Message>(event_type: &'static str, msg: &M) -> NewEvent {
+    NewEvent {
+        event_type,
+        payload: msg.encode_to_vec(),
+    }
+}
+
+/// A family as folded from its events.
+#[derive(Debug, Default)]
+pub struct Family {
+    pub version: i64,
+    pub revoked: bool,
+    /// The first token: client, user, scope and audience of the family.
+    pub origin: Option<IssuedToken>,
+    /// Refresh token hash → (spent, expires at).
+    pub refresh: HashMap<String, (bool, i64)>,
+}
+
+pub fn fold(events: &[RecordedEvent]) -> Family {
+    let mut f = Family::default();
+    for ev in events {
+        f.version = ev.stream_version;
+        let p = ev.payload.as_slice();
+        let token = match ev.event_type.as_str() {
+            et::TOKEN_ISSUED => v1::TokenIssued::decode(p).ok().and_then(|m| m.token),
+            et::TOKEN_REFRESHED => v1::TokenRefreshed::decode(p).ok().and_then(|m| {
+                if let Some(r) = f.refresh.get_mut(&m.used_refresh_token_hash) {
+                    r.0 = true;
+                }
+                m.token
+            }),
+            et::TOKEN_FAMILY_REVOKED => {
+                f.revoked = true;
+                None
+            }
+            _ => None,
+        };
+        if let Some(t) = token {
+            if !t.refresh_token_hash.is_empty() {
+                f.refresh.insert(
+                    t.refresh_token_hash.clone(),
+                    (false, t.refresh_expires_at_ms),
+                );
+            }
+            if f.origin.is_none() {
+                f.origin = Some(t);
+            }
+        }
+    }
+    f
+}
+
+/// Appends to a family and projects, inside `txn`.
+pub async fn append(
+    txn: &DatabaseTransaction,
+    family_id: &str,
+    version: i64,
+    events: &[NewEvent],
+    meta: &EventMeta,
+    now_ms: i64,
+) -> Result<Vec<RecordedEvent>, AppendError> {
+    let id = stream_id(family_id);
+    let recorded = STORE
+        .append(
+            txn,
+            Stream {
+                id: &id,
+                kind: st::TOKEN_FAMILY,
+                version,
+            },
+            events,
+            meta,
+            now_ms,
+        )
+        .await?;
+    for ev in &recorded {
+        project(txn, ev).await?;
+    }
+    Ok(recorded)
+}
+
+pub fn revoked_event(origin: &IssuedToken, reason: &str) -> NewEvent {
+    event(
+        et::TOKEN_FAMILY_REVOKED,
+        &v1::TokenFamilyRevoked {
+            family_id: origin.family_id.clone(),
+            client_id: origin.client_id.clone(),
+            user_id: origin.user_id.clone(),
+            reason: reason.to_owned(),
+        },
+    )
+}
+
+async fn insert_token(
+    conn: &impl ConnectionTrait,
+    instance_id: &str,
+    t: &IssuedToken,
+    now_ms: i64,
+) -> Result<(), DbErr> {
+    db::exec(
+        conn,
+        "INSERT INTO tokens_access_tokens (jti, instance_id, family_id, client_id, subject, user_id, \
+         scope, audience, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        vec![
+            t.token_id.clone().into(),
+            instance_id.into(),
+            t.family_id.clone().into(),
+            t.client_id.clone().into(),
+            t.subject.clone().into(),
+            t.user_id.clone().into(),
+            t.scope.clone().into(),
+            t.audience.clone().into(),
+            now_ms.into(),
+            t.expires_at_ms.into(),
+        ],
+    )
+    .await?;
+    if !t.refresh_token_hash.is_empty() {
+        db::exec(
+            conn,
+            "INSERT INTO tokens_refresh_tokens (token_hash, instance_id, family_id, access_token_id, \
+             client_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            vec![
+                t.refresh_token_hash.clone().into(),
+                instance_id.into(),
+                t.family_id.clone().into(),
+                t.token_id.clone().into(),
+                t.client_id.clone().into(),
+                now_ms.into(),
+                t.refresh_expires_at_ms.into(),
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn project(conn: &impl ConnectionTrait, ev: &RecordedEvent) -> Result<(), DbErr> {
+    let bad = |e: prost::DecodeError| DbErr::Custom(format!("undecodable {}: {e}", ev.event_type));
+    let instance = ev.meta.instance_id.as_str();
+    let at = ev.recorded_at_ms;
+    match ev.event_type.as_str() {
+        et::TOKEN_ISSUED => {
+            let m = v1::TokenIssued::decode(ev.payload.as_slice()).map_err(bad)?;
+            let Some(t) = m.token else {
+                return Err(DbErr::Custom("token.issued without a token".into()));
+            };
+            db::exec(
+                conn,
+                "INSERT INTO tokens_families (id, instance_id, client_id, user_id, created_at) \
+                 VALUES ($1, $2, $3, $4, $5)",
+                vec![
+                    t.family_id.clone().into(),
+                    instance.into(),
+                    t.client_id.clone().into(),
+                    t.user_id.clone().into(),
+                    at.into(),
+                ],
+            )
+            .await?;
+            insert_token(conn, instance, &t, at).await?;
+        }
+        et::TOKEN_REFRESHED => {
+            let m = v1::TokenRefreshed::decode(ev.payload.as_slice()).map_err(bad)?;
+            db::exec(
+                conn,
+                "UPDATE tokens_refresh_tokens SET used_at = $2 WHERE token_hash = $1",
+                vec![m.used_refresh_token_hash.into(), at.into()],
+            )
+            .await?;
+            if let Some(t) = m.token {
+                insert_token(conn, instance, &t, at).await?;
+            }
+        }
+        et::TOKEN_FAMILY_REVOKED => {
+            let m = v1::TokenFamilyRevoked::decode(ev.payload.as_slice()).map_err(bad)?;
+            let values = || {
+                vec![
+                    m.family_id.clone().into(),
+                    at.into(),
+                    m.reason.clone().into(),
+                ]
+            };
+            db::exec(
+                conn,
+                "UPDATE tokens_families SET revoked_at = $2, revocation_reason = $3 \
+                 WHERE id = $1 AND revoked_at IS NULL",
+                values(),
+            )
+            .await?;
+            db::exec(
+                conn,
+                "UPDATE tokens_access_tokens SET revoked_at = $2, revocation_reason = $3 \
+                 WHERE family_id = $1 AND revoked_at IS NULL",
+                values(),
+            )
+            .await?;
+            db::exec(
+                conn,
+                "UPDATE tokens_refresh_tokens SET revoked_at = $2 WHERE family_id = $1 AND revoked_at IS NULL",
+                vec![m.family_id.into(), at.into()],
+            )
+            .await?;
+        }
+        other => tracing::warn!(event_type = other, "unknown token event ignored"),
+    }
+    Ok(())
+}
+
+pub async fn rebuild(db: &DatabaseConnection) -> Result<u64, DbErr> {
+    STORE
+        .rebuild(
+            db,
+            &[
+                "tokens_refresh_tokens",
+                "tokens_access_tokens",
+                "tokens_families",
+            ],
+            Some(st::TOKEN_FAMILY),
+            |txn, ev| Box::pin(project(txn, ev)),
+        )
+        .await
+}
+
+/// Revokes the families of `client_id` (of one user, or all) that still
+/// stand; used by the consumer when a grant is revoked or a client deleted,
+/// inside its transaction.
+pub async fn revoke_matching(
+    txn: &DatabaseTransaction,
+    cause: &Envelope,
+    client_id: &str,
+    user_id: Option<&str>,
+    reason: &str,
+) -> Result<u64, DbErr> {
+    let mut sql = "SELECT id FROM tokens_families WHERE instance_id = $1 AND client_id = $2 \
+                   AND revoked_at IS NULL"
+        .to_owned();
+    let mut values: Vec<sea_orm::Value> = vec![cause.instance_id.clone().into(), client_id.into()];
+    if let Some(u) = user_id {
+        sql.push_str(" AND user_id = $3");
+        values.push(u.into());
+    }
+    let ids: Vec<String> = db::query_all(txn, &sql, values)
+        .await?
+        .iter()
+        .map(|r| col(r, "id"))
+        .collect::<Result<_, _>>()?;
+    let meta = EventMeta {
+        tenant_id: cause.tenant_id.clone(),
+        instance_id: cause.instance_id.clone(),
+        actor: format!("event:{}", cause.event_id),
+        trace_id: String::new(),
+    };
+    let mut n = 0;
+    for id in ids {
+        let family = fold(&STORE.load_stream(txn, &stream_id(&id)).await?);
+        let (Some(origin), false) = (family.origin, family.revoked) else {
+            continue;
+        };
+        // The consumer's transaction holds; a concurrent append makes it
+        // fail and the whole event is retried.
+        append(
+            txn,
+            &id,
+            family.version,
+            &[revoked_event(&origin, reason)],
+            &meta,
+            cause.occurred_at_ms,
+        )
+        .await
+        .map_err(|e| DbErr::Custom(e.to_string()))?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// A token's record: what verification answers besides the signature.
+#[derive(Debug, Clone)]
+pub struct TokenRecord {
+    pub jti: String,
+    pub instance_id: String,
+    pub family_id: String,
+    pub client_id: String,
+    pub subject: String,
+    pub user_id: String,
+    pub scope: String,
+    pub audience: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+    pub revocation_reason: Option<String>,
+}
+
+pub async fn access_token(
+    conn: &impl ConnectionTrait,
+    jti: &str,
+) -> Result<Option<TokenRecord>, DbErr> {
+    db::query_one(
+        conn,
+        "SELECT jti, instance_id, family_id, client_id, subject, user_id, scope, audience, created_at, \
+         expires_at, revoked_at, revocation_reason FROM tokens_access_tokens WHERE jti = $1",
+        vec![jti.into()],
+    )
+    .await?
+    .map(|r| {
+        Ok(TokenRecord {
+            jti: col(&r, "jti")?,
+            instance_id: col(&r, "instance_id")?,
+            family_id: col(&r, "family_id")?,
+            client_id: col(&r, "client_id")?,
+            subject: col(&r, "subject")?,
+            user_id: col(&r, "user_id")?,
+            scope: col(&r, "scope")?,
+            audience: col(&r, "audience")?,
+            created_at_ms: col(&r, "created_at")?,
+            expires_at_ms: col(&r, "expires_at")?,
+            revoked_at_ms: col(&r, "revoked_at")?,
+            revocation_reason: col(&r, "revocation_reason")?,
+        })
+    })
+    .transpose()
+}
+
+/// A refresh token's family, client and state by the token's hash.
+pub struct RefreshRecord {
+    pub instance_id: String,
+    pub family_id: String,
+    pub client_id: String,
+    pub access_token_id: String,
+    pub expires_at_ms: i64,
+    pub used: bool,
+    pub revoked: bool,
+}
+
+pub async fn refresh_token(
+    conn: &impl ConnectionTrait,
+    hash: &str,
+) -> Result<Option<RefreshRecord>, DbErr> {
+    db::query_one(
+        conn,
+        "SELECT instance_id, family_id, client_id, access_token_id, expires_at, used_at, revoked_at \
+         FROM tokens_refresh_tokens WHERE token_hash = $1",
+        vec![hash.into()],
+    )
+    .await?
+    .map(|r| {
+        Ok(RefreshRecord {
+            instance_id: col(&r, "instance_id")?,
+            family_id: col(&r, "family_id")?,
+            client_id: col(&r, "client_id")?,
+            access_token_id: col(&r, "access_token_id")?,
+            expires_at_ms: col(&r, "expires_at")?,
+            used: col::<Option<i64>>(&r, "used_at")?.is_some(),
+            revoked: col::<Option<i64>>(&r, "revoked_at")?.is_some(),
+        })
+    })
+    .transpose()
+}
+
+/// Appends `events` to a family in `txn` and commits. `Ok(false)` when
+/// another request appended first: the caller reloads and decides again
+/// (after a pause that grows with `attempt`).
+pub async fn commit(
+    platform: &gatehouse_platform::Platform,
+    txn: DatabaseTransaction,
+    family_id: &str,
+    version: i64,
+    events: &[NewEvent],
+    meta: &EventMeta,
+    attempt: u32,
+) -> Result<bool, DbErr> {
+    match append(&txn, family_id, version, events, meta, platform.now_ms()).await {
+        Ok(recorded) => {
+            txn.commit().await?;
+            platform.events_committed(STORE.table(), &recorded);
+            Ok(true)
+        }
+        Err(AppendError::Conflict { .. }) => {
+            drop(txn);
+            gatehouse_platform::eventstore::pause_after_conflict(attempt).await;
+            Ok(false)
+        }
+        Err(AppendError::Db(e)) => Err(e),
+    }
+}

@@ -1,0 +1,250 @@
+//! Per-instance signing keys: ES256 (P-256) by default, RS256 on request.
+//! One active key per instance signs; retired keys stay in the JWKS until
+//! every token they signed has expired. The key id is the RFC 7638
+//! thumbprint of the public key.
+//!
+//! Keys are created on first use. Each process caches the active key per
+//! instance for a short time and verification keys by id for as long as it
+//! lives (a key id never changes meaning).
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, RwLock};
+use std::time::{Duration, Instant};
+
+use gatehouse_platform::db::{self, col};
+use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use p256::pkcs8::{EncodePrivateKey, LineEnding};
+use rand::RngCore;
+use sea_orm::{ConnectionTrait, DbErr};
+use serde_json::Value;
+
+use crate::ACCESS_TOKEN_TTL_MS;
+
+/// How long a process trusts its cached active key before looking again
+/// (rotation elsewhere takes effect within this).
+const ACTIVE_TTL: Duration = Duration::from_secs(30);
+
+pub struct SigningKey {
+    pub kid: String,
+    pub alg: Algorithm,
+    pub encoding: EncodingKey,
+}
+
+pub struct VerifyingKey {
+    pub instance_id: String,
+    pub alg: Algorithm,
+    pub decoding: DecodingKey,
+}
+
+type ActiveCache = RwLock<HashMap<String, (Arc<SigningKey>, Instant)>>;
+static ACTIVE: LazyLock<ActiveCache> = LazyLock::new(Default::default);
+static VERIFYING: LazyLock<RwLock<HashMap<String, Arc<VerifyingKey>>>> =
+    LazyLock::new(Default::default);
+
+fn err(e: impl std::fmt::Display) -> DbErr {
+    DbErr::Custom(format!("signing key: {e}"))
+}
+
+fn alg_name(alg: Algorithm) -> &'static str {
+    match alg {
+        Algorithm::RS256 => "RS256",
+        _ => "ES256",
+    }
+}
+
+fn parse_alg(s: &str) -> Algorithm {
+    if s == "RS256" {
+        Algorithm::RS256
+    } else {
+        Algorithm::ES256
+    }
+}
+
+/// A new key pair: (kid, private PEM, public JWK).
+fn generate(alg: Algorithm) -> Result<(String, String, Jwk), DbErr> {
+    let pem = match alg {
+        Algorithm::RS256 => {
+            let mut rng = rsa::rand_core::OsRng;
+            let key = rsa::RsaPrivateKey::new(&mut rng, 2048).map_err(err)?;
+            rsa::pkcs8::EncodePrivateKey::to_pkcs8_pem(&key, rsa::pkcs8::LineEnding::LF)
+                .map_err(err)?
+                .to_string()
+        }
+        _ => {
+            let key = loop {
+                let mut bytes = [0u8; 32];
+                rand::rng().fill_bytes(&mut bytes);
+                if let Ok(k) = p256::SecretKey::from_slice(&bytes) {
+                    break k;
+                }
+            };
+            key.to_pkcs8_pem(LineEnding::LF).map_err(err)?.to_string()
+        }
+    };
+    let encoding = encoding_key(alg, &pem)?;
+    let mut jwk = Jwk::from_encoding_key(&encoding, alg).map_err(err)?;
+    let kid = jwk.thumbprint(ThumbprintHash::SHA256).map_err(err)?;
+    jwk.common.key_id = Some(kid.clone());
+    jwk.common.public_key_use = Some(jsonwebtoken::jwk::PublicKeyUse::Signature);
+    Ok((kid, pem, jwk))
+}
+
+fn encoding_key(alg: Algorithm, pem: &str) -> Result<EncodingKey, DbErr> {
+    match alg {
+        Algorithm::RS256 => EncodingKey::from_rsa_pem(pem.as_bytes()),
+        _ => EncodingKey::from_ec_pem(pem.as_bytes()),
+    }
+    .map_err(err)
+}
+
+async fn insert(
+    conn: &impl ConnectionTrait,
+    instance_id: &str,
+    alg: Algorithm,
+    now_ms: i64,
+) -> Result<String, DbErr> {
+    let (kid, pem, jwk) = generate(alg)?;
+    let jwk = serde_json::to_string(&jwk).map_err(err)?;
+    // Two processes may race to create an instance's first key: the unique
+    // index on active keys keeps one.
+    db::exec(
+        conn,
+        "INSERT INTO tokens_signing_keys (kid, instance_id, alg, private_pem, public_jwk, active, created_at) \
+         VALUES ($1, $2, $3, $4, $5, TRUE, $6) ON CONFLICT DO NOTHING",
+        vec![
+            kid.clone().into(),
+            instance_id.into(),
+            alg_name(alg).into(),
+            pem.into(),
+            jwk.into(),
+            now_ms.into(),
+        ],
+    )
+    .await?;
+    Ok(kid)
+}
+
+async fn load_active(
+    conn: &impl ConnectionTrait,
+    instance_id: &str,
+) -> Result<Option<SigningKey>, DbErr> {
+    db::query_one(
+        conn,
+        "SELECT kid, alg, private_pem FROM tokens_signing_keys WHERE instance_id = $1 AND active",
+        vec![instance_id.into()],
+    )
+    .await?
+    .map(|r| {
+        let alg = parse_alg(&col::<String>(&r, "alg")?);
+        let pem: String = col(&r, "private_pem")?;
+        Ok(SigningKey {
+            kid: col(&r, "kid")?,
+            alg,
+            encoding: encoding_key(alg, &pem)?,
+        })
+    })
+    .transpose()
+}
+
+/// The instance's active signing key, created (ES256) if it has none.
+pub async fn active(
+    conn: &impl ConnectionTrait,
+    instance_id: &str,
+    now_ms: i64,
+) -> Result<Arc<SigningKey>, DbErr> {
+    if let Ok(cache) = ACTIVE.read()
+        && let Some((k, at)) = cache.get(instance_id)
+        && at.elapsed() < ACTIVE_TTL
+    {
+        return Ok(k.clone());
+    }
+    let key = match load_active(conn, instance_id).await? {
+        Some(k) => k,
+        None => {
+            insert(conn, instance_id, Algorithm::ES256, now_ms).await?;
+            load_active(conn, instance_id)
+                .await?
+                .ok_or_else(|| err("no active key after creating one"))?
+        }
+    };
+    let key = Arc::new(key);
+    if let Ok(mut cache) = ACTIVE.write() {
+        cache.insert(instance_id.to_owned(), (key.clone(), Instant::now()));
+    }
+    Ok(key)
+}
+
+/// Makes a new key (of `alg`) the instance's active one; the old one stays
+/// published until its tokens have expired. Returns the new key id.
+pub async fn rotate(
+    conn: &impl ConnectionTrait,
+    instance_id: &str,
+    alg: Algorithm,
+    now_ms: i64,
+) -> Result<String, DbErr> {
+    db::exec(
+        conn,
+        "UPDATE tokens_signing_keys SET active = FALSE, retired_at = $2 WHERE instance_id = $1 AND active",
+        vec![instance_id.into(), now_ms.into()],
+    )
+    .await?;
+    let kid = insert(conn, instance_id, alg, now_ms).await?;
+    if let Ok(mut cache) = ACTIVE.write() {
+        cache.remove(instance_id);
+    }
+    Ok(kid)
+}
+
+/// A verification key by id, with the instance it belongs to.
+pub async fn verifying(
+    conn: &impl ConnectionTrait,
+    kid: &str,
+) -> Result<Option<Arc<VerifyingKey>>, DbErr> {
+    if let Ok(cache) = VERIFYING.read()
+        && let Some(k) = cache.get(kid)
+    {
+        return Ok(Some(k.clone()));
+    }
+    if kid.len() > 100 {
+        return Ok(None);
+    }
+    let Some(r) = db::query_one(
+        conn,
+        "SELECT instance_id, alg, public_jwk FROM tokens_signing_keys WHERE kid = $1",
+        vec![kid.into()],
+    )
+    .await?
+    else {
+        return Ok(None);
+    };
+    let jwk: Jwk = serde_json::from_str(&col::<String>(&r, "public_jwk")?).map_err(err)?;
+    let key = Arc::new(VerifyingKey {
+        instance_id: col(&r, "instance_id")?,
+        alg: parse_alg(&col::<String>(&r, "alg")?),
+        decoding: DecodingKey::from_jwk(&jwk).map_err(err)?,
+    });
+    if let Ok(mut cache) = VERIFYING.write() {
+        cache.insert(kid.to_owned(), key.clone());
+    }
+    Ok(Some(key))
+}
+
+/// The instance's published keys: the active one and those retired less
+/// than a token lifetime ago.
+pub async fn jwks(
+    conn: &impl ConnectionTrait,
+    instance_id: &str,
+    now_ms: i64,
+) -> Result<Vec<Value>, DbErr> {
+    db::query_all(
+        conn,
+        "SELECT public_jwk FROM tokens_signing_keys WHERE instance_id = $1 \
+         AND (active OR retired_at > $2) ORDER BY active DESC, created_at DESC",
+        vec![instance_id.into(), (now_ms - ACCESS_TOKEN_TTL_MS).into()],
+    )
+    .await?
+    .iter()
+    .map(|r| serde_json::from_str(&col::<String>(r, "public_jwk")?).map_err(err))
+    .collect()
+}

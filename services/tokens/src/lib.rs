@@ -1,0 +1,150 @@
+//! The token service: the token endpoint, per-instance signing keys and
+//! JWKS, verification (introspection, userinfo, the Clerk-compatible verify
+//! endpoint), and revocation.
+//!
+//! It depends only on `gatehouse-platform` and `gatehouse-proto`. What it
+//! knows of OAuth clients comes from `gatehouse.oauth` events into its own
+//! table; authorization codes come sealed from the authorization service
+//! (`platform::oauth_code`).
+
+pub mod clients;
+pub mod families;
+pub mod keys;
+pub mod token;
+pub mod verify;
+
+use std::sync::Arc;
+
+use actix_web::{HttpResponse, web};
+use gatehouse_platform::bus::topics;
+use gatehouse_platform::consumer::ConsumerRunner;
+use gatehouse_platform::http::public_cors;
+use gatehouse_platform::oauth::paths;
+use gatehouse_platform::outbox::OutboxPublisher;
+use gatehouse_platform::tenancy::AdminAuth;
+use gatehouse_platform::{ApiError, ApiResult, Platform, Worker, db};
+use sea_orm::{DatabaseConnection, DbErr};
+use serde::Deserialize;
+use serde_json::json;
+
+pub const SERVICE: &str = "tokens";
+/// Access tokens live an hour; refresh tokens 30 days (rotated on use).
+pub const ACCESS_TOKEN_TTL_MS: i64 = 60 * 60 * 1000;
+pub const REFRESH_TOKEN_TTL_MS: i64 = 30 * 24 * 60 * 60 * 1000;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let at = |p: &str| format!("/i/{{instance_id}}{p}");
+    cfg.service(
+        web::resource(at(paths::TOKEN))
+            .wrap(public_cors())
+            .post(token::token),
+    )
+    .service(
+        web::resource(at(paths::REVOKE))
+            .wrap(public_cors())
+            .post(verify::revoke),
+    )
+    .service(
+        web::resource(at(paths::INTROSPECT))
+            .wrap(public_cors())
+            .post(verify::introspect),
+    )
+    .service(
+        web::resource(at(paths::JWKS))
+            .wrap(public_cors())
+            .get(verify::jwks),
+    )
+    .service(
+        web::resource(at(paths::USERINFO))
+            .wrap(public_cors())
+            .get(verify::userinfo)
+            .post(verify::userinfo),
+    )
+    // The SDK calls it without the version prefix.
+    .service(web::resource("/oauth_applications/access_tokens/verify").post(verify::verify))
+    .service(web::resource("/v1/oauth_applications/access_tokens/verify").post(verify::verify))
+    .service(
+        web::resource("/admin/v1/instances/{instance_id}/signing_keys/rotate").post(rotate_key),
+    );
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    #[serde(default)]
+    alg: Option<String>,
+}
+
+/// Admin API: a new active signing key for the instance (ES256 unless
+/// `{"alg":"RS256"}`); the previous one stays in the JWKS until its tokens
+/// have expired.
+async fn rotate_key(
+    _admin: AdminAuth,
+    platform: web::Data<Platform>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let b: RotateBody = if body.is_empty() {
+        RotateBody::default()
+    } else {
+        gatehouse_platform::http::parse_json(&body)?
+    };
+    let alg = match b.alg.as_deref() {
+        None | Some("ES256") => jsonwebtoken::Algorithm::ES256,
+        Some("RS256") => jsonwebtoken::Algorithm::RS256,
+        Some(other) => {
+            return Err(ApiError::invalid_param(
+                "alg",
+                format!("alg {other:?} is not supported; use ES256 or RS256"),
+            ));
+        }
+    };
+    let id = path.into_inner();
+    if gatehouse_platform::tenancy::active_instance(platform.db(), &id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::not_found("instance"));
+    }
+    let txn = db::begin_write(platform.db()).await?;
+    let kid = keys::rotate(&txn, &id, alg, platform.now_ms()).await?;
+    txn.commit().await?;
+    Ok(HttpResponse::Ok()
+        .json(json!({ "object": "signing_key", "kid": kid, "alg": format!("{alg:?}") })))
+}
+
+/// Background tasks: the outbox of `tokens_events` and the clients consumer.
+pub fn workers(platform: &Platform) -> Vec<(&'static str, Worker)> {
+    let publisher = OutboxPublisher {
+        store: families::STORE,
+        topic_for: |_| topics::TOKENS,
+        db: platform.db().clone(),
+        bus: platform.bus().clone(),
+        clock: platform.clock().clone(),
+        metrics: platform.metrics().clone(),
+        appended: platform.appended_signal(),
+    };
+    let clients = ConsumerRunner {
+        projection: Arc::new(clients::Clients),
+        db: platform.db().clone(),
+        bus: platform.bus().clone(),
+        clock: platform.clock().clone(),
+        metrics: platform.metrics().clone(),
+    };
+    vec![
+        ("tokens.outbox", Box::pin(publisher.run())),
+        (clients::NAME, Box::pin(clients.run())),
+    ]
+}
+
+pub const PROJECTIONS: &[&str] = &["token_families", "token_clients"];
+
+pub async fn rebuild(db: &DatabaseConnection, projection: &str) -> Result<Option<u64>, DbErr> {
+    match projection {
+        "token_families" => families::rebuild(db).await.map(Some),
+        "token_clients" => gatehouse_platform::consumer::rebuild(db, &clients::Clients)
+            .await
+            .map(|g| Some(g as u64)),
+        _ => Ok(None),
+    }
+}

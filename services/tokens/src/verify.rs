@@ -1,0 +1,276 @@
+//! Everything that answers "is this token good?": JWKS, introspection
+//! (RFC 7662), revocation (RFC 7009), userinfo, and the Backend API verify
+//! endpoint wire-compatible with Clerk's.
+//!
+//! A token is active when its signature verifies with a key of the asking
+//! instance, it has not expired, and its record is not revoked. The record
+//! is read from the database on every check, so a revocation committed by
+//! any replica is seen by every other at once.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use gatehouse_platform::eventstore::{EventMeta, MAX_ATTEMPTS};
+use gatehouse_platform::http::parse_json;
+use gatehouse_platform::oauth::OAuthError;
+use gatehouse_platform::tenancy::InstanceKey;
+use gatehouse_platform::{ApiError, ApiResult, Platform, db};
+use jsonwebtoken::{Validation, decode, decode_header};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::clients;
+use crate::families::{self, STORE, TokenRecord};
+use crate::keys;
+use crate::token::{hash, instance, read_form};
+
+#[derive(Deserialize)]
+struct JwtClaims {
+    iss: String,
+    jti: String,
+}
+
+/// The record of a validly signed access token of `instance_id` (revoked
+/// or expired ones included); `None` for anything else.
+pub async fn inspect(
+    platform: &Platform,
+    instance_id: &str,
+    token: &str,
+) -> Result<Option<TokenRecord>, sea_orm::DbErr> {
+    if token.len() > 8192 {
+        return Ok(None);
+    }
+    let Ok(header) = decode_header(token) else {
+        return Ok(None);
+    };
+    if header.typ.as_deref() != Some("at+jwt") {
+        return Ok(None);
+    }
+    let Some(kid) = header.kid else {
+        return Ok(None);
+    };
+    let Some(key) = keys::verifying(platform.db(), &kid).await? else {
+        return Ok(None);
+    };
+    if key.instance_id != instance_id || key.alg != header.alg {
+        return Ok(None);
+    }
+    let mut v = Validation::new(key.alg);
+    v.validate_exp = false;
+    v.validate_aud = false;
+    v.set_required_spec_claims(&["exp", "iat", "iss", "sub", "jti"]);
+    let issuer = platform.issuer(instance_id);
+    v.set_issuer(&[issuer.as_str()]);
+    let Ok(data) = decode::<JwtClaims>(token, &key.decoding, &v) else {
+        return Ok(None);
+    };
+    if data.claims.iss != issuer {
+        return Ok(None);
+    }
+    Ok(families::access_token(platform.db(), &data.claims.jti)
+        .await?
+        .filter(|r| r.instance_id == instance_id))
+}
+
+fn active(r: &TokenRecord, now_ms: i64) -> bool {
+    r.revoked_at_ms.is_none() && now_ms < r.expires_at_ms
+}
+
+pub async fn jwks(
+    platform: web::Data<Platform>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, OAuthError> {
+    let instance = instance(&platform, &path).await?;
+    let now = platform.now_ms();
+    // Make sure the instance has a key to publish before anyone needs one.
+    keys::active(platform.db(), instance.id.as_str(), now).await?;
+    let keys = keys::jwks(platform.db(), instance.id.as_str(), now).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("cache-control", "public, max-age=300"))
+        .json(json!({ "keys": keys })))
+}
+
+/// RFC 7662, for authenticated clients of the instance.
+pub async fn introspect(
+    platform: web::Data<Platform>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, OAuthError> {
+    let instance = instance(&platform, &path).await?;
+    let form = read_form(&req, &body)?;
+    clients::authenticate(platform.db(), instance.id.as_str(), &req, &form).await?;
+    let token = form
+        .iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| OAuthError::bad_request("invalid_request", "token is required"))?;
+    let now = platform.now_ms();
+    let issuer = platform.issuer(instance.id.as_str());
+    let mut answer = json!({ "active": false });
+    if let Some(r) = inspect(&platform, instance.id.as_str(), token).await?
+        && active(&r, now)
+    {
+        answer = json!({
+            "active": true,
+            "token_type": "Bearer",
+            "scope": r.scope,
+            "client_id": r.client_id,
+            "sub": r.subject,
+            "aud": if r.audience.is_empty() { r.client_id.clone() } else { r.audience.clone() },
+            "iss": issuer,
+            "exp": r.expires_at_ms / 1000,
+            "iat": r.created_at_ms / 1000,
+            "jti": r.jti,
+        });
+    } else if let Some(rt) = families::refresh_token(platform.db(), &hash(token)).await?
+        && rt.instance_id == instance.id.as_str()
+        && !rt.used
+        && !rt.revoked
+        && now < rt.expires_at_ms
+    {
+        answer = json!({
+            "active": true,
+            "token_type": "refresh_token",
+            "client_id": rt.client_id,
+            "exp": rt.expires_at_ms / 1000,
+            "iss": issuer,
+        });
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header(("cache-control", "no-store"))
+        .json(answer))
+}
+
+/// Revokes a family, retrying when a concurrent append wins the race.
+pub async fn revoke_family(
+    platform: &Platform,
+    meta: &EventMeta,
+    family_id: &str,
+    reason: &str,
+) -> Result<bool, sea_orm::DbErr> {
+    for attempt in 0..MAX_ATTEMPTS {
+        let txn = db::begin_write(platform.db()).await?;
+        let family = families::fold(
+            &STORE
+                .load_stream(&txn, &families::stream_id(family_id))
+                .await?,
+        );
+        let (Some(origin), false) = (family.origin, family.revoked) else {
+            return Ok(false);
+        };
+        let ev = families::revoked_event(&origin, reason);
+        if families::commit(
+            platform,
+            txn,
+            family_id,
+            family.version,
+            &[ev],
+            meta,
+            attempt,
+        )
+        .await?
+        {
+            return Ok(true);
+        }
+    }
+    Err(sea_orm::DbErr::Custom("token family kept changing".into()))
+}
+
+/// RFC 7009: the client revokes its own access or refresh token (and so its
+/// whole family). Unknown tokens are answered 200 as the RFC asks.
+pub async fn revoke(
+    platform: web::Data<Platform>,
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> Result<HttpResponse, OAuthError> {
+    let instance = instance(&platform, &path).await?;
+    let form = read_form(&req, &body)?;
+    let client = clients::authenticate(platform.db(), instance.id.as_str(), &req, &form).await?;
+    let token = form
+        .iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.as_str())
+        .ok_or_else(|| OAuthError::bad_request("invalid_request", "token is required"))?;
+    let family = match inspect(&platform, instance.id.as_str(), token).await? {
+        Some(r) if r.client_id == client.client_id => Some(r.family_id),
+        Some(_) => None,
+        None => families::refresh_token(platform.db(), &hash(token))
+            .await?
+            .filter(|r| r.instance_id == instance.id.as_str() && r.client_id == client.client_id)
+            .map(|r| r.family_id),
+    };
+    if let Some(f) = family {
+        let meta = EventMeta {
+            tenant_id: instance.tenant_id.to_string(),
+            instance_id: instance.id.to_string(),
+            actor: format!("client:{}", client.client_id),
+            trace_id: gatehouse_platform::http::current_trace_id(),
+        };
+        revoke_family(&platform, &meta, &f, "revoked").await?;
+    }
+    Ok(HttpResponse::Ok()
+        .insert_header(("cache-control", "no-store"))
+        .finish())
+}
+
+/// OpenID userinfo for an active user access token.
+pub async fn userinfo(
+    platform: web::Data<Platform>,
+    req: HttpRequest,
+    path: web::Path<String>,
+) -> Result<HttpResponse, OAuthError> {
+    let instance = instance(&platform, &path).await?;
+    let unauthorized = |d: &str| OAuthError::new(StatusCode::UNAUTHORIZED, "invalid_token", d);
+    let token = gatehouse_platform::http::bearer_token(&req)
+        .ok_or_else(|| unauthorized("a Bearer access token is required"))?;
+    let record = inspect(&platform, instance.id.as_str(), token)
+        .await?
+        .filter(|r| active(r, platform.now_ms()) && !r.user_id.is_empty())
+        .ok_or_else(|| unauthorized("the access token is not active"))?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("cache-control", "no-store"))
+        .json(json!({ "sub": record.user_id })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyBody {
+    access_token: String,
+}
+
+/// `POST /oauth_applications/access_tokens/verify` (and under `/v1`):
+/// Clerk's `clerk_idp_oauth_access_token` object, 404 for a token that is
+/// not this instance's.
+pub async fn verify(
+    InstanceKey(auth): InstanceKey,
+    platform: web::Data<Platform>,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let b: VerifyBody = parse_json(&body)?;
+    let r = inspect(&platform, auth.instance.id.as_str(), &b.access_token)
+        .await?
+        .ok_or_else(|| ApiError::not_found("OAuth access token"))?;
+    let now = platform.now_ms();
+    let scopes: Vec<&str> = r.scope.split(' ').filter(|s| !s.is_empty()).collect();
+    let aud: Value = if r.audience.is_empty() {
+        json!([r.client_id])
+    } else {
+        json!([r.audience])
+    };
+    Ok(HttpResponse::Ok().json(json!({
+        "object": "clerk_idp_oauth_access_token",
+        "id": r.jti,
+        "client_id": r.client_id,
+        "type": "oauth_token",
+        "subject": r.subject,
+        "scopes": scopes,
+        "revoked": r.revoked_at_ms.is_some(),
+        "revocation_reason": r.revocation_reason,
+        "expired": now >= r.expires_at_ms,
+        "expiration": r.expires_at_ms,
+        "created_at": r.created_at_ms,
+        "updated_at": r.revoked_at_ms.unwrap_or(r.created_at_ms),
+        "aud": aud,
+    })))
+}

@@ -1,0 +1,615 @@
+//! The token service end to end, in both shapes: authorization code + PKCE
+//! from a real authorize redirect, refresh rotation and reuse detection,
+//! code replay revoking what the code gave, client_credentials with each
+//! client authentication method, RFC 6749 errors, introspection,
+//! revocation, the Clerk-compatible verify endpoint, JWKS checked with an
+//! independent JWT library, key rotation, CORS, grant revocation reaching
+//! the tokens through the bus, a revocation seen at once by a second
+//! process, and instance isolation.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use common::browser::{Browser, hidden};
+use common::{Gatehouse, Mode};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+const REDIRECT: &str = "https://app.example/cb";
+
+struct Oauth<'a> {
+    g: &'a Gatehouse,
+    ins: String,
+}
+
+impl Oauth<'_> {
+    async fn post(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        basic: Option<(&str, &str)>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(form)
+            .finish();
+        let mut req = self
+            .g
+            .client
+            .post(self.g.url(&format!("/i/{}{path}", self.ins)))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        if let Some((id, secret)) = basic {
+            req = req.basic_auth(id, Some(secret));
+        }
+        let res = req.send().await.unwrap();
+        let (s, h) = (res.status().as_u16(), res.headers().clone());
+        (s, h, res.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn token(&self, form: &[(&str, &str)], basic: Option<(&str, &str)>) -> (u16, Value) {
+        let (s, h, b) = self.post("/oauth/token", form, basic).await;
+        assert_eq!(h.get("cache-control").unwrap(), "no-store", "{b}");
+        (s, b)
+    }
+}
+
+fn jwt_part(token: &str, i: usize) -> Value {
+    let part = token.split('.').nth(i).unwrap();
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(part)
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+async fn verify(g: &Gatehouse, key: &str, token: &str, path: &str) -> (u16, Value) {
+    g.call(
+        key,
+        Method::POST,
+        path,
+        Some(json!({ "access_token": token })),
+    )
+    .await
+}
+
+/// Signs in a new user and returns a code from the authorize redirect.
+async fn code_for(b: &mut Browser, authorize: &str) -> String {
+    let (s, h, _) = b.get(authorize).await;
+    assert_eq!(s, 302);
+    let loc = h.get("location").unwrap().to_str().unwrap().to_owned();
+    if loc.starts_with("/i/") {
+        let back = form_urlencoded::parse(loc.split_once('?').unwrap().1.as_bytes())
+            .find(|(k, _)| k == "redirect_url")
+            .unwrap()
+            .1
+            .into_owned();
+        let (_, _, html) = b.get("/sign-up").await;
+        let csrf = hidden(&html, "csrf_token");
+        let email = format!("{}@example.com", common::unique("tok"));
+        let (s, _, _) = b
+            .post(
+                "/sign-up",
+                &[
+                    ("csrf_token", &csrf),
+                    ("email", &email),
+                    ("password", "correct horse battery"),
+                    ("redirect_url", &back),
+                ],
+            )
+            .await;
+        assert_eq!(s, 303);
+        return Box::pin(code_for(b, authorize)).await;
+    }
+    form_urlencoded::parse(loc.split_once('?').unwrap().1.as_bytes())
+        .find(|(k, _)| k == "code")
+        .unwrap_or_else(|| panic!("no code in {loc}"))
+        .1
+        .into_owned()
+}
+
+async fn tokens_flow(mode: Mode) {
+    let g = Gatehouse::start(mode).await;
+    let t = g.tenant().await;
+    let (key, ins) = (t.dev.key.clone(), t.dev.id.clone());
+    let o = Oauth {
+        g: &g,
+        ins: ins.clone(),
+    };
+    let (s, public) = g
+        .call(&key, Method::POST, "/v1/oauth_applications",
+              Some(json!({ "name": "CLI", "public": true, "redirect_uris": [REDIRECT],
+                           "scopes": "openid email offline_access", "consent_screen_enabled": false })))
+        .await;
+    assert_eq!(s, 200, "{public}");
+    let pub_id = public["client_id"].as_str().unwrap().to_owned();
+    let (s, conf) = g
+        .call(
+            &key,
+            Method::POST,
+            "/v1/oauth_applications",
+            Some(
+                json!({ "name": "Worker", "redirect_uris": [REDIRECT], "scopes": "openid email" }),
+            ),
+        )
+        .await;
+    assert_eq!(s, 200, "{conf}");
+    let conf_id = conf["client_id"].as_str().unwrap().to_owned();
+    let conf_secret = conf["client_secret"].as_str().unwrap().to_owned();
+
+    // The token service learns of clients from events: wait for both.
+    let mut known = false;
+    for _ in 0..200 {
+        let (s, _) = o
+            .token(
+                &[("grant_type", "client_credentials")],
+                Some((&conf_id, &conf_secret)),
+            )
+            .await;
+        let (s2, b2) = o
+            .token(
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("client_id", &pub_id),
+                    ("code", "x"),
+                ],
+                None,
+            )
+            .await;
+        if s == 200 && s2 == 400 && b2["error"] == "invalid_grant" {
+            known = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(known, "clients never reached the token service");
+
+    // Authorization code + PKCE.
+    let authorize = {
+        let q: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs([
+                ("response_type", "code"),
+                ("client_id", pub_id.as_str()),
+                ("redirect_uri", REDIRECT),
+                ("scope", "openid email offline_access"),
+                ("code_challenge", CHALLENGE),
+                ("code_challenge_method", "S256"),
+                ("resource", "https://mcp.example/mcp"),
+                ("nonce", "n-1"),
+            ])
+            .finish();
+        format!("/oauth/authorize?{q}")
+    };
+    let mut b = Browser::new(&g, &ins);
+    let code = code_for(&mut b, &authorize).await;
+    let exchange = |code: String, verifier: &'static str| {
+        vec![
+            ("grant_type", "authorization_code".to_owned()),
+            ("code", code),
+            ("redirect_uri", REDIRECT.to_owned()),
+            ("client_id", pub_id.clone()),
+            ("code_verifier", verifier.to_owned()),
+        ]
+    };
+    let send = |v: Vec<(&'static str, String)>| {
+        let o = &o;
+        async move {
+            let pairs: Vec<(&str, &str)> = v.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            o.token(&pairs, None).await
+        }
+    };
+    // Wrong verifier, missing verifier, wrong redirect: refused, code not spent.
+    let (s, e) = send(exchange(
+        code.clone(),
+        "wrong-verifier-wrong-verifier-wrong-verifier-x",
+    ))
+    .await;
+    assert_eq!(
+        (s, e["error"].as_str().unwrap()),
+        (400, "invalid_grant"),
+        "{e}"
+    );
+    let mut no_verifier = exchange(code.clone(), VERIFIER);
+    no_verifier.retain(|(k, _)| *k != "code_verifier");
+    let (s, e) = send(no_verifier).await;
+    assert_eq!((s, e["error"].as_str().unwrap()), (400, "invalid_request"));
+    let mut bad_redirect = exchange(code.clone(), VERIFIER);
+    bad_redirect[2].1 = "https://app.example/other".into();
+    let (s, e) = send(bad_redirect).await;
+    assert_eq!((s, e["error"].as_str().unwrap()), (400, "invalid_grant"));
+    let (s, tok) = send(exchange(code.clone(), VERIFIER)).await;
+    assert_eq!(s, 200, "{tok}");
+    assert_eq!(tok["token_type"], "Bearer");
+    assert_eq!(tok["expires_in"], 3600);
+    assert_eq!(tok["scope"], "openid email offline_access");
+    let access = tok["access_token"].as_str().unwrap().to_owned();
+    let header = jwt_part(&access, 0);
+    assert_eq!(header["typ"], "at+jwt");
+    assert_eq!(header["alg"], "ES256");
+    let claims = jwt_part(&access, 1);
+    let issuer = g.url(&format!("/i/{ins}"));
+    assert_eq!(claims["iss"], issuer.as_str());
+    assert_eq!(claims["aud"], "https://mcp.example/mcp");
+    assert_eq!(claims["client_id"], pub_id.as_str());
+    assert!(claims["sub"].as_str().unwrap().starts_with("user_"));
+    assert!(
+        claims["jti"].is_string()
+            && claims["exp"].as_i64().unwrap() > claims["iat"].as_i64().unwrap()
+    );
+    let id_token = jwt_part(tok["id_token"].as_str().unwrap(), 1);
+    assert_eq!(id_token["nonce"], "n-1");
+    assert_eq!(id_token["aud"], pub_id.as_str());
+
+    // The JWKS verifies it with an independent JWT library; tampering fails.
+    let res = g
+        .client
+        .get(g.url(&format!("/i/{ins}/.well-known/jwks.json")))
+        .header("origin", "https://spa.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers().get("access-control-allow-origin").unwrap(),
+        "*"
+    );
+    let jwks: jsonwebtoken::jwk::JwkSet = res.json().await.unwrap();
+    let jwk = jwks.find(header["kid"].as_str().unwrap()).unwrap();
+    let dk = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    v.set_audience(&["https://mcp.example/mcp"]);
+    v.set_issuer(&[issuer.as_str()]);
+    assert!(jsonwebtoken::decode::<Value>(&access, &dk, &v).is_ok());
+    let mut parts: Vec<String> = access.split('.').map(str::to_owned).collect();
+    let mut forged = claims.clone();
+    forged["sub"] = json!("user_someone_else");
+    parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(forged.to_string());
+    let tampered = parts.join(".");
+    assert!(jsonwebtoken::decode::<Value>(&tampered, &dk, &v).is_err());
+
+    // Verify endpoint (Clerk's shape), both paths; tampered and foreign: 404.
+    for path in [
+        "/oauth_applications/access_tokens/verify",
+        "/v1/oauth_applications/access_tokens/verify",
+    ] {
+        let (s, r) = verify(&g, &key, &access, path).await;
+        assert_eq!(s, 200, "{r}");
+        assert_eq!(r["object"], "clerk_idp_oauth_access_token");
+        assert_eq!(r["id"], claims["jti"]);
+        assert_eq!(r["client_id"], pub_id.as_str());
+        assert_eq!(r["subject"], claims["sub"]);
+        assert_eq!(r["scopes"], json!(["openid", "email", "offline_access"]));
+        assert_eq!(r["revoked"], false);
+        assert_eq!(r["expired"], false);
+        assert_eq!(r["aud"], json!(["https://mcp.example/mcp"]));
+        assert!(r["ratelimit"].is_null());
+    }
+    let vpath = "/oauth_applications/access_tokens/verify";
+    let (s, e) = verify(&g, &key, &tampered, vpath).await;
+    assert_eq!(s, 404);
+    common::assert_error_shape(s, &e);
+    let (s, _) = verify(&g, &key, "not-a-token", vpath).await;
+    assert_eq!(s, 404);
+    let (s, _) = verify(&g, &t.prod.key, &access, vpath).await;
+    assert_eq!(s, 404, "a token of instance A is not valid for B");
+    let (s, _) = verify(&g, "sk_test_nope", &access, vpath).await;
+    assert_eq!(s, 401);
+
+    // Replaying the code is refused and revokes what the code gave.
+    let (s, e) = send(exchange(code.clone(), VERIFIER)).await;
+    assert_eq!((s, e["error"].as_str().unwrap()), (400, "invalid_grant"));
+    let (_, r) = verify(&g, &key, &access, vpath).await;
+    assert_eq!(r["revoked"], true);
+    assert_eq!(r["revocation_reason"], "code_replay");
+    let refresh = tok["refresh_token"].as_str().unwrap();
+    let (s, e) = o
+        .token(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh),
+                ("client_id", &pub_id),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!((s, e["error"].as_str().unwrap()), (400, "invalid_grant"));
+
+    // Refresh rotation; reuse of a spent refresh token revokes the family.
+    let code = code_for(&mut b, &authorize).await;
+    let (s, tok) = send(exchange(code, VERIFIER)).await;
+    assert_eq!(s, 200);
+    let r1 = tok["refresh_token"].as_str().unwrap().to_owned();
+    let refresh_with = |r: String| {
+        let o = &o;
+        let id = pub_id.clone();
+        async move {
+            o.token(
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", &r),
+                    ("client_id", &id),
+                ],
+                None,
+            )
+            .await
+        }
+    };
+    let (s, tok2) = refresh_with(r1.clone()).await;
+    assert_eq!(s, 200, "{tok2}");
+    let r2 = tok2["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(r1, r2);
+    let a2 = tok2["access_token"].as_str().unwrap().to_owned();
+    let (s, _, info) = o
+        .post(
+            "/oauth/token_info",
+            &[("token", &a2)],
+            Some((&conf_id, &conf_secret)),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(info["active"], true, "{info}");
+    assert_eq!(info["client_id"], pub_id.as_str());
+    let (s, e) = refresh_with(r1.clone()).await;
+    assert_eq!((s, e["error"].as_str().unwrap()), (400, "invalid_grant"));
+    let (s, _) = refresh_with(r2.clone()).await;
+    assert_eq!(s, 400, "the whole family is revoked after reuse");
+    let (_, _, info) = o
+        .post(
+            "/oauth/token_info",
+            &[("token", &a2)],
+            Some((&conf_id, &conf_secret)),
+        )
+        .await;
+    assert_eq!(info, json!({ "active": false }));
+
+    // RFC 7009 revocation, seen at once by a second process.
+    let code = code_for(&mut b, &authorize).await;
+    let (_, tok) = send(exchange(code, VERIFIER)).await;
+    let a3 = tok["access_token"].as_str().unwrap().to_owned();
+    let sibling = if mode == Mode::Production {
+        Some(g.sibling().await)
+    } else {
+        None
+    };
+    let (s, _, _) = o
+        .post(
+            "/oauth/revoke",
+            &[("token", &a3), ("client_id", &pub_id)],
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let other = sibling.as_ref().unwrap_or(&g);
+    let (_, r) = verify(other, &key, &a3, vpath).await;
+    assert_eq!(r["revoked"], true, "{r}");
+    assert_eq!(r["revocation_reason"], "revoked");
+    let (s, _, _) = o
+        .post(
+            "/oauth/revoke",
+            &[("token", "unknown"), ("client_id", &pub_id)],
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "unknown tokens are fine to revoke");
+
+    // client_credentials and client authentication.
+    let (s, cc) = o
+        .token(
+            &[("grant_type", "client_credentials"), ("scope", "email")],
+            Some((&conf_id, &conf_secret)),
+        )
+        .await;
+    assert_eq!(s, 200, "{cc}");
+    assert!(cc.get("refresh_token").is_none());
+    assert_eq!(
+        jwt_part(cc["access_token"].as_str().unwrap(), 1)["sub"],
+        conf_id.as_str()
+    );
+    let (s, _) = o
+        .token(
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", &conf_id),
+                ("client_secret", &conf_secret),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "client_secret_post");
+    for (form, basic, status, error) in [
+        (
+            vec![("grant_type", "client_credentials")],
+            Some((conf_id.as_str(), "wrong")),
+            401,
+            "invalid_client",
+        ),
+        (
+            vec![("grant_type", "client_credentials")],
+            None,
+            401,
+            "invalid_client",
+        ),
+        (
+            vec![
+                ("grant_type", "client_credentials"),
+                ("client_secret", conf_secret.as_str()),
+            ],
+            Some((conf_id.as_str(), conf_secret.as_str())),
+            400,
+            "invalid_request",
+        ),
+        (
+            vec![
+                ("grant_type", "client_credentials"),
+                ("client_id", pub_id.as_str()),
+            ],
+            None,
+            400,
+            "unauthorized_client",
+        ),
+        (
+            vec![("grant_type", "client_credentials"), ("scope", "admin")],
+            Some((conf_id.as_str(), conf_secret.as_str())),
+            400,
+            "invalid_scope",
+        ),
+        (
+            vec![("grant_type", "password")],
+            Some((conf_id.as_str(), conf_secret.as_str())),
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            vec![],
+            Some((conf_id.as_str(), conf_secret.as_str())),
+            400,
+            "invalid_request",
+        ),
+        (
+            vec![
+                ("grant_type", "client_credentials"),
+                ("grant_type", "client_credentials"),
+            ],
+            Some((conf_id.as_str(), conf_secret.as_str())),
+            400,
+            "invalid_request",
+        ),
+    ] {
+        let (s, e) = o.token(&form, basic).await;
+        assert_eq!(
+            (s, e["error"].as_str().unwrap_or("")),
+            (status, error),
+            "{form:?}: {e}"
+        );
+    }
+    let res = g
+        .client
+        .post(g.url(&format!("/i/{ins}/oauth/token")))
+        .json(&json!({ "grant_type": "client_credentials" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 400, "JSON bodies are refused");
+    // Introspection needs client authentication.
+    let (s, _, _) = o.post("/oauth/token_info", &[("token", &a3)], None).await;
+    assert_eq!(s, 401);
+
+    // CORS preflight on the token endpoint.
+    let res = g
+        .client
+        .request(Method::OPTIONS, g.url(&format!("/i/{ins}/oauth/token")))
+        .header("origin", "https://spa.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success());
+    assert_eq!(
+        res.headers().get("access-control-allow-origin").unwrap(),
+        "*"
+    );
+    assert!(
+        res.headers()
+            .get("access-control-allow-credentials")
+            .is_none()
+    );
+
+    // Revoking the user's grant through the Backend API ends their tokens.
+    let code = code_for(&mut b, &authorize).await;
+    let (_, tok) = send(exchange(code, VERIFIER)).await;
+    let a4 = tok["access_token"].as_str().unwrap().to_owned();
+    let user = jwt_part(&a4, 1)["sub"].as_str().unwrap().to_owned();
+    let (s, _) = g
+        .call(
+            &key,
+            Method::DELETE,
+            &format!(
+                "/v1/users/{user}/oauth_grants/{}",
+                public["id"].as_str().unwrap()
+            ),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    let mut revoked = false;
+    for _ in 0..200 {
+        let (_, r) = verify(&g, &key, &a4, vpath).await;
+        if r["revoked"] == true {
+            assert_eq!(r["revocation_reason"], "grant_revoked");
+            revoked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(revoked, "grant revocation never reached the tokens");
+
+    // Key rotation: the old key stays published, new tokens use the new one.
+    let (s, rot) = g
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/instances/{ins}/signing_keys/rotate"),
+            Some(json!({ "alg": "RS256" })),
+        )
+        .await;
+    assert_eq!(s, 200, "{rot}");
+    let jwks: Value = g
+        .client
+        .get(g.url(&format!("/i/{ins}/.well-known/jwks.json")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "{jwks}");
+    // Processes cache the active key for up to 30 s; the rotating process sees it at once.
+    let (s, cc) = o
+        .token(
+            &[("grant_type", "client_credentials")],
+            Some((&conf_id, &conf_secret)),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let h = jwt_part(cc["access_token"].as_str().unwrap(), 0);
+    assert_eq!(h["alg"], "RS256");
+    assert_eq!(h["kid"], rot["kid"]);
+    let (s, r) = verify(&g, &key, cc["access_token"].as_str().unwrap(), vpath).await;
+    assert_eq!((s, r["revoked"].clone()), (200, json!(false)));
+    let (s, bad) = g
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/instances/{ins}/signing_keys/rotate"),
+            Some(json!({ "alg": "HS256" })),
+        )
+        .await;
+    assert_eq!(s, 422, "{bad}");
+
+    // Isolation: another instance's introspection does not know the token.
+    let po = Oauth {
+        g: &g,
+        ins: t.prod.id.clone(),
+    };
+    let (s, _, _) = po
+        .post(
+            "/oauth/token_info",
+            &[("token", &a4)],
+            Some((&conf_id, &conf_secret)),
+        )
+        .await;
+    assert_eq!(s, 401, "the client is not a client of the other instance");
+}
+
+#[tokio::test]
+async fn tokens_embedded() {
+    tokens_flow(Mode::Embedded).await;
+}
+
+#[tokio::test]
+async fn tokens_production_shape() {
+    tokens_flow(Mode::Production).await;
+}
