@@ -18,7 +18,7 @@ async fn sdk_drives_the_users_api(mode: Mode) {
             .exists(),
         "run `npm ci` in tests/e2e/clerk-sdk (scripts/test.sh does)"
     );
-    for script in ["users.mjs", "oauth_applications.mjs"] {
+    for script in ["users.mjs", "oauth_applications.mjs", "access_tokens.mjs"] {
         let out = Command::new("node")
             .arg(script)
             .current_dir(dir)

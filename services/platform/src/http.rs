@@ -318,17 +318,6 @@ pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn field_is_taken_from_serde_message() {
-        assert_eq!(field_of("unknown field `foo`, expected one of `a`"), "foo");
-        assert_eq!(field_of("invalid type: integer"), "body");
-    }
-}
-
 /// CORS for endpoints a public client calls from a browser (metadata, JWKS,
 /// token, revocation, introspection): any origin, answered with `*`, never
 /// with credentials; preflights are cached for a day.
@@ -344,4 +333,15 @@ pub fn public_cors() -> actix_cors::Cors {
         ])
         .expose_headers([actix_web::http::header::WWW_AUTHENTICATE])
         .max_age(86_400)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_is_taken_from_serde_message() {
+        assert_eq!(field_of("unknown field `foo`, expected one of `a`"), "foo");
+        assert_eq!(field_of("invalid type: integer"), "body");
+    }
 }

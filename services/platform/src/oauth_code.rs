@@ -126,6 +126,7 @@ impl CodeSealer {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

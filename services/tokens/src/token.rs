@@ -522,6 +522,7 @@ async fn client_credentials(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

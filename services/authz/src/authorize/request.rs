@@ -329,6 +329,7 @@ pub fn redirect_with(redirect_uri: &str, pairs: &[(&str, &str)]) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
