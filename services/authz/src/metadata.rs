@@ -35,16 +35,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 pub async fn document(platform: &Platform, instance_id: &str) -> ApiResult<Value> {
     let issuer = platform.issuer(instance_id);
     let url = |p: &str| format!("{issuer}{p}");
-    let mut scopes: Vec<String> = scopes::STANDARD
-        .iter()
-        .map(|(n, _)| (*n).to_owned())
-        .collect();
-    scopes.extend(
-        scopes::custom(platform.db(), instance_id)
-            .await?
-            .into_iter()
-            .map(|(n, _)| n),
-    );
+    let scopes = scopes::known(platform.db(), instance_id).await?;
     let client_auth = ["client_secret_basic", "client_secret_post", "none"];
     let mut doc = json!({
         "issuer": issuer,

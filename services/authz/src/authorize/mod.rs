@@ -14,14 +14,14 @@ pub mod request;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
+use gatehouse_platform::Platform;
 use gatehouse_platform::oauth_code::{AuthorizationCode, CODE_TTL_MS};
 use gatehouse_platform::tenancy::Authed;
-use gatehouse_platform::{ApiError, Platform};
 use gatehouse_proto::v1::UserState;
 
 use crate::hosted::pages::{
-    SESSION_COOKIE, base, csrf, csrf_ok, instance_of, message, page, page_with_csp,
-    with_csrf_cookie,
+    SESSION_COOKIE, base, csrf, csrf_ok, instance_of, message, page, page_with_csp, primary_email,
+    unavailable, with_csrf_cookie,
 };
 use crate::hosted::sessions;
 use crate::oauth_apps::{projection as apps, scopes};
@@ -70,16 +70,6 @@ struct GrantsPage<'a> {
     grants: Vec<GrantView>,
     revoke: &'a str,
     csrf_token: &'a str,
-}
-
-fn unavailable(e: impl std::fmt::Display) -> HttpResponse {
-    tracing::error!(error = %e, "authorize failed");
-    message(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Unavailable",
-        "Please try again shortly.",
-        None,
-    )
 }
 
 fn redirect(status: StatusCode, location: String) -> HttpResponse {
@@ -177,22 +167,14 @@ async fn signed_in(
         platform.now_ms(),
     )
     .await
-    .map_err(unavailable)?;
+    .map_err(|e| unavailable("authorize", e))?;
     let Some((_, user_id)) = session else {
         return Ok(None);
     };
     let user = users::get(platform.db(), instance_id, &user_id)
         .await
-        .map_err(unavailable)?;
+        .map_err(|e| unavailable("authorize", e))?;
     Ok(user.filter(|u| !u.banned))
-}
-
-fn primary_email(u: &UserState) -> String {
-    u.email_addresses
-        .iter()
-        .find(|e| e.id == u.primary_email_address_id)
-        .map(|e| e.email_address.clone())
-        .unwrap_or_default()
 }
 
 /// The authorize URL of a request, for returning to it after sign-in.
@@ -245,27 +227,35 @@ fn issue_code(
     redirect(status, request::redirect_with(&req.redirect_uri, &pairs))
 }
 
-/// Plain-language descriptions of scopes, custom ones from the instance.
-async fn describe(
+/// The instance's scope descriptions: the standard ones, then its custom ones.
+async fn descriptions(
     platform: &Platform,
     instance_id: &str,
-    names: &[String],
 ) -> Result<Vec<(String, String)>, HttpResponse> {
-    let custom = scopes::custom(platform.db(), instance_id)
-        .await
-        .map_err(unavailable)?;
-    Ok(names
+    let mut all: Vec<(String, String)> = scopes::STANDARD
+        .iter()
+        .map(|(n, d)| ((*n).to_owned(), (*d).to_owned()))
+        .collect();
+    all.extend(
+        scopes::custom(platform.db(), instance_id)
+            .await
+            .map_err(|e| unavailable("authorize", e))?,
+    );
+    Ok(all)
+}
+
+/// Each scope with its plain-language description (its name when it has none).
+fn describe(all: &[(String, String)], names: &[String]) -> Vec<(String, String)> {
+    names
         .iter()
         .map(|n| {
-            let text = scopes::STANDARD
+            let text = all
                 .iter()
                 .find(|(s, _)| s == n)
-                .map(|(_, d)| (*d).to_owned())
-                .or_else(|| custom.iter().find(|(s, _)| s == n).map(|(_, d)| d.clone()))
-                .unwrap_or_else(|| n.clone());
+                .map_or_else(|| n.clone(), |(_, d)| d.clone());
             (n.clone(), text)
         })
-        .collect())
+        .collect()
 }
 
 fn actor_for(instance: &gatehouse_platform::tenancy::Instance, user_id: &str) -> Authed {
@@ -309,7 +299,7 @@ async fn authorize(
     .await
     {
         Ok(g) => g.map(|g| g.scopes).unwrap_or_default(),
-        Err(e) => return unavailable(e),
+        Err(e) => return unavailable("authorize", e),
     };
     let covered = req.scopes.iter().all(|s| granted.contains(s));
     if req.client.consent_screen_enabled && (!covered || req.prompt == Prompt::Consent) {
@@ -345,7 +335,7 @@ async fn grant_and_issue(
         )
         .await;
         if let Err(e) = accepted {
-            return unavailable(e);
+            return unavailable("authorize", e);
         }
     }
     issue_code(platform, instance.id.as_str(), req, &user.user_id, status)
@@ -358,8 +348,8 @@ async fn consent_page(
     req: &AuthorizeRequest,
     user: &UserState,
 ) -> HttpResponse {
-    let described = match describe(platform, id, &req.scopes).await {
-        Ok(d) => d,
+    let described = match descriptions(platform, id).await {
+        Ok(all) => describe(&all, &req.scopes),
         Err(res) => return res,
     };
     let (token, fresh) = csrf(http);
@@ -468,20 +458,20 @@ async fn grants_page(
     };
     let list = match grants::list(platform.db(), &id, &user.user_id).await {
         Ok(l) => l,
-        Err(e) => return unavailable(e),
+        Err(e) => return unavailable("authorize", e),
     };
-    let mut views = Vec::with_capacity(list.len());
-    for g in list {
-        let scopes = match describe(&platform, &id, &g.scopes).await {
-            Ok(s) => s,
-            Err(res) => return res,
-        };
-        views.push(GrantView {
+    let all = match descriptions(&platform, &id).await {
+        Ok(a) => a,
+        Err(res) => return res,
+    };
+    let views: Vec<GrantView> = list
+        .into_iter()
+        .map(|g| GrantView {
+            scopes: describe(&all, &g.scopes),
             application_id: g.application_id,
             name: g.application_name,
-            scopes,
-        });
-    }
+        })
+        .collect();
     let (token, fresh) = csrf(&http);
     let revoke = format!("{}/account/grants/revoke", base(&id));
     let email = primary_email(&user);
@@ -527,6 +517,6 @@ async fn revoke_grant(
             StatusCode::SEE_OTHER,
             format!("{}/account/grants", base(&id)),
         ),
-        Err(ApiError { .. }) => unavailable("revoking a grant failed"),
+        Err(e) => unavailable("revoking a grant", e),
     }
 }

@@ -7,8 +7,9 @@ use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
+use gatehouse_platform::Platform;
 use gatehouse_platform::tenancy::{self, Authed, Instance};
-use gatehouse_platform::{ApiError, Platform};
+use gatehouse_proto::v1::UserState;
 use subtle::ConstantTimeEq;
 
 use super::sessions;
@@ -119,6 +120,26 @@ pub(crate) fn message(
     )
 }
 
+/// The 503 page, after logging what failed.
+pub(crate) fn unavailable(what: &str, e: impl std::fmt::Display) -> HttpResponse {
+    tracing::error!(error = %e, "{what} failed");
+    message(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Unavailable",
+        "Please try again shortly.",
+        None,
+    )
+}
+
+/// The address a user's pages show them as.
+pub(crate) fn primary_email(u: &UserState) -> String {
+    u.email_addresses
+        .iter()
+        .find(|e| e.id == u.primary_email_address_id)
+        .map(|e| e.email_address.clone())
+        .unwrap_or_default()
+}
+
 fn secure_cookies(platform: &Platform) -> bool {
     let url = &platform.settings().public_url;
     let local = ["http://localhost", "http://127.0.0.1", "http://[::1]"]
@@ -217,15 +238,7 @@ pub(crate) async fn instance_of(platform: &Platform, id: &str) -> Result<Instanc
             "There is no such application.",
             None,
         )),
-        Err(e) => {
-            tracing::error!(error = %e, "instance lookup failed");
-            Err(message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Unavailable",
-                "Please try again shortly.",
-                None,
-            ))
-        }
+        Err(e) => Err(unavailable("instance lookup", e)),
     }
 }
 
@@ -426,15 +439,7 @@ async fn signed_in_redirect(
             let _ = res.add_cookie(&cookie(platform, id, SESSION_COOKIE, token, SameSite::Lax));
             res
         }
-        Err(e) => {
-            tracing::error!(error = %e, "starting a session failed");
-            message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Unavailable",
-                "Please try again shortly.",
-                None,
-            )
-        }
+        Err(e) => unavailable("starting a session", e),
     }
 }
 
@@ -479,15 +484,7 @@ async fn sign_in(
     let (user_id, banned, hash) = match found {
         Ok(Some((u, b, h))) => (Some(u), b, h),
         Ok(None) => (None, false, None),
-        Err(e) => {
-            tracing::error!(error = %e, "credential lookup failed");
-            return message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Unavailable",
-                "Please try again shortly.",
-                None,
-            );
-        }
+        Err(e) => return unavailable("credential lookup", e),
     };
     let has_hash = hash.is_some();
     let ok = verify_password(
@@ -558,14 +555,7 @@ async fn sign_up(
     }
     let hash = match password::hash(sub.password.clone()).await {
         Ok(h) => h,
-        Err(_) => {
-            return message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Unavailable",
-                "Please try again shortly.",
-                None,
-            );
-        }
+        Err(e) => return unavailable("password hashing", e),
     };
     let actor = Authed::other(instance.clone(), "sign_up".to_owned());
     let new = NewUser {
@@ -596,12 +586,7 @@ async fn sign_up(
             StatusCode::CONFLICT,
             "An account with this email address already exists. Sign in instead.",
         ),
-        Err(ApiError { .. }) => message(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Unavailable",
-            "Please try again shortly.",
-            None,
-        ),
+        Err(e) => unavailable("sign-up", e),
     }
 }
 
@@ -630,14 +615,7 @@ async fn signed_in(
         .await
         .ok()
         .flatten();
-    let email = user
-        .and_then(|u| {
-            u.email_addresses
-                .iter()
-                .find(|e| e.id == u.primary_email_address_id)
-                .map(|e| e.email_address.clone())
-        })
-        .unwrap_or_default();
+    let email = user.as_ref().map(primary_email).unwrap_or_default();
     let (token, fresh) = csrf(&req);
     let sign_out = format!("{}/sign-out", base(&id));
     let html = SignedInPage {
@@ -675,13 +653,7 @@ async fn sign_out(
     {
         let actor = Authed::other(instance.clone(), format!("user:{uid}"));
         if let Err(e) = sessions::end(&platform, &actor, &sid, &uid, "sign_out").await {
-            tracing::error!(error = %e, "ending a session failed");
-            return message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Unavailable",
-                "Please try again shortly.",
-                None,
-            );
+            return unavailable("ending a session", e);
         }
     }
     let mut res = HttpResponse::SeeOther()
