@@ -54,3 +54,24 @@ pub mod stream_types {
     pub const OAUTH_GRANT: &str = "oauth_grant";
     pub const TOKEN_FAMILY: &str = "token_family";
 }
+
+/// The whole application state an `oauth_application.*` event carries;
+/// `None` for deletion and for every other event type.
+pub fn oauth_application_state(
+    event_type: &str,
+    payload: &[u8],
+) -> Result<Option<v1::OAuthApplicationState>, prost::DecodeError> {
+    use prost::Message;
+    Ok(match event_type {
+        event_types::OAUTH_APPLICATION_CREATED => {
+            v1::OAuthApplicationCreated::decode(payload)?.application
+        }
+        event_types::OAUTH_APPLICATION_UPDATED => {
+            v1::OAuthApplicationUpdated::decode(payload)?.application
+        }
+        event_types::OAUTH_APPLICATION_SECRET_ROTATED => {
+            v1::OAuthApplicationSecretRotated::decode(payload)?.application
+        }
+        _ => None,
+    })
+}

@@ -15,7 +15,7 @@ use gatehouse_platform::consumer::Projection;
 use gatehouse_platform::db::{self, col};
 use gatehouse_platform::oauth::OAuthError;
 use gatehouse_proto::event_types as et;
-use gatehouse_proto::v1::{self, Envelope, OAuthApplicationState as AppState};
+use gatehouse_proto::v1::{self, Envelope};
 use prost::Message;
 use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr};
 use sha2::{Digest, Sha256};
@@ -36,30 +36,6 @@ pub struct Client {
     pub public: bool,
     pub scopes: Vec<String>,
     pub grant_types: Vec<String>,
-}
-
-fn state_of(event: &Envelope) -> Result<Option<AppState>, DbErr> {
-    let p = event.payload.as_slice();
-    let bad =
-        |e: prost::DecodeError| DbErr::Custom(format!("undecodable {}: {e}", event.event_type));
-    Ok(match event.event_type.as_str() {
-        et::OAUTH_APPLICATION_CREATED => {
-            v1::OAuthApplicationCreated::decode(p)
-                .map_err(bad)?
-                .application
-        }
-        et::OAUTH_APPLICATION_UPDATED => {
-            v1::OAuthApplicationUpdated::decode(p)
-                .map_err(bad)?
-                .application
-        }
-        et::OAUTH_APPLICATION_SECRET_ROTATED => {
-            v1::OAuthApplicationSecretRotated::decode(p)
-                .map_err(bad)?
-                .application
-        }
-        _ => None,
-    })
 }
 
 #[async_trait]
@@ -112,7 +88,9 @@ impl Projection for Clients {
             }
             _ => {}
         }
-        let Some(a) = state_of(event)? else {
+        let Some(a) = gatehouse_proto::oauth_application_state(&event.event_type, &event.payload)
+            .map_err(bad)?
+        else {
             return Ok(());
         };
         let uris =

@@ -12,13 +12,13 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use gatehouse_platform::eventstore::{EventMeta, MAX_ATTEMPTS};
 use gatehouse_platform::http::parse_json;
 use gatehouse_platform::oauth::OAuthError;
-use gatehouse_platform::tenancy::InstanceKey;
+use gatehouse_platform::tenancy::{Instance, InstanceKey};
 use gatehouse_platform::{ApiError, ApiResult, Platform, db};
 use jsonwebtoken::{Validation, decode, decode_header};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::clients;
+use crate::clients::{self, Client};
 use crate::families::{self, STORE, TokenRecord};
 use crate::keys;
 use crate::token::{hash, instance, read_form};
@@ -89,6 +89,25 @@ pub async fn jwks(
         .json(json!({ "keys": keys })))
 }
 
+/// What introspection and revocation both read: the instance, the
+/// authenticated client and the `token` parameter.
+async fn token_request(
+    platform: &Platform,
+    req: &HttpRequest,
+    instance_id: &str,
+    body: &[u8],
+) -> Result<(Instance, Client, String), OAuthError> {
+    let instance = instance(platform, instance_id).await?;
+    let form = read_form(req, body)?;
+    let client = clients::authenticate(platform.db(), instance.id.as_str(), req, &form).await?;
+    let token = form
+        .into_iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v)
+        .ok_or_else(|| OAuthError::bad_request("invalid_request", "token is required"))?;
+    Ok((instance, client, token))
+}
+
 /// RFC 7662, for authenticated clients of the instance.
 pub async fn introspect(
     platform: web::Data<Platform>,
@@ -96,14 +115,8 @@ pub async fn introspect(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, OAuthError> {
-    let instance = instance(&platform, &path).await?;
-    let form = read_form(&req, &body)?;
-    clients::authenticate(platform.db(), instance.id.as_str(), &req, &form).await?;
-    let token = form
-        .iter()
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.as_str())
-        .ok_or_else(|| OAuthError::bad_request("invalid_request", "token is required"))?;
+    let (instance, _, token) = token_request(&platform, &req, &path, &body).await?;
+    let token = token.as_str();
     let now = platform.now_ms();
     let issuer = platform.issuer(instance.id.as_str());
     let mut answer = json!({ "active": false });
@@ -184,14 +197,8 @@ pub async fn revoke(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, OAuthError> {
-    let instance = instance(&platform, &path).await?;
-    let form = read_form(&req, &body)?;
-    let client = clients::authenticate(platform.db(), instance.id.as_str(), &req, &form).await?;
-    let token = form
-        .iter()
-        .find(|(k, _)| k == "token")
-        .map(|(_, v)| v.as_str())
-        .ok_or_else(|| OAuthError::bad_request("invalid_request", "token is required"))?;
+    let (instance, client, token) = token_request(&platform, &req, &path, &body).await?;
+    let token = token.as_str();
     let family = match inspect(&platform, instance.id.as_str(), token).await? {
         Some(r) if r.client_id == client.client_id => Some(r.family_id),
         Some(_) => None,

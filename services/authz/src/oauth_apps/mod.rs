@@ -42,17 +42,9 @@ pub struct App {
 }
 
 fn state_of(ev: &RecordedEvent) -> Option<AppState> {
-    let p = ev.payload.as_slice();
-    match ev.event_type.as_str() {
-        et::OAUTH_APPLICATION_CREATED => v1::OAuthApplicationCreated::decode(p).ok()?.application,
-        et::OAUTH_APPLICATION_UPDATED => v1::OAuthApplicationUpdated::decode(p).ok()?.application,
-        et::OAUTH_APPLICATION_SECRET_ROTATED => {
-            v1::OAuthApplicationSecretRotated::decode(p)
-                .ok()?
-                .application
-        }
-        _ => None,
-    }
+    gatehouse_proto::oauth_application_state(&ev.event_type, &ev.payload)
+        .ok()
+        .flatten()
 }
 
 pub fn fold(events: &[RecordedEvent]) -> Option<App> {

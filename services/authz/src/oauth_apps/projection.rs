@@ -15,20 +15,10 @@ pub async fn project(conn: &impl ConnectionTrait, ev: &RecordedEvent) -> Result<
     let bad = |e: prost::DecodeError| DbErr::Custom(format!("undecodable {}: {e}", ev.event_type));
     let p = ev.payload.as_slice();
     let state = match ev.event_type.as_str() {
-        et::OAUTH_APPLICATION_CREATED => {
-            v1::OAuthApplicationCreated::decode(p)
-                .map_err(bad)?
-                .application
-        }
-        et::OAUTH_APPLICATION_UPDATED => {
-            v1::OAuthApplicationUpdated::decode(p)
-                .map_err(bad)?
-                .application
-        }
-        et::OAUTH_APPLICATION_SECRET_ROTATED => {
-            v1::OAuthApplicationSecretRotated::decode(p)
-                .map_err(bad)?
-                .application
+        et::OAUTH_APPLICATION_CREATED
+        | et::OAUTH_APPLICATION_UPDATED
+        | et::OAUTH_APPLICATION_SECRET_ROTATED => {
+            gatehouse_proto::oauth_application_state(&ev.event_type, p).map_err(bad)?
         }
         et::OAUTH_APPLICATION_DELETED => {
             let m = v1::OAuthApplicationDeleted::decode(p).map_err(bad)?;
