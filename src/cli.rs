@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
@@ -52,6 +53,8 @@ pub struct EmbeddedArgs {
     pub log_format: Option<LogFormat>,
     #[command(flatten)]
     pub rate_limits: RateLimitArgs,
+    #[command(flatten)]
+    pub client_metadata: ClientMetadataArgs,
 }
 
 /// Backend API rate limits (per instance, per 10 seconds).
@@ -85,6 +88,52 @@ impl RateLimitArgs {
             replicas: self.replicas,
             enabled: !self.no_rate_limits,
         })
+    }
+}
+
+/// Fetching client ID metadata documents (https `client_id`s).
+#[derive(Args, Debug, Clone)]
+pub struct ClientMetadataArgs {
+    /// Fetch metadata documents from loopback and private addresses too.
+    /// Turns the SSRF protection off: development and tests only.
+    #[arg(long, env = "GATEHOUSE_CLIENT_METADATA_ALLOW_PRIVATE_NETWORKS")]
+    pub client_metadata_allow_private_networks: bool,
+    /// PEM file of extra root certificates trusted when fetching them.
+    #[arg(long, env = "GATEHOUSE_CLIENT_METADATA_CA_FILE")]
+    pub client_metadata_ca_file: Option<std::path::PathBuf>,
+}
+
+impl ClientMetadataArgs {
+    pub fn settings(
+        &self,
+    ) -> anyhow::Result<gatehouse_platform::client_metadata::ClientMetadataSettings> {
+        let extra_roots = match &self.client_metadata_ca_file {
+            None => Vec::new(),
+            Some(path) => {
+                let pem = std::fs::read(path).with_context(|| {
+                    format!("cannot read --client-metadata-ca-file {}", path.display())
+                })?;
+                let roots = reqwest::Certificate::from_pem_bundle(&pem).with_context(|| {
+                    format!(
+                        "--client-metadata-ca-file {} holds no PEM certificates",
+                        path.display()
+                    )
+                })?;
+                if roots.is_empty() {
+                    anyhow::bail!(
+                        "--client-metadata-ca-file {} holds no PEM certificates",
+                        path.display()
+                    );
+                }
+                roots
+            }
+        };
+        Ok(
+            gatehouse_platform::client_metadata::ClientMetadataSettings {
+                allow_private_networks: self.client_metadata_allow_private_networks,
+                extra_roots,
+            },
+        )
     }
 }
 
@@ -134,6 +183,8 @@ pub struct ServeArgs {
     pub log_format: Option<LogFormat>,
     #[command(flatten)]
     pub rate_limits: RateLimitArgs,
+    #[command(flatten)]
+    pub client_metadata: ClientMetadataArgs,
 }
 
 #[derive(Args, Debug, Clone)]

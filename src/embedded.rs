@@ -137,6 +137,7 @@ pub async fn run(args: EmbeddedArgs) -> anyhow::Result<()> {
             admin_token: Some(token.clone()),
             key_cache_ttl: Duration::from_secs(2),
             rate_limits: args.rate_limits.settings()?,
+            client_metadata: args.client_metadata.settings()?,
             code_sealer: code_sealer(&args)?,
         },
     );

@@ -181,6 +181,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             admin_token: args.admin_token,
             key_cache_ttl: Duration::from_secs(args.key_cache_seconds),
             rate_limits: args.rate_limits.settings()?,
+            client_metadata: args.client_metadata.settings()?,
             code_sealer,
         },
     );

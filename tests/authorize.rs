@@ -8,34 +8,14 @@
 
 mod common;
 
-use common::browser::{Browser, hidden};
+use common::browser::{Browser, consent_fields, hidden, location, param, submit_consent};
 use common::{Gatehouse, Mode};
 use reqwest::Method;
-use reqwest::header::HeaderMap;
 use serde_json::json;
 
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 const REDIRECT: &str = "https://app.example/cb";
 const RESOURCE: &str = "https://mcp.example/mcp";
-
-fn location(h: &HeaderMap) -> String {
-    h.get("location")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default()
-}
-
-/// The query parameters of a URL.
-fn params_of(url: &str) -> Vec<(String, String)> {
-    let q = url.split_once('?').map(|(_, q)| q).unwrap_or("");
-    form_urlencoded::parse(q.as_bytes()).into_owned().collect()
-}
-
-fn param(url: &str, name: &str) -> Option<String> {
-    params_of(url)
-        .into_iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
-}
 
 fn authorize_path(pairs: &[(&str, &str)]) -> String {
     let q: String = form_urlencoded::Serializer::new(String::new())
@@ -44,59 +24,13 @@ fn authorize_path(pairs: &[(&str, &str)]) -> String {
     format!("/oauth/authorize?{q}")
 }
 
-/// Every hidden field of the consent form.
-fn consent_fields(html: &str) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    for part in html.split("<input type=\"hidden\" name=\"").skip(1) {
-        let (name, rest) = part.split_once('"').unwrap();
-        let value = rest
-            .split("value=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap();
-        out.push((name.to_owned(), html_unescape(value)));
-    }
-    out
-}
-
-fn html_unescape(s: &str) -> String {
-    s.replace("&#x2f;", "/")
-        .replace("&#x3a;", ":")
-        .replace("&#39;", "'")
-        .replace("&quot;", "\"")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&#38;", "&")
-        .replace("&amp;", "&")
-}
-
-async fn submit_consent(b: &mut Browser, html: &str, decision: &str) -> (u16, String) {
-    let mut fields = consent_fields(html);
-    fields.push(("decision".into(), decision.into()));
-    let pairs: Vec<(&str, &str)> = fields
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let (s, h, _) = b.post("/oauth/authorize", &pairs).await;
-    (s, location(&h))
-}
-
 async fn authorize_flow(mode: Mode) {
     let g = Gatehouse::start(mode).await;
     let t = g.tenant().await;
     let (key, ins) = (t.dev.key.as_str(), t.dev.id.as_str());
     let issuer = g.url(&format!("/i/{ins}"));
-    let (s, _) = g
-        .call(
-            key,
-            Method::POST,
-            "/v1/oauth_scopes",
-            Some(json!({ "name": "files:read", "description": "Read the files you keep in Acme" })),
-        )
+    g.define_scope(key, "files:read", "Read the files you keep in Acme")
         .await;
-    assert_eq!(s, 200);
     let (s, app) = g
         .call(
             key,
@@ -206,25 +140,8 @@ async fn authorize_flow(mode: Mode) {
     );
     let back = param(&sign_in, "redirect_url").unwrap();
     assert!(back.starts_with(&format!("/i/{ins}/oauth/authorize?")));
-    let (s, _, html) = b
-        .get(&format!("/sign-up?{}", sign_in.split_once('?').unwrap().1))
-        .await;
-    assert_eq!(s, 200);
-    let csrf = hidden(&html, "csrf_token");
-    let email = format!("{}@example.com", common::unique("consent"));
-    let (s, h, _) = b
-        .post(
-            "/sign-up",
-            &[
-                ("csrf_token", &csrf),
-                ("email", &email),
-                ("password", "correct horse battery"),
-                ("redirect_url", &back),
-            ],
-        )
-        .await;
-    assert_eq!(s, 303);
-    assert_eq!(location(&h), back);
+    let (email, returned) = b.sign_up_from(&sign_in).await;
+    assert_eq!(returned, back);
 
     // The consent screen: name, logo, scope descriptions, resource, no framing.
     let (s, h, html) = b.get(&back).await;

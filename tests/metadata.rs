@@ -56,6 +56,7 @@ async fn metadata(mode: Mode) {
         assert_eq!(m["jwks_uri"], format!("{issuer}/.well-known/jwks.json"));
         assert_eq!(m["code_challenge_methods_supported"], json!(["S256"]));
         assert_eq!(m["authorization_response_iss_parameter_supported"], true);
+        assert_eq!(m["client_id_metadata_document_supported"], true);
         assert_eq!(m["response_types_supported"], json!(["code"]));
         assert!(
             m.get("registration_endpoint").is_none(),

@@ -13,7 +13,7 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
-use common::browser::{Browser, hidden};
+use common::browser::Browser;
 use common::{Gatehouse, Mode};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -84,26 +84,7 @@ async fn code_for(b: &mut Browser, authorize: &str) -> String {
     assert_eq!(s, 302);
     let loc = h.get("location").unwrap().to_str().unwrap().to_owned();
     if loc.starts_with("/i/") {
-        let back = form_urlencoded::parse(loc.split_once('?').unwrap().1.as_bytes())
-            .find(|(k, _)| k == "redirect_url")
-            .unwrap()
-            .1
-            .into_owned();
-        let (_, _, html) = b.get("/sign-up").await;
-        let csrf = hidden(&html, "csrf_token");
-        let email = format!("{}@example.com", common::unique("tok"));
-        let (s, _, _) = b
-            .post(
-                "/sign-up",
-                &[
-                    ("csrf_token", &csrf),
-                    ("email", &email),
-                    ("password", "correct horse battery"),
-                    ("redirect_url", &back),
-                ],
-            )
-            .await;
-        assert_eq!(s, 303);
+        b.sign_up_from(&loc).await;
         return Box::pin(code_for(b, authorize)).await;
     }
     form_urlencoded::parse(loc.split_once('?').unwrap().1.as_bytes())

@@ -19,6 +19,7 @@ mod m0009_dynamic_registration;
 mod m0010_sessions;
 mod m0011_oauth_grants;
 mod m0012_tokens;
+mod m0013_grant_client_names;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -40,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0010_sessions::Migration),
             Box::new(m0011_oauth_grants::Migration),
             Box::new(m0012_tokens::Migration),
+            Box::new(m0013_grant_client_names::Migration),
         ]
     }
 }

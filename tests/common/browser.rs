@@ -85,6 +85,30 @@ impl Browser {
         (s, h, res.text().await.unwrap())
     }
 
+    /// Answers a redirect to the sign-in page (`sign_in`, its `Location`) by
+    /// signing up a new user; returns the user's email and where sign-up
+    /// sends the browser back.
+    pub async fn sign_up_from(&mut self, sign_in: &str) -> (String, String) {
+        let back = param(sign_in, "redirect_url")
+            .unwrap_or_else(|| panic!("not a sign-in redirect: {sign_in}"));
+        let (_, _, html) = self.get("/sign-up").await;
+        let csrf = hidden(&html, "csrf_token");
+        let email = format!("{}@example.com", super::unique("user"));
+        let (s, h, _) = self
+            .post(
+                "/sign-up",
+                &[
+                    ("csrf_token", &csrf),
+                    ("email", &email),
+                    ("password", "correct horse battery"),
+                    ("redirect_url", &back),
+                ],
+            )
+            .await;
+        assert_eq!(s, 303, "sign-up failed");
+        (email, location(&h))
+    }
+
     pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> (u16, HeaderMap, String) {
         let body: String = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
@@ -104,4 +128,62 @@ impl Browser {
         }
         (s, h, res.text().await.unwrap())
     }
+}
+
+pub fn location(h: &HeaderMap) -> String {
+    h.get("location")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+/// The query parameters of a URL.
+pub fn params_of(url: &str) -> Vec<(String, String)> {
+    let q = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+    form_urlencoded::parse(q.as_bytes()).into_owned().collect()
+}
+
+pub fn param(url: &str, name: &str) -> Option<String> {
+    params_of(url)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
+/// Every hidden field of the consent form.
+pub fn consent_fields(html: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for part in html.split("<input type=\"hidden\" name=\"").skip(1) {
+        let (name, rest) = part.split_once('"').unwrap();
+        let value = rest
+            .split("value=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        out.push((name.to_owned(), html_unescape(value)));
+    }
+    out
+}
+
+pub fn html_unescape(s: &str) -> String {
+    s.replace("&#x2f;", "/")
+        .replace("&#x3a;", ":")
+        .replace("&#39;", "'")
+        .replace("&quot;", "\"")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&#38;", "&")
+        .replace("&amp;", "&")
+}
+
+pub async fn submit_consent(b: &mut Browser, html: &str, decision: &str) -> (u16, String) {
+    let mut fields = consent_fields(html);
+    fields.push(("decision".into(), decision.into()));
+    let pairs: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let (s, h, _) = b.post("/oauth/authorize", &pairs).await;
+    (s, location(&h))
 }

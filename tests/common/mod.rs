@@ -391,6 +391,19 @@ impl Gatehouse {
         b
     }
 
+    /// Defines a custom OAuth scope in the key's instance.
+    pub async fn define_scope(&self, key: &str, name: &str, description: &str) {
+        let (s, b) = self
+            .call(
+                key,
+                reqwest::Method::POST,
+                "/v1/oauth_scopes",
+                Some(json!({ "name": name, "description": description })),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+
     /// Waits until `f` holds, polling.
     pub async fn eventually<F, Fut>(&self, what: &str, secs: u64, mut f: F)
     where

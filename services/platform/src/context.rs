@@ -8,6 +8,7 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::Notify;
 
 use crate::bus::SharedBus;
+use crate::client_metadata::{ClientMetadataFetcher, ClientMetadataSettings};
 use crate::clock::SharedClock;
 use crate::metrics::Metrics;
 use crate::oauth_code::CodeSealer;
@@ -28,6 +29,8 @@ pub struct Settings {
     /// Seals authorization codes between the authorization and token
     /// services; every process of a deployment has the same one.
     pub code_sealer: CodeSealer,
+    /// How client ID metadata documents are fetched.
+    pub client_metadata: ClientMetadataSettings,
 }
 
 struct Inner {
@@ -40,6 +43,7 @@ struct Inner {
     keys: KeyCache,
     appended: Arc<Notify>,
     rate_limiter: RateLimiter,
+    client_metadata: ClientMetadataFetcher,
 }
 
 #[derive(Clone)]
@@ -57,7 +61,9 @@ impl Platform {
         let metrics = Metrics::new();
         let rate_limiter =
             RateLimiter::new(settings.rate_limits.clone(), redis.clone(), metrics.clone());
+        let client_metadata = ClientMetadataFetcher::new(&settings.client_metadata);
         Self(Arc::new(Inner {
+            client_metadata,
             db,
             bus,
             clock,
@@ -100,6 +106,10 @@ impl Platform {
 
     pub fn code_sealer(&self) -> &CodeSealer {
         &self.0.settings.code_sealer
+    }
+
+    pub fn client_metadata(&self) -> &ClientMetadataFetcher {
+        &self.0.client_metadata
     }
 
     pub fn rate_limiter(&self) -> &RateLimiter {

@@ -2,6 +2,7 @@
 //! crate and on `gatehouse-proto` only; they never call each other's code.
 
 pub mod bus;
+pub mod client_metadata;
 pub mod clock;
 pub mod consumer;
 pub mod db;

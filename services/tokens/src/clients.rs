@@ -11,6 +11,7 @@ use actix_web::http::StatusCode;
 use async_trait::async_trait;
 use base64::Engine;
 use gatehouse_platform::bus::topics;
+use gatehouse_platform::client_metadata;
 use gatehouse_platform::consumer::Projection;
 use gatehouse_platform::db::{self, col};
 use gatehouse_platform::oauth::OAuthError;
@@ -157,6 +158,23 @@ pub async fn get(
     .transpose()
 }
 
+/// A client identified by its metadata document URL: public, limited to
+/// the code flow. Its codes were issued by the authorization service after
+/// it fetched and checked the document, and are bound to this client ID and
+/// a PKCE challenge, so nothing more is needed here.
+fn metadata_document_client(instance_id: &str, client_id: &str) -> Option<Client> {
+    client_metadata::checked_url(client_id).ok()?;
+    Some(Client {
+        client_id: client_id.to_owned(),
+        instance_id: instance_id.to_owned(),
+        application_id: client_metadata::application_id(client_id),
+        secret_hash: String::new(),
+        public: true,
+        scopes: Vec::new(),
+        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+    })
+}
+
 fn invalid_client(description: &str) -> OAuthError {
     OAuthError::new(StatusCode::UNAUTHORIZED, "invalid_client", description)
 }
@@ -221,9 +239,11 @@ pub async fn authenticate(
     form: &[(String, String)],
 ) -> Result<Client, OAuthError> {
     let (id, secret) = credentials(req, form)?;
-    let client = get(conn, instance_id, &id)
-        .await?
-        .ok_or_else(|| invalid_client("unknown client or bad credentials"))?;
+    let client = match get(conn, instance_id, &id).await? {
+        Some(c) => c,
+        None => metadata_document_client(instance_id, &id)
+            .ok_or_else(|| invalid_client("unknown client or bad credentials"))?,
+    };
     match (client.public, secret) {
         (true, None) => Ok(client),
         (true, Some(_)) => Err(invalid_client("a public client has no secret")),

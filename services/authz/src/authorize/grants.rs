@@ -129,6 +129,8 @@ pub async fn accept(
                 client_id: app.client_id.clone(),
                 scopes: granted.join(" "),
                 consented,
+                client_name: app.name.clone(),
+                client_logo_url: app.client_image_url.clone(),
             },
         ))
     })
@@ -179,9 +181,10 @@ pub async fn project(conn: &impl ConnectionTrait, ev: &RecordedEvent) -> Result<
             db::exec(
                 conn,
                 "INSERT INTO authz_oauth_grants (user_id, application_id, instance_id, client_id, \
-                 scopes, consented, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $7) \
+                 scopes, consented, created_at, updated_at, client_name, client_logo_url) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9) \
                  ON CONFLICT (user_id, application_id) DO UPDATE SET scopes = $5, \
-                 consented = $6, updated_at = $7",
+                 consented = $6, updated_at = $7, client_name = $8, client_logo_url = $9",
                 vec![
                     m.user_id.into(),
                     m.application_id.into(),
@@ -190,6 +193,8 @@ pub async fn project(conn: &impl ConnectionTrait, ev: &RecordedEvent) -> Result<
                     m.scopes.into(),
                     m.consented.into(),
                     ev.recorded_at_ms.into(),
+                    m.client_name.into(),
+                    m.client_logo_url.into(),
                 ],
             )
             .await?;
@@ -233,9 +238,14 @@ pub struct Grant {
     pub updated_at_ms: i64,
 }
 
+/// Registered applications show their current name and logo; other
+/// clients (metadata documents) the ones consented to.
 const SELECT: &str = "SELECT g.user_id, g.application_id, g.client_id, g.scopes, g.consented, \
-    g.created_at, g.updated_at, a.name, a.client_image_url FROM authz_oauth_grants g \
-    JOIN authz_oauth_applications a ON a.id = g.application_id AND a.instance_id = g.instance_id";
+    g.created_at, g.updated_at, COALESCE(a.name, g.client_name) AS name, \
+    CASE WHEN a.id IS NULL THEN g.client_logo_url ELSE a.client_image_url END AS client_image_url \
+    FROM authz_oauth_grants g LEFT JOIN authz_oauth_applications a \
+    ON a.id = g.application_id AND a.instance_id = g.instance_id \
+    WHERE (a.id IS NOT NULL OR g.client_id LIKE 'https://%') AND";
 
 fn from_row(r: &sea_orm::QueryResult) -> Result<Grant, DbErr> {
     let scopes: String = col(r, "scopes")?;
@@ -264,7 +274,7 @@ pub async fn get(
 ) -> Result<Option<Grant>, DbErr> {
     db::query_one(
         conn,
-        &format!("{SELECT} WHERE g.instance_id = $1 AND g.user_id = $2 AND g.application_id = $3"),
+        &format!("{SELECT} g.instance_id = $1 AND g.user_id = $2 AND g.application_id = $3"),
         vec![instance_id.into(), user_id.into(), application_id.into()],
     )
     .await?
@@ -281,7 +291,7 @@ pub async fn list(
     db::query_all(
         conn,
         &format!(
-            "{SELECT} WHERE g.instance_id = $1 AND g.user_id = $2 \
+            "{SELECT} g.instance_id = $1 AND g.user_id = $2 \
              ORDER BY g.updated_at DESC, g.application_id"
         ),
         vec![instance_id.into(), user_id.into()],

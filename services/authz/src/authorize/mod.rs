@@ -15,6 +15,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use gatehouse_platform::Platform;
+use gatehouse_platform::client_metadata;
 use gatehouse_platform::oauth_code::{AuthorizationCode, CODE_TTL_MS};
 use gatehouse_platform::tenancy::Authed;
 use gatehouse_proto::v1::UserState;
@@ -24,6 +25,7 @@ use crate::hosted::pages::{
     unavailable, with_csrf_cookie,
 };
 use crate::hosted::sessions;
+use crate::oauth_apps::documents::{self, DocumentError};
 use crate::oauth_apps::{projection as apps, scopes};
 use crate::users::projection as users;
 use request::{AuthorizeRequest, Prompt, Rejection};
@@ -49,6 +51,8 @@ struct ConsentPage<'a> {
     app_name: &'a str,
     logo: Option<&'a str>,
     client_uri: Option<&'a str>,
+    /// For a metadata-document client: the host its details came from.
+    described_by: Option<&'a str>,
     email: &'a str,
     scopes: Vec<(String, String)>,
     resource: Option<&'a str>,
@@ -130,6 +134,24 @@ async fn parse(
 ) -> Result<AuthorizeRequest, Rejection> {
     let (params, repeated) = request::known_params(pairs);
     let client_id = request::client_id(&params, &repeated)?;
+    if client_metadata::is_metadata_url(&client_id) {
+        let client = documents::resolve(platform, instance_id, &client_id)
+            .await
+            .map_err(|e| match e {
+                DocumentError::Store(e) => {
+                    tracing::error!(error = %e, "scope lookup failed");
+                    Rejection::Page {
+                        title: "Unavailable".into(),
+                        message: "Please try again shortly.".into(),
+                    }
+                }
+                e => Rejection::Page {
+                    title: "Unknown application".into(),
+                    message: format!("{e}. You have not been sent anywhere."),
+                },
+            })?;
+        return request::check(client, params, &repeated);
+    }
     let client = match apps::by_client_id(platform.db(), instance_id, &client_id).await {
         Ok(Some(c)) => c,
         Ok(None) => {
@@ -355,6 +377,10 @@ async fn consent_page(
     let (token, fresh) = csrf(http);
     let action = format!("{}/oauth/authorize", base(id));
     let email = primary_email(user);
+    let described_by = client_metadata::is_metadata_url(&req.client.client_id)
+        .then(|| url::Url::parse(&req.client.client_id).ok())
+        .flatten()
+        .and_then(|u| u.host_str().map(str::to_owned));
     let html = ConsentPage {
         app_name: &req.client.name,
         logo: req
@@ -363,6 +389,7 @@ async fn consent_page(
             .as_deref()
             .filter(|u| u.starts_with("https://")),
         client_uri: req.client.client_uri.as_deref(),
+        described_by: described_by.as_deref(),
         email: &email,
         scopes: described,
         resource: req.resource.as_deref(),

@@ -4,6 +4,7 @@
 //! stored as SHA-256.
 
 pub mod api;
+pub mod documents;
 pub mod projection;
 pub mod registration;
 pub mod scopes;

@@ -187,17 +187,17 @@ async fn patch_settings(
 
 /// RFC 7591 §2 client metadata. Unknown fields are ignored, as the RFC asks.
 #[derive(Deserialize, Default)]
-struct ClientMetadata {
-    redirect_uris: Option<Vec<String>>,
-    client_name: Option<String>,
-    client_uri: Option<String>,
-    logo_uri: Option<String>,
-    scope: Option<String>,
-    grant_types: Option<Vec<String>>,
-    response_types: Option<Vec<String>>,
-    token_endpoint_auth_method: Option<String>,
+pub(super) struct ClientMetadata {
+    pub(super) redirect_uris: Option<Vec<String>>,
+    pub(super) client_name: Option<String>,
+    pub(super) client_uri: Option<String>,
+    pub(super) logo_uri: Option<String>,
+    pub(super) scope: Option<String>,
+    pub(super) grant_types: Option<Vec<String>>,
+    pub(super) response_types: Option<Vec<String>>,
+    pub(super) token_endpoint_auth_method: Option<String>,
     /// Only in RFC 7592 updates, where it must match.
-    client_id: Option<String>,
+    pub(super) client_id: Option<String>,
 }
 
 const AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post", "none"];
@@ -208,7 +208,7 @@ fn metadata_error(description: impl Into<String>) -> OAuthError {
 }
 
 /// Validates metadata into application state (without ids, secrets, times).
-fn to_state(m: ClientMetadata, known_scopes: &[String]) -> Result<AppState, OAuthError> {
+pub(super) fn to_state(m: ClientMetadata, known_scopes: &[String]) -> Result<AppState, OAuthError> {
     let method = m
         .token_endpoint_auth_method
         .unwrap_or_else(|| "client_secret_basic".to_owned());
