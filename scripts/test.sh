@@ -39,6 +39,13 @@ if ! port_open 9092; then
   wait_port 9092
 fi
 
+log "Chromium and ChromeDriver for the browser test"
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+fi
+
 log "npm packages for the Clerk SDK end-to-end test"
 (cd tests/e2e/clerk-sdk && npm ci --no-audit --no-fund --loglevel=error)
 

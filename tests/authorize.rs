@@ -31,19 +31,14 @@ async fn authorize_flow(mode: Mode) {
     let issuer = g.url(&format!("/i/{ins}"));
     g.define_scope(key, "files:read", "Read the files you keep in Acme")
         .await;
-    let (s, app) = g
-        .call(
+    let app = g
+        .create_app(
             key,
-            Method::POST,
-            "/v1/oauth_applications",
-            Some(
-                json!({ "name": "Acme Desktop", "public": true, "redirect_uris": [REDIRECT],
-                         "scopes": "openid email files:read",
-                         "client_image_url": "https://app.example/logo.png" }),
-            ),
+            json!({ "name": "Acme Desktop", "public": true, "redirect_uris": [REDIRECT],
+                    "scopes": "openid email files:read",
+                    "client_image_url": "https://app.example/logo.png" }),
         )
         .await;
-    assert_eq!(s, 200, "{app}");
     let client_id = app["client_id"].as_str().unwrap().to_owned();
     let app_id = app["id"].as_str().unwrap().to_owned();
     let good = |scope: &'static str| -> Vec<(&'static str, String)> {

@@ -391,6 +391,20 @@ impl Gatehouse {
         b
     }
 
+    /// Creates an OAuth application in the key's instance.
+    pub async fn create_app(&self, key: &str, body: Value) -> Value {
+        let (s, app) = self
+            .call(
+                key,
+                reqwest::Method::POST,
+                "/v1/oauth_applications",
+                Some(body),
+            )
+            .await;
+        assert_eq!(s, 200, "{app}");
+        app
+    }
+
     /// Defines a custom OAuth scope in the key's instance.
     pub async fn define_scope(&self, key: &str, name: &str, description: &str) {
         let (s, b) = self
