@@ -46,8 +46,10 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
 fi
 
-log "npm packages for the Clerk SDK end-to-end test"
-(cd tests/e2e/clerk-sdk && npm ci --no-audit --no-fund --loglevel=error)
+log "npm packages for the end-to-end tests (Clerk SDK, openid-client)"
+for pkg in tests/e2e/*/; do
+  (cd "$pkg" && npm ci --no-audit --no-fund --loglevel=error)
+done
 
 log "format and lints"
 cargo fmt --all --check

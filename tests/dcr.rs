@@ -181,13 +181,7 @@ async fn registration_lifecycle(mode: Mode) {
         assert_eq!(e["error"], "invalid_token");
     }
     // Another instance's endpoint does not know the client.
-    g.call(
-        &t.prod.key,
-        Method::PATCH,
-        "/v1/instance/oauth_application_settings",
-        Some(json!({ "dynamic_oauth_client_registration": true })),
-    )
-    .await;
+    g.enable_registration(&t.prod.key).await;
     let (s, _) = g
         .call(
             &token,

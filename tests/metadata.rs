@@ -82,15 +82,7 @@ async fn metadata(mode: Mode) {
     assert!(res.headers().get("access-control-allow-methods").is_some());
 
     // Registration on: the endpoint is published.
-    let (s, _) = g
-        .call(
-            &t.dev.key,
-            Method::PATCH,
-            "/v1/instance/oauth_application_settings",
-            Some(json!({ "dynamic_oauth_client_registration": true })),
-        )
-        .await;
-    assert_eq!(s, 200);
+    g.enable_registration(&t.dev.key).await;
     let (_, _, m) = fetch(&g, &urls(&g, ins)[0]).await;
     assert_eq!(
         m["registration_endpoint"],

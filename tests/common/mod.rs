@@ -98,6 +98,31 @@ impl Drop for TestDb {
     }
 }
 
+/// Runs `node <script>` in `tests/e2e/<package>` (its `npm ci` done by the
+/// test command) and checks it ends by printing `{"ok":true}`.
+pub fn run_node(package: &str, script: &str, env: &[(&str, &str)]) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/e2e")
+        .join(package);
+    assert!(
+        dir.join("node_modules").exists(),
+        "run `npm ci` in {} (scripts/test.sh does)",
+        dir.display()
+    );
+    let out = Command::new("node")
+        .arg(script)
+        .current_dir(&dir)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("{\"ok\":true}"),
+        "node {script} in {package} failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// The code-sealing secret every production-shaped test deployment shares.
 pub const CODE_SECRET: &str = "test-oauth-code-secret-0123456789abcdef";
 
@@ -403,6 +428,19 @@ impl Gatehouse {
             .await;
         assert_eq!(s, 200, "{app}");
         app
+    }
+
+    /// Turns dynamic client registration on in the key's instance.
+    pub async fn enable_registration(&self, key: &str) {
+        let (s, b) = self
+            .call(
+                key,
+                reqwest::Method::PATCH,
+                "/v1/instance/oauth_application_settings",
+                Some(json!({ "dynamic_oauth_client_registration": true })),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
     }
 
     /// Defines a custom OAuth scope in the key's instance.
