@@ -15,6 +15,8 @@ use gatehouse_platform::outbox::OutboxPublisher;
 use gatehouse_platform::{clock, db, metrics::Metrics};
 use tokio::sync::Mutex;
 
+mod oauth;
+
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     #[command(subcommand)]
@@ -32,6 +34,12 @@ pub enum BenchKind {
     /// Steady over-limit load on one instance; reports what the rate limiter
     /// admitted per window and in the worst rolling window.
     Ratelimit(RatelimitArgs),
+    /// Authorize-to-code round trips for a signed-in user with a remembered
+    /// grant (sets up its own application and user).
+    Authorize(oauth::AuthorizeArgs),
+    /// Token endpoints: client_credentials, introspection, verify; against
+    /// Gatehouse or any OAuth server.
+    Oauth(oauth::OauthArgs),
 }
 
 #[derive(Args, Debug)]
@@ -109,6 +117,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchKind::Append(a) => append(a).await,
         BenchKind::Lag(a) => lag(a).await,
         BenchKind::Ratelimit(a) => ratelimit(a).await,
+        BenchKind::Authorize(a) => oauth::authorize(a).await,
+        BenchKind::Oauth(a) => oauth::oauth(a).await,
     }
 }
 
@@ -155,80 +165,115 @@ async fn http(a: HttpArgs) -> anyhow::Result<()> {
         }
     }
     let ids = Arc::new(ids);
-    let stop = Arc::new(AtomicBool::new(false));
-    let counter = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    let started = Instant::now();
-    for w in 0..a.concurrency {
-        let (client, base, auth, ids, stop, counter, run_id) = (
+    let scenario = a.scenario;
+    let report = load(a.concurrency, a.seconds, move |w, n| {
+        let (client, base, auth, ids, run_id) = (
             client.clone(),
             base.clone(),
             auth.clone(),
             ids.clone(),
-            stop.clone(),
-            counter.clone(),
             run_id.clone(),
         );
-        let scenario = a.scenario;
+        async move {
+            let res = match scenario {
+                Scenario::CreateUser => {
+                    client
+                        .post(format!("{base}/v1/users"))
+                        .header("authorization", &auth)
+                        .json(&serde_json::json!({
+                            "email_address": [format!("u-{run_id}-{w}-{n}@bench.example")],
+                            "first_name": "Bench",
+                        }))
+                        .send()
+                        .await
+                }
+                Scenario::GetUser => {
+                    let id = &ids[(n as usize) % ids.len()];
+                    client
+                        .get(format!("{base}/v1/users/{id}"))
+                        .header("authorization", &auth)
+                        .send()
+                        .await
+                }
+            };
+            match res {
+                Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+                _ => false,
+            }
+        }
+    })
+    .await?;
+    println!("http {:?}: {report}", a.scenario);
+    Ok(())
+}
+
+/// What a load run measured.
+struct Report {
+    latencies_us: Vec<u64>,
+    errors: u64,
+    seconds: f64,
+    concurrency: usize,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ok, {} failed in {:.1} s with {} connections → {:.0} req/s; {}",
+            self.latencies_us.len(),
+            self.errors,
+            self.seconds,
+            self.concurrency,
+            self.latencies_us.len() as f64 / self.seconds,
+            percentiles(self.latencies_us.clone())
+        )
+    }
+}
+
+/// Runs `concurrency` workers for `seconds`; each calls `one(worker, n)` for
+/// its n-th request (n counts across workers) and counts it as ok when it
+/// returns true. Latency is timed around each call.
+async fn load<F, Fut>(concurrency: usize, seconds: u64, one: F) -> anyhow::Result<Report>
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let counter = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..concurrency {
+        let (stop, counter, one) = (stop.clone(), counter.clone(), one.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut errors = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let t = Instant::now();
-                let res = match scenario {
-                    Scenario::CreateUser => {
-                        client
-                            .post(format!("{base}/v1/users"))
-                            .header("authorization", &auth)
-                            .json(&serde_json::json!({
-                                "email_address": [format!("u-{run_id}-{w}-{n}@bench.example")],
-                                "first_name": "Bench",
-                            }))
-                            .send()
-                            .await
-                    }
-                    Scenario::GetUser => {
-                        let id = &ids[(n as usize) % ids.len()];
-                        client
-                            .get(format!("{base}/v1/users/{id}"))
-                            .header("authorization", &auth)
-                            .send()
-                            .await
-                    }
-                };
-                match res {
-                    Ok(r) if r.status().is_success() => {
-                        let _ = r.bytes().await;
-                        lat.push(t.elapsed().as_micros() as u64);
-                    }
-                    _ => errors += 1,
+                if one(w, n).await {
+                    lat.push(t.elapsed().as_micros() as u64);
+                } else {
+                    errors += 1;
                 }
             }
             (lat, errors)
         }));
     }
-    tokio::time::sleep(Duration::from_secs(a.seconds)).await;
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
     stop.store(true, Ordering::Relaxed);
-    let mut all = Vec::new();
-    let mut errors = 0;
+    let mut report = Report {
+        latencies_us: Vec::new(),
+        errors: 0,
+        seconds: 0.0,
+        concurrency,
+    };
     for t in tasks {
         let (lat, e) = t.await?;
-        all.extend(lat);
-        errors += e;
+        report.latencies_us.extend(lat);
+        report.errors += e;
     }
-    let secs = started.elapsed().as_secs_f64();
-    println!(
-        "http {:?}: {} ok, {} failed in {:.1} s with {} connections → {:.0} req/s; {}",
-        a.scenario,
-        all.len(),
-        errors,
-        secs,
-        a.concurrency,
-        all.len() as f64 / secs,
-        percentiles(all)
-    );
-    Ok(())
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
 }
 
 const BENCH_TABLE: &str = "bench_events";

@@ -585,12 +585,250 @@ async fn tokens_flow(mode: Mode) {
     assert_eq!(s, 401, "the client is not a client of the other instance");
 }
 
-#[tokio::test]
-async fn tokens_embedded() {
-    tokens_flow(Mode::Embedded).await;
+/// An access token for a public client from the authorize redirect (the
+/// browser signs up on first use), once the token service knows the client.
+async fn access_token_for(o: &Oauth<'_>, b: &mut Browser, client_id: &str, scope: &str) -> String {
+    let q: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("response_type", "code"),
+            ("client_id", client_id),
+            ("redirect_uri", REDIRECT),
+            ("scope", scope),
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+        ])
+        .finish();
+    let code = code_for(b, &format!("/oauth/authorize?{q}")).await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("client_id", client_id),
+        ("code_verifier", VERIFIER),
+    ];
+    let mut tok = o.token(&form, None).await;
+    for _ in 0..200 {
+        if tok.0 != 401 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        tok = o.token(&form, None).await;
+    }
+    assert_eq!(tok.0, 200, "{}", tok.1);
+    tok.1["access_token"].as_str().unwrap().to_owned()
 }
 
-#[tokio::test]
-async fn tokens_production_shape() {
-    tokens_flow(Mode::Production).await;
+/// Userinfo releases the claims of the granted scopes from the token
+/// service's own copy of the user, follows profile changes, and a deleted or
+/// banned user's tokens stop working.
+async fn userinfo_flow(mode: Mode) {
+    let g = Gatehouse::start(mode).await;
+    let t = g.tenant().await;
+    let (key, ins) = (t.dev.key.clone(), t.dev.id.clone());
+    let o = Oauth {
+        g: &g,
+        ins: ins.clone(),
+    };
+    let app = g
+        .create_app(
+            &key,
+            json!({ "name": "Profile reader", "public": true, "redirect_uris": [REDIRECT],
+                    "scopes": "openid profile email", "consent_screen_enabled": false }),
+        )
+        .await;
+    let client_id = app["client_id"].as_str().unwrap().to_owned();
+    let userinfo = |token: String| {
+        let url = g.url(&format!("/i/{ins}/oauth/userinfo"));
+        let c = g.client.clone();
+        async move {
+            let res = c.get(url).bearer_auth(token).send().await.unwrap();
+            (
+                res.status().as_u16(),
+                res.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+
+    let mut b = Browser::new(&g, &ins);
+    let both = access_token_for(&o, &mut b, &client_id, "openid profile email").await;
+    let (_, v) = verify(&g, &key, &both, "/oauth_applications/access_tokens/verify").await;
+    let user_id = v["subject"].as_str().unwrap().to_owned();
+    let (s, patched) = g
+        .call(
+            &key,
+            Method::PATCH,
+            &format!("/v1/users/{user_id}"),
+            Some(json!({ "first_name": "Ada", "last_name": "Lovelace", "username": "ada_l" })),
+        )
+        .await;
+    assert_eq!(s, 200, "{patched}");
+    let mut claims = Value::Null;
+    for _ in 0..200 {
+        let (s, c) = userinfo(both.clone()).await;
+        assert_eq!(s, 200, "{c}");
+        claims = c;
+        if claims["given_name"] == "Ada" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(claims["sub"], user_id.as_str(), "{claims}");
+    assert_eq!(claims["name"], "Ada Lovelace", "{claims}");
+    assert_eq!(claims["family_name"], "Lovelace");
+    assert_eq!(claims["preferred_username"], "ada_l");
+    assert!(claims["email"].as_str().unwrap().ends_with("@example.com"));
+    assert_eq!(claims["email_verified"], false);
+    assert!(claims["updated_at"].is_i64());
+
+    // Only what the scopes grant.
+    let openid_only = access_token_for(&o, &mut b, &client_id, "openid").await;
+    let (s, c) = userinfo(openid_only.clone()).await;
+    assert_eq!(s, 200);
+    assert_eq!(c, json!({ "sub": user_id }));
+    let email_only = access_token_for(&o, &mut b, &client_id, "openid email").await;
+    let (_, c) = userinfo(email_only).await;
+    assert!(
+        c["email"].is_string() && c.get("given_name").is_none(),
+        "{c}"
+    );
+
+    // Deleting the user revokes its tokens through the bus.
+    let (s, _) = g
+        .call(&key, Method::DELETE, &format!("/v1/users/{user_id}"), None)
+        .await;
+    assert_eq!(s, 200);
+    g.eventually("a deleted user's tokens are revoked", 10, || {
+        let t = both.clone();
+        let (g, key) = (&g, key.clone());
+        async move {
+            let (_, v) = verify(g, &key, &t, "/oauth_applications/access_tokens/verify").await;
+            v["revoked"] == true
+        }
+    })
+    .await;
+    let (s, e) = userinfo(openid_only).await;
+    assert_eq!((s, e["error"].as_str()), (401, Some("invalid_token")));
 }
+
+/// The Backend API revokes one token (its family) or everything an
+/// application's client holds; another instance's key can do neither.
+async fn backend_revocation_flow(mode: Mode) {
+    let g = Gatehouse::start(mode).await;
+    let t = g.tenant().await;
+    let (key, ins) = (t.dev.key.clone(), t.dev.id.clone());
+    let o = Oauth {
+        g: &g,
+        ins: ins.clone(),
+    };
+    let app = g
+        .create_app(
+            &key,
+            json!({ "name": "Worker", "redirect_uris": [REDIRECT], "scopes": "openid email" }),
+        )
+        .await;
+    let (app_id, id, secret) = (
+        app["id"].as_str().unwrap().to_owned(),
+        app["client_id"].as_str().unwrap().to_owned(),
+        app["client_secret"].as_str().unwrap().to_owned(),
+    );
+    let form = [("grant_type", "client_credentials")];
+    let mut issued = Vec::new();
+    for _ in 0..300 {
+        let (s, b) = o.token(&form, Some((&id, &secret))).await;
+        if s == 200 {
+            issued.push(b["access_token"].as_str().unwrap().to_owned());
+            if issued.len() == 3 {
+                break;
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert_eq!(
+        issued.len(),
+        3,
+        "the client never reached the token service"
+    );
+    let revoke = "/v1/oauth_applications/access_tokens/revoke";
+    let check = "/oauth_applications/access_tokens/verify";
+
+    // Another instance's key: the token is not found, nothing is revoked.
+    let (s, e) = verify(&g, &t.prod.key, &issued[0], revoke).await;
+    assert_eq!(s, 404, "{e}");
+    common::assert_error_shape(s, &e);
+    let (s, e) = g
+        .call(
+            &t.prod.key,
+            Method::POST,
+            &format!("/v1/oauth_applications/{app_id}/revoke_tokens"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404, "{e}");
+    let (_, v) = verify(&g, &key, &issued[0], check).await;
+    assert_eq!(v["revoked"], false);
+
+    // One token.
+    let (s, v) = verify(&g, &key, &issued[0], revoke).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["revoked"].clone(), v["revocation_reason"].clone()),
+        (json!(true), json!("revoked"))
+    );
+    let (s, _, i) = o
+        .post(
+            "/oauth/token_info",
+            &[("token", &issued[0])],
+            Some((&id, &secret)),
+        )
+        .await;
+    assert_eq!((s, i["active"].clone()), (200, json!(false)));
+    let (_, v) = verify(&g, &key, &issued[1], check).await;
+    assert_eq!(v["revoked"], false, "only that token's family");
+    let (s, e) = g
+        .call(
+            &key,
+            Method::POST,
+            revoke,
+            Some(json!({ "access_token": "not.a.jwt" })),
+        )
+        .await;
+    assert_eq!(s, 404, "{e}");
+    let (s, e) = g
+        .call(&key, Method::POST, revoke, Some(json!({ "token": "x" })))
+        .await;
+    assert!(s == 400 || s == 422, "{s} {e}");
+    common::assert_error_shape(s, &e);
+
+    // Everything the application's client holds.
+    let (s, r) = g
+        .call(
+            &key,
+            Method::POST,
+            &format!("/v1/oauth_applications/{app_id}/revoke_tokens"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["revoked_families"], 2, "{r}");
+    for tok in &issued[1..] {
+        let (_, v) = verify(&g, &key, tok, check).await;
+        assert_eq!(v["revoked"], true, "{v}");
+    }
+    // New tokens still come: the application was not deleted.
+    let (s, _) = o.token(&form, Some((&id, &secret))).await;
+    assert_eq!(s, 200);
+    let (s, _) = g
+        .call(
+            &key,
+            Method::POST,
+            "/v1/oauth_applications/oa_unknown/revoke_tokens",
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+}
+
+in_both_shapes!(backend_revocation_flow: backend_revocation_embedded, backend_revocation_production_shape);
+in_both_shapes!(userinfo_flow: userinfo_embedded, userinfo_production_shape);
+in_both_shapes!(tokens_flow: tokens_embedded, tokens_production_shape);

@@ -20,6 +20,7 @@ mod m0010_sessions;
 mod m0011_oauth_grants;
 mod m0012_tokens;
 mod m0013_grant_client_names;
+mod m0014_tokens_users;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0011_oauth_grants::Migration),
             Box::new(m0012_tokens::Migration),
             Box::new(m0013_grant_client_names::Migration),
+            Box::new(m0014_tokens_users::Migration),
         ]
     }
 }

@@ -57,6 +57,22 @@ pub mod stream_types {
 
 /// The whole application state an `oauth_application.*` event carries;
 /// `None` for deletion and for every other event type.
+/// The user state a user event carries (created, updated, banned,
+/// unbanned); `None` for other event types.
+pub fn user_state(
+    event_type: &str,
+    payload: &[u8],
+) -> Result<Option<v1::UserState>, prost::DecodeError> {
+    use prost::Message;
+    Ok(match event_type {
+        event_types::USER_CREATED => v1::UserCreated::decode(payload)?.user,
+        event_types::USER_UPDATED => v1::UserUpdated::decode(payload)?.user,
+        event_types::USER_BANNED => v1::UserBanned::decode(payload)?.user,
+        event_types::USER_UNBANNED => v1::UserUnbanned::decode(payload)?.user,
+        _ => None,
+    })
+}
+
 pub fn oauth_application_state(
     event_type: &str,
     payload: &[u8],

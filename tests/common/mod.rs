@@ -12,6 +12,23 @@ use serde_json::{Value, json};
 
 pub mod browser;
 
+/// Two tests that run `flow(mode)`: one against the embedded default, one
+/// against the production shape.
+#[macro_export]
+macro_rules! in_both_shapes {
+    ($flow:ident: $embedded:ident, $production:ident) => {
+        #[tokio::test]
+        async fn $embedded() {
+            $flow(common::Mode::Embedded).await;
+        }
+
+        #[tokio::test]
+        async fn $production() {
+            $flow(common::Mode::Production).await;
+        }
+    };
+}
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
 
 pub fn pg_admin_url() -> String {

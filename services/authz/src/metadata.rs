@@ -71,7 +71,7 @@ async fn metadata(
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     let id = path.into_inner();
-    if tenancy::active_instance(platform.db(), &id)
+    if tenancy::active_instance_cached(&platform, &id)
         .await?
         .is_none()
     {

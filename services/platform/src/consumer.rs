@@ -96,6 +96,17 @@ pub enum Outcome {
 }
 
 impl ConsumerRunner {
+    /// A runner of `projection` on the platform's database, bus and clock.
+    pub fn new(platform: &crate::Platform, projection: Arc<dyn Projection>) -> Self {
+        Self {
+            projection,
+            db: platform.db().clone(),
+            bus: platform.bus().clone(),
+            clock: platform.clock().clone(),
+            metrics: platform.metrics().clone(),
+        }
+    }
+
     /// Applies one delivery exactly once (per consumer), whatever the number
     /// of times it is delivered.
     pub async fn handle(&self, delivery: &Delivery) -> Result<Outcome, DbErr> {

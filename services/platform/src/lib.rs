@@ -41,13 +41,8 @@ pub fn workers(platform: &Platform) -> Vec<(&'static str, Worker)> {
         metrics: platform.metrics().clone(),
         appended: platform.appended_signal(),
     };
-    let usage = consumer::ConsumerRunner {
-        projection: std::sync::Arc::new(tenancy::usage::InstanceUsage),
-        db: platform.db().clone(),
-        bus: platform.bus().clone(),
-        clock: platform.clock().clone(),
-        metrics: platform.metrics().clone(),
-    };
+    let usage =
+        consumer::ConsumerRunner::new(platform, std::sync::Arc::new(tenancy::usage::InstanceUsage));
     vec![
         ("tenancy.outbox", Box::pin(publisher.run())),
         (tenancy::usage::NAME, Box::pin(usage.run())),

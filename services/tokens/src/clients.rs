@@ -64,7 +64,7 @@ impl Projection for Clients {
                 .await?;
                 if let Some(r) = row {
                     let client_id: String = col(&r, "client_id")?;
-                    families::revoke_matching(txn, event, &client_id, None, "client_deleted")
+                    families::revoke_matching(txn, event, Some(&client_id), None, "client_deleted")
                         .await?;
                     db::exec(
                         txn,
@@ -80,7 +80,7 @@ impl Projection for Clients {
                 families::revoke_matching(
                     txn,
                     event,
-                    &m.client_id,
+                    Some(&m.client_id),
                     Some(&m.user_id),
                     "grant_revoked",
                 )
@@ -130,32 +130,64 @@ impl Projection for Clients {
     }
 }
 
+const SELECT: &str = "SELECT client_id, instance_id, application_id, secret_hash, is_public, \
+    scopes, grant_types FROM tokens_clients";
+
 pub async fn get(
     conn: &impl ConnectionTrait,
     instance_id: &str,
     client_id: &str,
 ) -> Result<Option<Client>, DbErr> {
-    db::query_one(
+    one(
         conn,
-        "SELECT client_id, instance_id, application_id, secret_hash, is_public, scopes, grant_types \
-         FROM tokens_clients WHERE client_id = $1 AND instance_id = $2",
-        vec![client_id.into(), instance_id.into()],
+        &format!("{SELECT} WHERE client_id = $1 AND instance_id = $2"),
+        client_id,
+        instance_id,
     )
-    .await?
-    .map(|r| {
-        let scopes: String = col(&r, "scopes")?;
-        let grants: String = col(&r, "grant_types")?;
-        Ok(Client {
-            client_id: col(&r, "client_id")?,
-            instance_id: col(&r, "instance_id")?,
-            application_id: col(&r, "application_id")?,
-            secret_hash: col(&r, "secret_hash")?,
-            public: col(&r, "is_public")?,
-            scopes: scopes.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect(),
-            grant_types: serde_json::from_str(&grants).unwrap_or_default(),
+    .await
+}
+
+/// The client of an application of the instance.
+pub async fn by_application(
+    conn: &impl ConnectionTrait,
+    instance_id: &str,
+    application_id: &str,
+) -> Result<Option<Client>, DbErr> {
+    one(
+        conn,
+        &format!("{SELECT} WHERE application_id = $1 AND instance_id = $2"),
+        application_id,
+        instance_id,
+    )
+    .await
+}
+
+async fn one(
+    conn: &impl ConnectionTrait,
+    sql: &str,
+    key: &str,
+    instance_id: &str,
+) -> Result<Option<Client>, DbErr> {
+    db::query_one(conn, sql, vec![key.into(), instance_id.into()])
+        .await?
+        .map(|r| {
+            let scopes: String = col(&r, "scopes")?;
+            let grants: String = col(&r, "grant_types")?;
+            Ok(Client {
+                client_id: col(&r, "client_id")?,
+                instance_id: col(&r, "instance_id")?,
+                application_id: col(&r, "application_id")?,
+                secret_hash: col(&r, "secret_hash")?,
+                public: col(&r, "is_public")?,
+                scopes: scopes
+                    .split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect(),
+                grant_types: serde_json::from_str(&grants).unwrap_or_default(),
+            })
         })
-    })
-    .transpose()
+        .transpose()
 }
 
 /// A client identified by its metadata document URL: public, limited to

@@ -251,29 +251,44 @@ pub async fn rebuild(db: &DatabaseConnection) -> Result<u64, DbErr> {
         .await
 }
 
-/// Revokes the families of `client_id` (of one user, or all) that still
-/// stand; used by the consumer when a grant is revoked or a client deleted,
-/// inside its transaction.
-pub async fn revoke_matching(
-    txn: &DatabaseTransaction,
-    cause: &Envelope,
-    client_id: &str,
+/// The ids of the families not revoked of a client, of a user, or of a user
+/// with one client, in an instance (none when neither is given).
+pub async fn standing(
+    conn: &impl ConnectionTrait,
+    instance_id: &str,
+    client_id: Option<&str>,
     user_id: Option<&str>,
-    reason: &str,
-) -> Result<u64, DbErr> {
-    let mut sql = "SELECT id FROM tokens_families WHERE instance_id = $1 AND client_id = $2 \
-                   AND revoked_at IS NULL"
-        .to_owned();
-    let mut values: Vec<sea_orm::Value> = vec![cause.instance_id.clone().into(), client_id.into()];
-    if let Some(u) = user_id {
-        sql.push_str(" AND user_id = $3");
-        values.push(u.into());
+) -> Result<Vec<String>, DbErr> {
+    if client_id.is_none() && user_id.is_none() {
+        return Ok(Vec::new());
     }
-    let ids: Vec<String> = db::query_all(txn, &sql, values)
+    let mut sql =
+        "SELECT id FROM tokens_families WHERE instance_id = $1 AND revoked_at IS NULL".to_owned();
+    let mut values: Vec<sea_orm::Value> = vec![instance_id.into()];
+    for (column, value) in [("client_id", client_id), ("user_id", user_id)] {
+        if let Some(v) = value {
+            values.push(v.into());
+            sql.push_str(&format!(" AND {column} = ${}", values.len()));
+        }
+    }
+    db::query_all(conn, &sql, values)
         .await?
         .iter()
         .map(|r| col(r, "id"))
-        .collect::<Result<_, _>>()?;
+        .collect()
+}
+
+/// Revokes the standing families of a client, of a user, or of a user with
+/// one client; used by the consumers when a grant is revoked, a client
+/// deleted, or a user deleted or banned, inside their transaction.
+pub async fn revoke_matching(
+    txn: &DatabaseTransaction,
+    cause: &Envelope,
+    client_id: Option<&str>,
+    user_id: Option<&str>,
+    reason: &str,
+) -> Result<u64, DbErr> {
+    let ids = standing(txn, &cause.instance_id, client_id, user_id).await?;
     let meta = EventMeta {
         tenant_id: cause.tenant_id.clone(),
         instance_id: cause.instance_id.clone(),

@@ -61,8 +61,9 @@ fn parse_alg(s: &str) -> Algorithm {
     }
 }
 
-/// A new key pair: (kid, private PEM, public JWK).
-fn generate(alg: Algorithm) -> Result<(String, String, Jwk), DbErr> {
+/// A new key pair: (kid, private PEM, public JWK). Public for the signing
+/// benchmark (`cargo bench -p gatehouse-tokens`).
+pub fn generate(alg: Algorithm) -> Result<(String, String, Jwk), DbErr> {
     let pem = match alg {
         Algorithm::RS256 => {
             let mut rng = rsa::rand_core::OsRng;

@@ -11,6 +11,7 @@ pub mod clients;
 pub mod families;
 pub mod keys;
 pub mod token;
+pub mod users;
 pub mod verify;
 
 use std::sync::Arc;
@@ -60,6 +61,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .get(verify::userinfo)
             .post(verify::userinfo),
     )
+    .service(web::resource("/oauth_applications/access_tokens/revoke").post(verify::backend_revoke))
+    .service(
+        web::resource("/v1/oauth_applications/access_tokens/revoke").post(verify::backend_revoke),
+    )
+    .service(
+        web::resource("/v1/oauth_applications/{application_id}/revoke_tokens")
+            .post(verify::revoke_application_tokens),
+    )
     // The SDK calls it without the version prefix.
     .service(web::resource("/oauth_applications/access_tokens/verify").post(verify::verify))
     .service(web::resource("/v1/oauth_applications/access_tokens/verify").post(verify::verify))
@@ -100,7 +109,7 @@ async fn rotate_key(
         }
     };
     let id = path.into_inner();
-    if gatehouse_platform::tenancy::active_instance(platform.db(), &id)
+    if gatehouse_platform::tenancy::active_instance_cached(&platform, &id)
         .await?
         .is_none()
     {
@@ -113,7 +122,8 @@ async fn rotate_key(
         .json(json!({ "object": "signing_key", "kid": kid, "alg": format!("{alg:?}") })))
 }
 
-/// Background tasks: the outbox of `tokens_events` and the clients consumer.
+/// Background tasks: the outbox of `tokens_events` and the clients and
+/// users consumers.
 pub fn workers(platform: &Platform) -> Vec<(&'static str, Worker)> {
     let publisher = OutboxPublisher {
         store: families::STORE,
@@ -124,25 +134,24 @@ pub fn workers(platform: &Platform) -> Vec<(&'static str, Worker)> {
         metrics: platform.metrics().clone(),
         appended: platform.appended_signal(),
     };
-    let clients = ConsumerRunner {
-        projection: Arc::new(clients::Clients),
-        db: platform.db().clone(),
-        bus: platform.bus().clone(),
-        clock: platform.clock().clone(),
-        metrics: platform.metrics().clone(),
-    };
+    let clients = ConsumerRunner::new(platform, Arc::new(clients::Clients));
+    let users = ConsumerRunner::new(platform, Arc::new(users::Users));
     vec![
         ("tokens.outbox", Box::pin(publisher.run())),
         (clients::NAME, Box::pin(clients.run())),
+        (users::NAME, Box::pin(users.run())),
     ]
 }
 
-pub const PROJECTIONS: &[&str] = &["token_families", "token_clients"];
+pub const PROJECTIONS: &[&str] = &["token_families", "token_clients", "token_users"];
 
 pub async fn rebuild(db: &DatabaseConnection, projection: &str) -> Result<Option<u64>, DbErr> {
     match projection {
         "token_families" => families::rebuild(db).await.map(Some),
         "token_clients" => gatehouse_platform::consumer::rebuild(db, &clients::Clients)
+            .await
+            .map(|g| Some(g as u64)),
+        "token_users" => gatehouse_platform::consumer::rebuild(db, &users::Users)
             .await
             .map(|g| Some(g as u64)),
         _ => Ok(None),

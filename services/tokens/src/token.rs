@@ -54,7 +54,7 @@ fn invalid_grant(description: &str) -> OAuthError {
 }
 
 pub async fn instance(platform: &Platform, id: &str) -> Result<Instance, OAuthError> {
-    tenancy::active_instance(platform.db(), id)
+    tenancy::active_instance_cached(platform, id)
         .await?
         .ok_or_else(|| OAuthError::new(StatusCode::NOT_FOUND, "invalid_request", "unknown issuer"))
 }

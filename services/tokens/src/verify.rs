@@ -12,7 +12,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use gatehouse_platform::eventstore::{EventMeta, MAX_ATTEMPTS};
 use gatehouse_platform::http::parse_json;
 use gatehouse_platform::oauth::OAuthError;
-use gatehouse_platform::tenancy::{Instance, InstanceKey};
+use gatehouse_platform::tenancy::{Authed, Instance, InstanceKey};
 use gatehouse_platform::{ApiError, ApiResult, Platform, db};
 use jsonwebtoken::{Validation, decode, decode_header};
 use serde::Deserialize;
@@ -22,6 +22,7 @@ use crate::clients::{self, Client};
 use crate::families::{self, STORE, TokenRecord};
 use crate::keys;
 use crate::token::{hash, instance, read_form};
+use crate::users;
 
 #[derive(Deserialize)]
 struct JwtClaims {
@@ -235,9 +236,15 @@ pub async fn userinfo(
         .await?
         .filter(|r| active(r, platform.now_ms()) && !r.user_id.is_empty())
         .ok_or_else(|| unauthorized("the access token is not active"))?;
+    let scopes: Vec<&str> = record.scope.split(' ').collect();
+    let mut claims = users::profile(platform.db(), instance.id.as_str(), &record.user_id)
+        .await?
+        .map(|p| p.claims(&scopes))
+        .unwrap_or_default();
+    claims.insert("sub".into(), json!(record.user_id));
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))
-        .json(json!({ "sub": record.user_id })))
+        .json(claims))
 }
 
 #[derive(Deserialize)]
@@ -258,14 +265,18 @@ pub async fn verify(
     let r = inspect(&platform, auth.instance.id.as_str(), &b.access_token)
         .await?
         .ok_or_else(|| ApiError::not_found("OAuth access token"))?;
-    let now = platform.now_ms();
+    Ok(HttpResponse::Ok().json(access_token_json(&r, platform.now_ms())))
+}
+
+/// Clerk's `clerk_idp_oauth_access_token` object of a token record.
+fn access_token_json(r: &TokenRecord, now: i64) -> Value {
     let scopes: Vec<&str> = r.scope.split(' ').filter(|s| !s.is_empty()).collect();
     let aud: Value = if r.audience.is_empty() {
         json!([r.client_id])
     } else {
         json!([r.audience])
     };
-    Ok(HttpResponse::Ok().json(json!({
+    json!({
         "object": "clerk_idp_oauth_access_token",
         "id": r.jti,
         "client_id": r.client_id,
@@ -279,5 +290,64 @@ pub async fn verify(
         "created_at": r.created_at_ms,
         "updated_at": r.revoked_at_ms.unwrap_or(r.created_at_ms),
         "aud": aud,
+    })
+}
+
+fn backend_meta(auth: &Authed) -> EventMeta {
+    EventMeta {
+        tenant_id: auth.instance.tenant_id.to_string(),
+        instance_id: auth.instance.id.to_string(),
+        actor: auth.actor(),
+        trace_id: gatehouse_platform::http::current_trace_id(),
+    }
+}
+
+/// `POST /v1/oauth_applications/access_tokens/revoke` (and without `/v1`):
+/// the Backend API revokes one access token, and so its whole family;
+/// answers the token object as it now stands, 404 for a token that is not
+/// this instance's.
+pub async fn backend_revoke(
+    InstanceKey(auth): InstanceKey,
+    platform: web::Data<Platform>,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let b: VerifyBody = parse_json(&body)?;
+    let instance_id = auth.instance.id.as_str();
+    let found = inspect(&platform, instance_id, &b.access_token)
+        .await?
+        .ok_or_else(|| ApiError::not_found("OAuth access token"))?;
+    revoke_family(&platform, &backend_meta(&auth), &found.family_id, "revoked").await?;
+    let now = inspect(&platform, instance_id, &b.access_token)
+        .await?
+        .ok_or_else(|| ApiError::not_found("OAuth access token"))?;
+    Ok(HttpResponse::Ok().json(access_token_json(&now, platform.now_ms())))
+}
+
+/// `POST /v1/oauth_applications/{id}/revoke_tokens`: every token the
+/// application's client holds, for every user, stops working at once.
+pub async fn revoke_application_tokens(
+    InstanceKey(auth): InstanceKey,
+    platform: web::Data<Platform>,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let application_id = path.into_inner();
+    let instance_id = auth.instance.id.as_str();
+    let client = clients::by_application(platform.db(), instance_id, &application_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("OAuth application"))?;
+    let meta = backend_meta(&auth);
+    let mut revoked = 0u64;
+    for family in
+        families::standing(platform.db(), instance_id, Some(&client.client_id), None).await?
+    {
+        if revoke_family(&platform, &meta, &family, "revoked_by_backend_api").await? {
+            revoked += 1;
+        }
+    }
+    Ok(HttpResponse::Ok().json(json!({
+        "object": "oauth_application_token_revocation",
+        "application_id": application_id,
+        "client_id": client.client_id,
+        "revoked_families": revoked,
     })))
 }

@@ -230,7 +230,7 @@ pub(crate) fn query(req: &HttpRequest) -> std::collections::HashMap<String, Stri
 }
 
 pub(crate) async fn instance_of(platform: &Platform, id: &str) -> Result<Instance, HttpResponse> {
-    match tenancy::active_instance(platform.db(), id).await {
+    match tenancy::active_instance_cached(platform, id).await {
         Ok(Some(i)) => Ok(i),
         Ok(None) => Err(message(
             StatusCode::NOT_FOUND,

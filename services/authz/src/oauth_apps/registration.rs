@@ -341,7 +341,7 @@ async fn registering_instance(
     platform: &Platform,
     instance_id: &str,
 ) -> Result<tenancy::Instance, OAuthError> {
-    let instance = tenancy::active_instance(platform.db(), instance_id)
+    let instance = tenancy::active_instance_cached(platform, instance_id)
         .await?
         .ok_or_else(|| {
             OAuthError::new(StatusCode::NOT_FOUND, "invalid_request", "No such issuer.")

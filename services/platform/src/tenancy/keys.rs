@@ -91,6 +91,9 @@ enum Resolved {
 pub struct KeyCache {
     ttl: Duration,
     entries: RwLock<HashMap<String, (Instant, Resolved)>>,
+    /// Active instances by id (`None`: unknown or its tenant disabled), for
+    /// the OAuth endpoints, which name their instance in the path.
+    instances: RwLock<HashMap<String, (Instant, Option<Instance>)>>,
     /// Bumped by `clear`; a lookup that started before a clear does not
     /// cache what it read (it may predate the revocation).
     generation: std::sync::atomic::AtomicU64,
@@ -103,6 +106,7 @@ impl KeyCache {
         Self {
             ttl,
             entries: RwLock::new(HashMap::new()),
+            instances: RwLock::new(HashMap::new()),
             generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -118,6 +122,41 @@ impl KeyCache {
             self.generation
                 .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             e.clear();
+        }
+        if let Ok(mut i) = self.instances.write() {
+            i.clear();
+        }
+    }
+
+    /// A cached active-instance lookup, if fresh.
+    pub fn instance(&self, id: &str) -> Option<Option<Instance>> {
+        let entries = self.instances.read().ok()?;
+        let (at, i) = entries.get(id)?;
+        (at.elapsed() < self.ttl).then(|| i.clone())
+    }
+
+    /// The generation to hand back to [`KeyCache::put_instance`].
+    pub fn instance_generation(&self) -> u64 {
+        self.generation()
+    }
+
+    /// Caches an active-instance lookup unless the cache was cleared since
+    /// `generation` was read; unknown ids never evict known ones.
+    pub fn put_instance(&self, generation: u64, id: &str, found: Option<Instance>) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        if let Ok(mut e) = self.instances.write() {
+            if self.generation() != generation {
+                return;
+            }
+            if e.len() >= MAX_ENTRIES {
+                if found.is_none() {
+                    return;
+                }
+                e.retain(|_, (_, v)| v.is_some());
+            }
+            e.insert(id.to_owned(), (Instant::now(), found));
         }
     }
 

@@ -703,6 +703,22 @@ pub async fn tenant_instances(
 }
 
 /// The instance with this id, if it exists and its tenant is not disabled.
+/// [`active_instance`] through the process's key cache: as fresh as a
+/// resolved secret key (`--key-cache-seconds`), cleared at once when this
+/// process disables a tenant.
+pub async fn active_instance_cached(
+    platform: &Platform,
+    id: &str,
+) -> Result<Option<Instance>, DbErr> {
+    if let Some(hit) = platform.keys().instance(id) {
+        return Ok(hit);
+    }
+    let generation = platform.keys().instance_generation();
+    let found = active_instance(platform.db(), id).await?;
+    platform.keys().put_instance(generation, id, found.clone());
+    Ok(found)
+}
+
 pub async fn active_instance(
     conn: &impl ConnectionTrait,
     id: &str,

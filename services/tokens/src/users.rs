@@ -1,0 +1,198 @@
+//! The token service's own read model of users (`tokens_users`), fed by
+//! `gatehouse.identity` (it never reads the authorization service's tables),
+//! for the claims userinfo returns. A user deleted or banned loses every
+//! token family it holds: its tokens stop verifying everywhere at once.
+
+use async_trait::async_trait;
+use gatehouse_platform::bus::topics;
+use gatehouse_platform::consumer::Projection;
+use gatehouse_platform::db::{self, col};
+use gatehouse_proto::event_types as et;
+use gatehouse_proto::v1::{self, Envelope};
+use prost::Message;
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr};
+use serde_json::{Map, Value, json};
+
+use crate::families;
+
+pub const NAME: &str = "tokens.users";
+
+pub struct Users;
+
+/// What userinfo may tell about a user.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Profile {
+    pub email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub username: Option<String>,
+    pub updated_at_ms: i64,
+}
+
+impl Profile {
+    /// The OpenID Connect standard claims (Core §5.1) the granted scopes
+    /// release (§5.4): `profile` names, `email` the primary address. No
+    /// address is claimed verified: hosted sign-up does not verify it.
+    pub fn claims(&self, scopes: &[&str]) -> Map<String, Value> {
+        let mut out = Map::new();
+        let mut put = |k: &str, v: Value| {
+            out.insert(k.to_owned(), v);
+        };
+        if scopes.contains(&"profile") {
+            let name = [self.first_name.as_deref(), self.last_name.as_deref()]
+                .into_iter()
+                .flatten()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            if !name.is_empty() {
+                put("name", json!(name));
+            }
+            for (claim, value) in [
+                ("given_name", &self.first_name),
+                ("family_name", &self.last_name),
+                ("preferred_username", &self.username),
+            ] {
+                if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
+                    put(claim, json!(v));
+                }
+            }
+            put("updated_at", json!(self.updated_at_ms / 1000));
+        }
+        if scopes.contains(&"email")
+            && let Some(e) = &self.email
+        {
+            put("email", json!(e));
+            put("email_verified", json!(false));
+        }
+        out
+    }
+}
+
+fn primary_email(u: &v1::UserState) -> Option<String> {
+    u.email_addresses
+        .iter()
+        .find(|e| e.id == u.primary_email_address_id)
+        .or_else(|| u.email_addresses.first())
+        .map(|e| e.email_address.clone())
+}
+
+async fn upsert(
+    conn: &impl ConnectionTrait,
+    instance_id: &str,
+    u: &v1::UserState,
+) -> Result<(), DbErr> {
+    // Keyed by the state's own time: a stale redelivery never wins.
+    db::exec(
+        conn,
+        "INSERT INTO tokens_users (user_id, instance_id, email, first_name, last_name, username, \
+         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         ON CONFLICT (user_id) DO UPDATE SET email = $3, first_name = $4, last_name = $5, \
+         username = $6, updated_at = $7 WHERE tokens_users.updated_at <= $7",
+        vec![
+            u.user_id.clone().into(),
+            instance_id.into(),
+            primary_email(u).into(),
+            u.first_name.clone().into(),
+            u.last_name.clone().into(),
+            u.username.clone().into(),
+            u.updated_at_ms.into(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl Projection for Users {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn topics(&self) -> &'static [&'static str] {
+        &[topics::IDENTITY]
+    }
+
+    async fn apply(&self, txn: &DatabaseTransaction, event: &Envelope) -> Result<(), DbErr> {
+        let bad =
+            |e: prost::DecodeError| DbErr::Custom(format!("undecodable {}: {e}", event.event_type));
+        if event.event_type == et::USER_DELETED {
+            let m = v1::UserDeleted::decode(event.payload.as_slice()).map_err(bad)?;
+            db::exec(
+                txn,
+                "DELETE FROM tokens_users WHERE user_id = $1 AND instance_id = $2",
+                vec![m.user_id.clone().into(), event.instance_id.clone().into()],
+            )
+            .await?;
+            families::revoke_matching(txn, event, None, Some(&m.user_id), "user_deleted").await?;
+            return Ok(());
+        }
+        let Some(u) =
+            gatehouse_proto::user_state(&event.event_type, &event.payload).map_err(bad)?
+        else {
+            return Ok(());
+        };
+        upsert(txn, &event.instance_id, &u).await?;
+        if event.event_type == et::USER_BANNED {
+            families::revoke_matching(txn, event, None, Some(&u.user_id), "user_banned").await?;
+        }
+        Ok(())
+    }
+
+    async fn reset(&self, txn: &DatabaseTransaction) -> Result<(), DbErr> {
+        db::exec(txn, "DELETE FROM tokens_users", vec![]).await?;
+        Ok(())
+    }
+}
+
+pub async fn profile(
+    conn: &impl ConnectionTrait,
+    instance_id: &str,
+    user_id: &str,
+) -> Result<Option<Profile>, DbErr> {
+    db::query_one(
+        conn,
+        "SELECT email, first_name, last_name, username, updated_at FROM tokens_users \
+         WHERE user_id = $1 AND instance_id = $2",
+        vec![user_id.into(), instance_id.into()],
+    )
+    .await?
+    .map(|r| {
+        Ok(Profile {
+            email: col(&r, "email")?,
+            first_name: col(&r, "first_name")?,
+            last_name: col(&r, "last_name")?,
+            username: col(&r, "username")?,
+            updated_at_ms: col(&r, "updated_at")?,
+        })
+    })
+    .transpose()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scopes_release_only_their_claims() {
+        let p = Profile {
+            email: Some("ada@example.com".into()),
+            first_name: Some("Ada".into()),
+            last_name: Some("Lovelace".into()),
+            username: None,
+            updated_at_ms: 1_700_000_000_123,
+        };
+        assert!(p.claims(&["openid"]).is_empty());
+        let email = p.claims(&["openid", "email"]);
+        assert_eq!(email["email"], "ada@example.com");
+        assert_eq!(email["email_verified"], false);
+        assert!(!email.contains_key("name"));
+        let profile = p.claims(&["profile"]);
+        assert_eq!(profile["name"], "Ada Lovelace");
+        assert_eq!(profile["given_name"], "Ada");
+        assert_eq!(profile["family_name"], "Lovelace");
+        assert_eq!(profile["updated_at"], 1_700_000_000);
+        assert!(!profile.contains_key("email") && !profile.contains_key("preferred_username"));
+    }
+}
