@@ -710,6 +710,109 @@ async fn userinfo_flow(mode: Mode) {
     assert_eq!((s, e["error"].as_str()), (401, Some("invalid_token")));
 }
 
+/// `n` client_credentials access tokens, once the token service knows the
+/// client.
+async fn client_credentials_tokens(o: &Oauth<'_>, id: &str, secret: &str, n: usize) -> Vec<String> {
+    let mut issued = Vec::new();
+    for _ in 0..300 {
+        let (s, b) = o
+            .token(&[("grant_type", "client_credentials")], Some((id, secret)))
+            .await;
+        if s == 200 {
+            issued.push(b["access_token"].as_str().unwrap().to_owned());
+            if issued.len() == n {
+                return issued;
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    panic!("the client never reached the token service");
+}
+
+/// Private signing keys are stored encrypted under the deployment secret;
+/// a process started with another secret cannot use them, so it retires the
+/// active key and makes a new one, and tokens of the old key still verify.
+#[tokio::test]
+async fn signing_keys_are_encrypted_at_rest() {
+    let mut g = Gatehouse::embedded().await;
+    let t = g.tenant().await;
+    let (key, ins) = (t.dev.key.clone(), t.dev.id.clone());
+    let app = g
+        .create_app(
+            &key,
+            json!({ "name": "Worker", "redirect_uris": [REDIRECT], "scopes": "openid" }),
+        )
+        .await;
+    let (id, secret) = (
+        app["client_id"].as_str().unwrap().to_owned(),
+        app["client_secret"].as_str().unwrap().to_owned(),
+    );
+    let before = {
+        let o = Oauth {
+            g: &g,
+            ins: ins.clone(),
+        };
+        client_credentials_tokens(&o, &id, &secret, 1)
+            .await
+            .remove(0)
+    };
+    let url = format!(
+        "sqlite:{}",
+        g.data_dir.as_ref().unwrap().join("gatehouse.db").display()
+    );
+    let rows = stored_signing_keys(&url).await;
+    assert_eq!(rows.len(), 1);
+    assert!(
+        rows[0].1.starts_with("ghenc1:") && !rows[0].1.contains("PRIVATE"),
+        "{rows:?}"
+    );
+
+    g.kill();
+    g.extra_args.extend([
+        "--oauth-code-secret".to_owned(),
+        "an-entirely-different-deployment-secret-0123".to_owned(),
+    ]);
+    g.spawn().await;
+    let o = Oauth { g: &g, ins };
+    let after = client_credentials_tokens(&o, &id, &secret, 1)
+        .await
+        .remove(0);
+    assert_ne!(jwt_part(&before, 0)["kid"], jwt_part(&after, 0)["kid"]);
+    for tok in [&before, &after] {
+        let (s, v) = verify(&g, &key, tok, "/oauth_applications/access_tokens/verify").await;
+        assert_eq!((s, v["revoked"].clone()), (200, json!(false)), "{v}");
+    }
+    let rows = stored_signing_keys(&url).await;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.iter().filter(|r| r.2).count(), 1, "{rows:?}");
+}
+
+/// (kid, stored private key, active) of every signing key in a database.
+async fn stored_signing_keys(url: &str) -> Vec<(String, String, bool)> {
+    use sea_orm::ConnectionTrait;
+    let db = sea_orm::Database::connect(url).await.unwrap();
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT kid, private_pem, active FROM tokens_signing_keys",
+        ))
+        .await
+        .unwrap();
+    let out = rows
+        .iter()
+        .map(|r| {
+            (
+                r.try_get("", "kid").unwrap(),
+                r.try_get("", "private_pem").unwrap(),
+                r.try_get("", "active").unwrap(),
+            )
+        })
+        .collect();
+    db.close().await.ok();
+    out
+}
+
 /// The Backend API revokes one token (its family) or everything an
 /// application's client holds; another instance's key can do neither.
 async fn backend_revocation_flow(mode: Mode) {
@@ -732,23 +835,7 @@ async fn backend_revocation_flow(mode: Mode) {
         app["client_secret"].as_str().unwrap().to_owned(),
     );
     let form = [("grant_type", "client_credentials")];
-    let mut issued = Vec::new();
-    for _ in 0..300 {
-        let (s, b) = o.token(&form, Some((&id, &secret))).await;
-        if s == 200 {
-            issued.push(b["access_token"].as_str().unwrap().to_owned());
-            if issued.len() == 3 {
-                break;
-            }
-        } else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    assert_eq!(
-        issued.len(),
-        3,
-        "the client never reached the token service"
-    );
+    let issued = client_credentials_tokens(&o, &id, &secret, 3).await;
     let revoke = "/v1/oauth_applications/access_tokens/revoke";
     let check = "/oauth_applications/access_tokens/verify";
 

@@ -47,11 +47,16 @@ pub struct AuthorizationCode {
     pub expires_at_ms: i64,
 }
 
-/// Seals and opens codes with the deployment's code key.
+/// Seals and opens codes with the deployment's code key, and encrypts
+/// secrets kept at rest (signing keys) under a second key derived from the
+/// same secret.
 #[derive(Clone)]
 pub struct CodeSealer {
     cipher: Aes256Gcm,
+    at_rest: Aes256Gcm,
 }
+
+const AT_REST_PREFIX: &str = "ghenc1:";
 
 impl std::fmt::Debug for CodeSealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -71,32 +76,41 @@ impl CodeSealer {
                 "the OAuth code secret must be at least {MIN_SECRET_LEN} characters"
             ));
         }
-        let mut h = Sha256::new();
-        h.update(b"gatehouse oauth code key\0");
-        h.update(secret.as_bytes());
-        let key: [u8; 32] = h.finalize().into();
-        let cipher = Aes256Gcm::new_from_slice(&key).map_err(|e| e.to_string())?;
-        Ok(Self { cipher })
+        let derive = |label: &[u8]| {
+            let mut h = Sha256::new();
+            h.update(label);
+            h.update(secret.as_bytes());
+            let key: [u8; 32] = h.finalize().into();
+            Aes256Gcm::new_from_slice(&key).map_err(|e| e.to_string())
+        };
+        Ok(Self {
+            cipher: derive(b"gatehouse oauth code key\0")?,
+            at_rest: derive(b"gatehouse secrets at rest key\0")?,
+        })
+    }
+
+    /// Encrypts a secret to store (`ghenc1:` + base64url of nonce and
+    /// ciphertext); `context` (a key id, say) is bound to it, so a stored
+    /// value cannot be moved to another row.
+    pub fn encrypt_at_rest(&self, plain: &str, context: &str) -> String {
+        let sealed = seal_with(&self.at_rest, plain.as_bytes(), context.as_bytes());
+        format!("{AT_REST_PREFIX}{sealed}")
+    }
+
+    /// The secret [`CodeSealer::encrypt_at_rest`] stored for `context`;
+    /// `None` when it was encrypted under another secret or altered. A value
+    /// without the prefix was stored before encryption and is returned as is.
+    pub fn decrypt_at_rest(&self, stored: &str, context: &str) -> Option<String> {
+        let Some(encoded) = stored.strip_prefix(AT_REST_PREFIX) else {
+            return Some(stored.to_owned());
+        };
+        String::from_utf8(open_with(&self.at_rest, encoded, context.as_bytes())?).ok()
     }
 
     pub fn seal(&self, code: &AuthorizationCode) -> String {
-        let mut nonce = [0u8; NONCE_LEN];
-        rand::rng().fill_bytes(&mut nonce);
         // Serialising a struct of strings and integers cannot fail.
         let plain = serde_json::to_vec(code).unwrap_or_default();
-        let sealed = self
-            .cipher
-            .encrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: &plain,
-                    aad: AAD,
-                },
-            )
-            .unwrap_or_default();
-        let mut bytes = nonce.to_vec();
-        bytes.extend_from_slice(&sealed);
-        format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
+        format!("{PREFIX}{}", seal_with(&self.cipher, &plain, AAD))
     }
 
     /// The code's contents if it was sealed with this key and not altered.
@@ -105,24 +119,34 @@ impl CodeSealer {
         if code.len() > MAX_LEN {
             return None;
         }
-        let bytes = URL_SAFE_NO_PAD.decode(code.strip_prefix(PREFIX)?).ok()?;
-        if bytes.len() <= NONCE_LEN {
-            return None;
-        }
-        let (nonce, sealed) = bytes.split_at(NONCE_LEN);
-        let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
-        let plain = self
-            .cipher
-            .decrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: sealed,
-                    aad: AAD,
-                },
-            )
-            .ok()?;
+        let plain = open_with(&self.cipher, code.strip_prefix(PREFIX)?, AAD)?;
         serde_json::from_slice(&plain).ok()
     }
+}
+
+/// base64url of a fresh nonce and the AES-GCM ciphertext of `plain`.
+fn seal_with(cipher: &Aes256Gcm, plain: &[u8], aad: &[u8]) -> String {
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::rng().fill_bytes(&mut nonce);
+    let sealed = cipher
+        .encrypt(&Nonce::from(nonce), Payload { msg: plain, aad })
+        .unwrap_or_default();
+    let mut bytes = nonce.to_vec();
+    bytes.extend_from_slice(&sealed);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// What [`seal_with`] sealed, if the key and `aad` match and nothing changed.
+fn open_with(cipher: &Aes256Gcm, encoded: &str, aad: &[u8]) -> Option<Vec<u8>> {
+    let bytes = URL_SAFE_NO_PAD.decode(encoded).ok()?;
+    if bytes.len() <= NONCE_LEN {
+        return None;
+    }
+    let (nonce, sealed) = bytes.split_at(NONCE_LEN);
+    let nonce: [u8; NONCE_LEN] = nonce.try_into().ok()?;
+    cipher
+        .decrypt(&Nonce::from(nonce), Payload { msg: sealed, aad })
+        .ok()
 }
 
 #[cfg(test)]
@@ -166,5 +190,24 @@ mod tests {
             assert_eq!(a.open(junk), None, "{junk}");
         }
         assert!(CodeSealer::from_secret("short").is_err());
+    }
+
+    #[test]
+    fn secrets_at_rest_open_only_with_their_secret_and_context() {
+        let a = CodeSealer::from_secret("a-secret-that-is-long-enough-0123456789").unwrap();
+        let b = CodeSealer::from_secret("another-secret-long-enough-0123456789ab").unwrap();
+        let stored = a.encrypt_at_rest("-----BEGIN PRIVATE KEY-----", "kid-1");
+        assert!(stored.starts_with("ghenc1:") && !stored.contains("PRIVATE"));
+        assert_eq!(
+            a.decrypt_at_rest(&stored, "kid-1").as_deref(),
+            Some("-----BEGIN PRIVATE KEY-----")
+        );
+        assert_eq!(a.decrypt_at_rest(&stored, "kid-2"), None);
+        assert_eq!(b.decrypt_at_rest(&stored, "kid-1"), None);
+        assert_eq!(
+            a.decrypt_at_rest("legacy pem", "kid-1").as_deref(),
+            Some("legacy pem")
+        );
+        assert_eq!(a.decrypt_at_rest("ghenc1:!!", "kid-1"), None);
     }
 }

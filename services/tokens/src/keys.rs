@@ -12,6 +12,7 @@ use std::sync::{Arc, LazyLock, RwLock};
 use std::time::{Duration, Instant};
 
 use gatehouse_platform::db::{self, col};
+use gatehouse_platform::oauth_code::CodeSealer;
 use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use p256::pkcs8::{EncodePrivateKey, LineEnding};
@@ -101,11 +102,13 @@ fn encoding_key(alg: Algorithm, pem: &str) -> Result<EncodingKey, DbErr> {
 
 async fn insert(
     conn: &impl ConnectionTrait,
+    sealer: &CodeSealer,
     instance_id: &str,
     alg: Algorithm,
     now_ms: i64,
 ) -> Result<String, DbErr> {
     let (kid, pem, jwk) = generate(alg)?;
+    let pem = sealer.encrypt_at_rest(&pem, &kid);
     let jwk = serde_json::to_string(&jwk).map_err(err)?;
     // Two processes may race to create an instance's first key: the unique
     // index on active keys keeps one.
@@ -126,31 +129,45 @@ async fn insert(
     Ok(kid)
 }
 
+/// The active key, `Err(Unreadable)` inside when it is stored under
+/// another secret.
 async fn load_active(
     conn: &impl ConnectionTrait,
+    sealer: &CodeSealer,
     instance_id: &str,
-) -> Result<Option<SigningKey>, DbErr> {
-    db::query_one(
+) -> Result<Option<Result<SigningKey, Unreadable>>, DbErr> {
+    let Some(r) = db::query_one(
         conn,
         "SELECT kid, alg, private_pem FROM tokens_signing_keys WHERE instance_id = $1 AND active",
         vec![instance_id.into()],
     )
     .await?
-    .map(|r| {
-        let alg = parse_alg(&col::<String>(&r, "alg")?);
-        let pem: String = col(&r, "private_pem")?;
-        Ok(SigningKey {
-            kid: col(&r, "kid")?,
-            alg,
-            encoding: encoding_key(alg, &pem)?,
-        })
-    })
-    .transpose()
+    else {
+        return Ok(None);
+    };
+    let alg = parse_alg(&col::<String>(&r, "alg")?);
+    let kid: String = col(&r, "kid")?;
+    let stored: String = col(&r, "private_pem")?;
+    let Some(pem) = sealer.decrypt_at_rest(&stored, &kid) else {
+        return Ok(Some(Err(Unreadable(kid))));
+    };
+    Ok(Some(Ok(SigningKey {
+        encoding: encoding_key(alg, &pem)?,
+        kid,
+        alg,
+    })))
 }
 
-/// The instance's active signing key, created (ES256) if it has none.
+/// An active key that cannot be decrypted with this deployment's secret.
+struct Unreadable(String);
+
+/// The instance's active signing key, created (ES256) if it has none. An
+/// active key stored under a different `--oauth-code-secret` cannot sign:
+/// it is retired (it stays published, so its tokens still verify) and a new
+/// one takes its place.
 pub async fn active(
     conn: &impl ConnectionTrait,
+    sealer: &CodeSealer,
     instance_id: &str,
     now_ms: i64,
 ) -> Result<Arc<SigningKey>, DbErr> {
@@ -160,13 +177,23 @@ pub async fn active(
     {
         return Ok(k.clone());
     }
-    let key = match load_active(conn, instance_id).await? {
-        Some(k) => k,
-        None => {
-            insert(conn, instance_id, Algorithm::ES256, now_ms).await?;
-            load_active(conn, instance_id)
-                .await?
-                .ok_or_else(|| err("no active key after creating one"))?
+    let key = match load_active(conn, sealer, instance_id).await? {
+        Some(Ok(k)) => k,
+        found => {
+            if let Some(Err(Unreadable(kid))) = found {
+                tracing::error!(
+                    instance_id,
+                    kid,
+                    "active signing key is encrypted under another secret; rotating"
+                );
+                rotate(conn, sealer, instance_id, Algorithm::ES256, now_ms).await?;
+            } else {
+                insert(conn, sealer, instance_id, Algorithm::ES256, now_ms).await?;
+            }
+            match load_active(conn, sealer, instance_id).await? {
+                Some(Ok(k)) => k,
+                _ => return Err(err("no usable active key after creating one")),
+            }
         }
     };
     let key = Arc::new(key);
@@ -180,6 +207,7 @@ pub async fn active(
 /// published until its tokens have expired. Returns the new key id.
 pub async fn rotate(
     conn: &impl ConnectionTrait,
+    sealer: &CodeSealer,
     instance_id: &str,
     alg: Algorithm,
     now_ms: i64,
@@ -190,7 +218,7 @@ pub async fn rotate(
         vec![instance_id.into(), now_ms.into()],
     )
     .await?;
-    let kid = insert(conn, instance_id, alg, now_ms).await?;
+    let kid = insert(conn, sealer, instance_id, alg, now_ms).await?;
     if let Ok(mut cache) = ACTIVE.write() {
         cache.remove(instance_id);
     }

@@ -116,7 +116,7 @@ async fn rotate_key(
         return Err(ApiError::not_found("instance"));
     }
     let txn = db::begin_write(platform.db()).await?;
-    let kid = keys::rotate(&txn, &id, alg, platform.now_ms()).await?;
+    let kid = keys::rotate(&txn, platform.code_sealer(), &id, alg, platform.now_ms()).await?;
     txn.commit().await?;
     Ok(HttpResponse::Ok()
         .json(json!({ "object": "signing_key", "kid": kid, "alg": format!("{alg:?}") })))

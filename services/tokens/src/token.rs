@@ -153,7 +153,13 @@ async fn mint(
     plan: &Plan<'_>,
 ) -> Result<(IssuedToken, serde_json::Value), OAuthError> {
     let now = platform.now_ms();
-    let key = keys::active(platform.db(), instance.id.as_str(), now).await?;
+    let key = keys::active(
+        platform.db(),
+        platform.code_sealer(),
+        instance.id.as_str(),
+        now,
+    )
+    .await?;
     let issuer = platform.issuer(instance.id.as_str());
     let jti = gatehouse_platform::ids::random_base62(22);
     let exp_ms = now + ACCESS_TOKEN_TTL_MS;

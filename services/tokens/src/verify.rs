@@ -83,7 +83,13 @@ pub async fn jwks(
     let instance = instance(&platform, &path).await?;
     let now = platform.now_ms();
     // Make sure the instance has a key to publish before anyone needs one.
-    keys::active(platform.db(), instance.id.as_str(), now).await?;
+    keys::active(
+        platform.db(),
+        platform.code_sealer(),
+        instance.id.as_str(),
+        now,
+    )
+    .await?;
     let keys = keys::jwks(platform.db(), instance.id.as_str(), now).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "public, max-age=300"))
