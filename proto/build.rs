@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "gatehouse/events/v1/identity.proto",
         "gatehouse/events/v1/oauth.proto",
         "gatehouse/events/v1/tokens.proto",
+        "gatehouse/events/v1/webhooks.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

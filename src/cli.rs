@@ -213,7 +213,7 @@ pub struct DbArgs {
 pub struct RebuildArgs {
     /// The projection: `users`, `sessions`, `oauth_applications`, `oauth_scopes`,
     /// `oauth_settings`, `oauth_grants` (authz), `token_families`,
-    /// `token_clients`, `token_users` (tokens),
+    /// `token_clients`, `token_users` (tokens), `webhook_endpoints` (webhooks),
     /// `tenancy`, or the consumer projection `instance_usage`.
     pub projection: String,
     #[command(flatten)]

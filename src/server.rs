@@ -30,12 +30,14 @@ pub fn init_logging(format: LogFormat) {
 pub struct Mounts {
     pub authz: bool,
     pub tokens: bool,
+    pub webhooks: bool,
 }
 
 impl Mounts {
     pub const ALL: Self = Self {
         authz: true,
         tokens: true,
+        webhooks: true,
     };
 }
 
@@ -47,6 +49,9 @@ pub fn spawn_workers(platform: &Platform, mounts: Mounts) {
     }
     if mounts.tokens {
         workers.extend(gatehouse_tokens::workers(platform));
+    }
+    if mounts.webhooks {
+        workers.extend(gatehouse_webhooks::workers(platform));
     }
     for (name, worker) in workers {
         tracing::debug!(worker = name, "starting worker");
@@ -72,6 +77,9 @@ pub async fn run_http(platform: Platform, listen: &str, mounts: Mounts) -> anyho
                 }
                 if mounts.authz {
                     gatehouse_authz::configure(cfg);
+                }
+                if mounts.webhooks {
+                    gatehouse_webhooks::configure(cfg);
                 }
             })
             .configure(gatehouse_platform::tenancy::admin_api::configure)
@@ -119,13 +127,16 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let mut mounts = Mounts {
         authz: false,
         tokens: false,
+        webhooks: false,
     };
     for service in &args.services {
         match service {
             Service::Authz => mounts.authz = true,
             Service::Tokens => mounts.tokens = true,
+            Service::Webhooks => mounts.webhooks = true,
             other => bail!(
-                "the {other:?} service is not part of this build yet; available: authz, tokens"
+                "the {other:?} service is not part of this build yet; available: authz, tokens, \
+                 webhooks"
             ),
         }
     }
@@ -228,11 +239,15 @@ pub async fn rebuild(args: RebuildArgs) -> anyhow::Result<()> {
             Some(n) => n,
             None => match gatehouse_tokens::rebuild(&db, name).await? {
                 Some(n) => n,
-                None => bail!(
-                    "unknown projection {name:?}; known: tenancy, instance_usage, {}, {}",
-                    gatehouse_authz::PROJECTIONS.join(", "),
-                    gatehouse_tokens::PROJECTIONS.join(", ")
-                ),
+                None => match gatehouse_webhooks::rebuild(&db, name).await? {
+                    Some(n) => n,
+                    None => bail!(
+                        "unknown projection {name:?}; known: tenancy, instance_usage, {}, {}, {}",
+                        gatehouse_authz::PROJECTIONS.join(", "),
+                        gatehouse_tokens::PROJECTIONS.join(", "),
+                        gatehouse_webhooks::PROJECTIONS.join(", ")
+                    ),
+                },
             },
         },
     };

@@ -21,6 +21,7 @@ mod m0011_oauth_grants;
 mod m0012_tokens;
 mod m0013_grant_client_names;
 mod m0014_tokens_users;
+mod m0015_webhooks;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0012_tokens::Migration),
             Box::new(m0013_grant_client_names::Migration),
             Box::new(m0014_tokens_users::Migration),
+            Box::new(m0015_webhooks::Migration),
         ]
     }
 }

@@ -40,6 +40,11 @@ pub mod event_types {
     pub const TOKEN_ISSUED: &str = "token.issued";
     pub const TOKEN_REFRESHED: &str = "token.refreshed";
     pub const TOKEN_FAMILY_REVOKED: &str = "token.family_revoked";
+
+    pub const WEBHOOK_ENDPOINT_CREATED: &str = "webhook_endpoint.created";
+    pub const WEBHOOK_ENDPOINT_UPDATED: &str = "webhook_endpoint.updated";
+    pub const WEBHOOK_ENDPOINT_SECRET_ROTATED: &str = "webhook_endpoint.secret_rotated";
+    pub const WEBHOOK_ENDPOINT_DELETED: &str = "webhook_endpoint.deleted";
 }
 
 /// Stream types (the aggregate kinds) and the topic each is published on.
@@ -53,6 +58,7 @@ pub mod stream_types {
     pub const OAUTH_SETTINGS: &str = "oauth_settings";
     pub const OAUTH_GRANT: &str = "oauth_grant";
     pub const TOKEN_FAMILY: &str = "token_family";
+    pub const WEBHOOK_ENDPOINT: &str = "webhook_endpoint";
 }
 
 /// The whole application state an `oauth_application.*` event carries;

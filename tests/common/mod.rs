@@ -269,15 +269,22 @@ impl Gatehouse {
                 cmd.arg("--data-dir").arg(self.data_dir.as_ref().unwrap());
             }
             Mode::Production => {
-                cmd.args(["serve", "authz", "tokens", "--database-url", &self.db_url])
-                    .args([
-                        "--kafka-brokers",
-                        &self.brokers,
-                        "--redis-url",
-                        &self.redis_url,
-                    ])
-                    .args(["--topic-prefix", &self.topic_prefix])
-                    .args(["--oauth-code-secret", CODE_SECRET]);
+                cmd.args([
+                    "serve",
+                    "authz",
+                    "tokens",
+                    "webhooks",
+                    "--database-url",
+                    &self.db_url,
+                ])
+                .args([
+                    "--kafka-brokers",
+                    &self.brokers,
+                    "--redis-url",
+                    &self.redis_url,
+                ])
+                .args(["--topic-prefix", &self.topic_prefix])
+                .args(["--oauth-code-secret", CODE_SECRET]);
             }
         }
         cmd.args(["--listen", &format!("127.0.0.1:{}", self.port)])

@@ -25,7 +25,8 @@ pub mod topics {
     pub const TENANCY: &str = "gatehouse.tenancy";
     pub const OAUTH: &str = "gatehouse.oauth";
     pub const TOKENS: &str = "gatehouse.tokens";
-    pub const ALL: &[&str] = &[IDENTITY, TENANCY, OAUTH, TOKENS];
+    pub const WEBHOOKS: &str = "gatehouse.webhooks";
+    pub const ALL: &[&str] = &[IDENTITY, TENANCY, OAUTH, TOKENS, WEBHOOKS];
 }
 
 #[derive(Debug, Clone)]

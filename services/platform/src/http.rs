@@ -241,6 +241,14 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
 }
 
 /// An `offset` query parameter: a non-negative integer the database accepts.
+/// A list's `limit`: 1 to 500.
+pub fn limit_param(v: &str) -> Result<u64, ApiError> {
+    v.parse::<u64>()
+        .ok()
+        .filter(|l| (1..=500).contains(l))
+        .ok_or_else(|| ApiError::invalid_param("limit", "`limit` must be between 1 and 500."))
+}
+
 pub fn offset_param(v: &str) -> Result<u64, ApiError> {
     v.parse::<u64>()
         .ok()

@@ -17,6 +17,7 @@ pub mod oauth_code;
 pub mod outbox;
 pub mod ratelimit;
 pub mod tenancy;
+pub mod wire;
 
 mod context;
 

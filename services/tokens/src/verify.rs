@@ -12,7 +12,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use gatehouse_platform::eventstore::{EventMeta, MAX_ATTEMPTS};
 use gatehouse_platform::http::parse_json;
 use gatehouse_platform::oauth::OAuthError;
-use gatehouse_platform::tenancy::{Authed, Instance, InstanceKey};
+use gatehouse_platform::tenancy::{Instance, InstanceKey};
 use gatehouse_platform::{ApiError, ApiResult, Platform, db};
 use jsonwebtoken::{Validation, decode, decode_header};
 use serde::Deserialize;
@@ -299,15 +299,6 @@ fn access_token_json(r: &TokenRecord, now: i64) -> Value {
     })
 }
 
-fn backend_meta(auth: &Authed) -> EventMeta {
-    EventMeta {
-        tenant_id: auth.instance.tenant_id.to_string(),
-        instance_id: auth.instance.id.to_string(),
-        actor: auth.actor(),
-        trace_id: gatehouse_platform::http::current_trace_id(),
-    }
-}
-
 /// `POST /v1/oauth_applications/access_tokens/revoke` (and without `/v1`):
 /// the Backend API revokes one access token, and so its whole family;
 /// answers the token object as it now stands, 404 for a token that is not
@@ -322,7 +313,7 @@ pub async fn backend_revoke(
     let found = inspect(&platform, instance_id, &b.access_token)
         .await?
         .ok_or_else(|| ApiError::not_found("OAuth access token"))?;
-    revoke_family(&platform, &backend_meta(&auth), &found.family_id, "revoked").await?;
+    revoke_family(&platform, &auth.event_meta(), &found.family_id, "revoked").await?;
     let now = inspect(&platform, instance_id, &b.access_token)
         .await?
         .ok_or_else(|| ApiError::not_found("OAuth access token"))?;
@@ -341,7 +332,7 @@ pub async fn revoke_application_tokens(
     let client = clients::by_application(platform.db(), instance_id, &application_id)
         .await?
         .ok_or_else(|| ApiError::not_found("OAuth application"))?;
-    let meta = backend_meta(&auth);
+    let meta = auth.event_meta();
     let mut revoked = 0u64;
     for family in
         families::standing(platform.db(), instance_id, Some(&client.client_id), None).await?

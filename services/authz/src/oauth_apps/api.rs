@@ -6,7 +6,6 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use gatehouse_platform::http::parse_json;
 use gatehouse_platform::idempotency;
-use gatehouse_platform::oauth::paths;
 use gatehouse_platform::tenancy::InstanceKey;
 use gatehouse_platform::{ApiError, ApiResult, Platform};
 use gatehouse_proto::event_types as et;
@@ -38,30 +37,7 @@ pub fn app_json(
     a: &AppState,
     secret: Option<&str>,
 ) -> Value {
-    let issuer = platform.issuer(instance_id);
-    let mut v = json!({
-        "object": "oauth_application",
-        "id": a.application_id,
-        "instance_id": instance_id,
-        "name": a.name,
-        "client_id": a.client_id,
-        "client_uri": a.client_uri,
-        "client_image_url": a.client_image_url,
-        "dynamically_registered": a.dynamically_registered,
-        "consent_screen_enabled": a.consent_screen_enabled,
-        "pkce_required": a.pkce_required,
-        "public": a.public,
-        "scopes": a.scopes,
-        "redirect_uris": a.redirect_uris,
-        "callback_url": a.redirect_uris.first(),
-        "authorize_url": format!("{issuer}{}", paths::AUTHORIZE),
-        "token_fetch_url": format!("{issuer}{}", paths::TOKEN),
-        "user_info_url": format!("{issuer}{}", paths::USERINFO),
-        "discovery_url": format!("{issuer}/.well-known/oauth-authorization-server"),
-        "token_introspection_url": format!("{issuer}{}", paths::INTROSPECT),
-        "created_at": a.created_at_ms,
-        "updated_at": a.updated_at_ms,
-    });
+    let mut v = gatehouse_platform::wire::oauth_application_json(platform, instance_id, a);
     if let Some(s) = secret {
         v["client_secret"] = json!(s);
     }
@@ -151,15 +127,7 @@ async fn list(
     let mut name_query = None;
     for (k, v) in form_urlencoded::parse(req.query_string().as_bytes()) {
         match k.as_ref() {
-            "limit" => {
-                limit = v
-                    .parse()
-                    .ok()
-                    .filter(|l| (1..=500).contains(l))
-                    .ok_or_else(|| {
-                        ApiError::invalid_param("limit", "`limit` must be between 1 and 500.")
-                    })?
-            }
+            "limit" => limit = gatehouse_platform::http::limit_param(&v)?,
             "offset" => offset = gatehouse_platform::http::offset_param(&v)?,
             "order_by" => {
                 let (desc, name) = match v.strip_prefix('-') {

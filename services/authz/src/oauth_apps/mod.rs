@@ -12,7 +12,7 @@ pub mod validate;
 
 use gatehouse_platform::db;
 use gatehouse_platform::eventstore::{
-    AppendError, EventMeta, MAX_ATTEMPTS, NewEvent, RecordedEvent, Stream, pause_after_conflict,
+    AppendError, Attempt, NewEvent, RecordedEvent, Stream, until_won,
 };
 use gatehouse_platform::ids::OAuthApplicationId;
 use gatehouse_platform::tenancy::Authed;
@@ -68,15 +68,6 @@ pub fn fold(events: &[RecordedEvent]) -> Option<App> {
     app
 }
 
-fn meta(auth: &Authed) -> EventMeta {
-    EventMeta {
-        tenant_id: auth.instance.tenant_id.to_string(),
-        instance_id: auth.instance.id.to_string(),
-        actor: auth.actor(),
-        trace_id: gatehouse_platform::http::current_trace_id(),
-    }
-}
-
 pub fn event<M: Message>(event_type: &'static str, msg: &M) -> NewEvent {
     NewEvent {
         event_type,
@@ -98,7 +89,7 @@ async fn append(
         version,
     };
     let recorded = STORE
-        .append(txn, stream, events, &meta(auth), platform.now_ms())
+        .append(txn, stream, events, &auth.event_meta(), platform.now_ms())
         .await?;
     for ev in &recorded {
         projection::project(txn, ev).await?;
@@ -155,7 +146,7 @@ where
     if OAuthApplicationId::parse(id).is_none() {
         return Err(ApiError::not_found("OAuth application"));
     }
-    for attempt in 0..MAX_ATTEMPTS {
+    until_won(|| async {
         let txn = db::begin_write(platform.db()).await?;
         let app = match fold(&STORE.load_stream(&txn, id).await?) {
             Some(a) if !a.deleted && a.instance_id == auth.instance.id.as_str() => a,
@@ -163,23 +154,23 @@ where
         };
         let decision = decide(&app, platform.now_ms())?;
         if decision.events.is_empty() {
-            return Ok(decision.state);
+            return Ok(Attempt::Done(decision.state));
         }
         match append(&txn, platform, auth, id, app.version, &decision.events).await {
             Ok(recorded) => {
                 txn.commit().await?;
                 platform.events_committed(STORE.table(), &recorded);
-                return Ok(decision.state);
+                Ok(Attempt::Done(decision.state))
             }
-            Err(AppendError::Conflict { .. }) => {
-                drop(txn);
-                pause_after_conflict(attempt).await;
-            }
-            Err(AppendError::Db(e)) => return Err(e.into()),
+            Err(AppendError::Conflict { .. }) => Ok(Attempt::Lost),
+            Err(AppendError::Db(e)) => Err(e.into()),
         }
-    }
-    Err(ApiError::conflict(
-        "concurrent_modification",
-        "The OAuth application was changed by other requests at the same time; retry.",
-    ))
+    })
+    .await?
+    .ok_or_else(|| {
+        ApiError::conflict(
+            "concurrent_modification",
+            "The OAuth application was changed by other requests at the same time; retry.",
+        )
+    })
 }

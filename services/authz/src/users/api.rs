@@ -7,6 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use gatehouse_platform::http::parse_json;
 use gatehouse_platform::idempotency;
 use gatehouse_platform::tenancy::InstanceKey;
+use gatehouse_platform::wire::{metadata_value, user_json};
 use gatehouse_platform::{ApiError, ApiResult, Platform};
 use gatehouse_proto::event_types as et;
 use gatehouse_proto::v1::{self, UserState};
@@ -42,80 +43,6 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
-}
-
-fn metadata_value(json: &str) -> Value {
-    serde_json::from_str(json).unwrap_or_else(|_| json!({}))
-}
-
-/// The Clerk user object.
-pub fn user_json(u: &UserState) -> Value {
-    let emails: Vec<Value> = u
-        .email_addresses
-        .iter()
-        .map(|e| {
-            json!({
-                "object": "email_address",
-                "id": e.id,
-                "email_address": e.email_address,
-                "reserved": false,
-                "verification": {
-                    "object": "verification_admin",
-                    "status": "verified",
-                    "strategy": "admin",
-                    "attempts": null,
-                    "expire_at": null,
-                },
-                "linked_to": [],
-                "matches_sso_connection": false,
-                "created_at": u.created_at_ms,
-                "updated_at": u.updated_at_ms,
-            })
-        })
-        .collect();
-    let primary = (!u.primary_email_address_id.is_empty()).then_some(&u.primary_email_address_id);
-    json!({
-        "object": "user",
-        "id": u.user_id,
-        "username": u.username,
-        "first_name": u.first_name,
-        "last_name": u.last_name,
-        "image_url": "",
-        "has_image": false,
-        "primary_email_address_id": primary,
-        "primary_phone_number_id": null,
-        "primary_web3_wallet_id": null,
-        "password_enabled": u.password_enabled,
-        "two_factor_enabled": false,
-        "totp_enabled": false,
-        "backup_code_enabled": false,
-        "email_addresses": emails,
-        "phone_numbers": [],
-        "web3_wallets": [],
-        "passkeys": [],
-        "external_accounts": [],
-        "saml_accounts": [],
-        "enterprise_accounts": [],
-        "public_metadata": metadata_value(&u.public_metadata_json),
-        "private_metadata": metadata_value(&u.private_metadata_json),
-        "unsafe_metadata": metadata_value(&u.unsafe_metadata_json),
-        "external_id": u.external_id,
-        "last_sign_in_at": null,
-        "last_active_at": null,
-        "banned": u.banned,
-        "locked": false,
-        "lockout_expires_in_seconds": null,
-        "verification_attempts_remaining": null,
-        "delete_self_enabled": true,
-        "create_organization_enabled": true,
-        "create_organizations_limit": null,
-        "legal_accepted_at": null,
-        "mfa_enabled_at": null,
-        "mfa_disabled_at": null,
-        "locale": null,
-        "created_at": u.created_at_ms,
-        "updated_at": u.updated_at_ms,
-    })
 }
 
 #[derive(Deserialize)]
@@ -203,15 +130,7 @@ fn parse_filter(qs: &str, paging: bool) -> ApiResult<(Filter, (OrderBy, bool), u
                     ApiError::invalid_param("banned", "`banned` must be true or false.")
                 })?)
             }
-            ("limit", true) => {
-                limit = v
-                    .parse()
-                    .ok()
-                    .filter(|l| (1..=500).contains(l))
-                    .ok_or_else(|| {
-                        ApiError::invalid_param("limit", "`limit` must be between 1 and 500.")
-                    })?
-            }
+            ("limit", true) => limit = gatehouse_platform::http::limit_param(&v)?,
             ("offset", true) => offset = gatehouse_platform::http::offset_param(&v)?,
             ("order_by", true) => {
                 order = OrderBy::parse(&v).ok_or_else(|| {

@@ -14,8 +14,7 @@ pub mod validate;
 
 use gatehouse_platform::db;
 use gatehouse_platform::eventstore::{
-    AppendError, EventMeta, EventStore, MAX_ATTEMPTS, NewEvent, RecordedEvent, Stream,
-    pause_after_conflict,
+    AppendError, EventStore, MAX_ATTEMPTS, NewEvent, RecordedEvent, Stream, pause_after_conflict,
 };
 use gatehouse_platform::ids::{EmailAddressId, UserId};
 use gatehouse_platform::tenancy::Authed;
@@ -94,15 +93,6 @@ pub fn event<M: Message>(event_type: &'static str, msg: &M) -> NewEvent {
     }
 }
 
-fn meta(auth: &Authed) -> EventMeta {
-    EventMeta {
-        tenant_id: auth.instance.tenant_id.to_string(),
-        instance_id: auth.instance.id.to_string(),
-        actor: auth.actor(),
-        trace_id: gatehouse_platform::http::current_trace_id(),
-    }
-}
-
 async fn append_and_project(
     txn: &DatabaseTransaction,
     platform: &Platform,
@@ -120,7 +110,7 @@ async fn append_and_project(
                 version: expected_version,
             },
             events,
-            &meta(auth),
+            &auth.event_meta(),
             platform.now_ms(),
         )
         .await?;

@@ -78,6 +78,17 @@ impl Authed {
             .clone()
             .unwrap_or_else(|| format!("secret_key:{}", self.key_id))
     }
+
+    /// The metadata of events this request causes: its instance, actor and
+    /// trace id.
+    pub fn event_meta(&self) -> crate::eventstore::EventMeta {
+        crate::eventstore::EventMeta {
+            tenant_id: self.instance.tenant_id.to_string(),
+            instance_id: self.instance.id.to_string(),
+            actor: self.actor(),
+            trace_id: crate::http::current_trace_id(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -1,0 +1,341 @@
+//! Webhook endpoints: one event-sourced aggregate per endpoint, each event
+//! carrying the whole state; `webhooks_endpoints` is its projection,
+//! written in the command's transaction.
+//!
+//! Signing secrets follow Standard Webhooks: `whsec_` and the base64 of 32
+//! random bytes. They are encrypted at rest (events and projection alike)
+//! under the deployment secret. After a rotation the previous secret keeps
+//! signing alongside the new one for [`ROTATION_OVERLAP_MS`].
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use gatehouse_platform::db::{self, col};
+use gatehouse_platform::eventstore::{
+    AppendError, Attempt, NewEvent, RecordedEvent, Stream, until_won,
+};
+use gatehouse_platform::tenancy::Authed;
+use gatehouse_platform::{ApiError, ApiResult, Platform};
+use gatehouse_proto::event_types as et;
+use gatehouse_proto::stream_types as st;
+use gatehouse_proto::v1::{self, WebhookEndpointState as State, WebhookSigningSecret};
+use prost::Message;
+use rand::RngCore;
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr};
+
+use crate::STORE;
+
+/// How long a rotated-out secret keeps signing next to the new one.
+pub const ROTATION_OVERLAP_MS: i64 = 24 * 60 * 60 * 1000;
+const ID_PREFIX: &str = "ep_";
+
+/// A fresh `whsec_` secret.
+pub fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("whsec_{}", STANDARD.encode(bytes))
+}
+
+pub fn new_id() -> String {
+    format!("{ID_PREFIX}{}", gatehouse_platform::ids::random_base62(22))
+}
+
+fn valid_id(id: &str) -> bool {
+    id.strip_prefix(ID_PREFIX)
+        .is_some_and(|r| r.len() == 22 && r.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// The secret stored for an endpoint, bound to the endpoint id.
+pub fn seal_secret(platform: &Platform, endpoint_id: &str, secret: &str) -> WebhookSigningSecret {
+    WebhookSigningSecret {
+        encrypted_secret: platform.code_sealer().encrypt_at_rest(secret, endpoint_id),
+        created_at_ms: platform.now_ms(),
+        expires_at_ms: 0,
+    }
+}
+
+/// The secrets signing at `now`: the current one, then rotated-out ones
+/// within their overlap. `None` for one this deployment cannot open.
+pub fn signing_secrets(platform: &Platform, state: &State, now: i64) -> Vec<Option<String>> {
+    state
+        .secrets
+        .iter()
+        .filter(|s| s.expires_at_ms == 0 || s.expires_at_ms > now)
+        .map(|s| {
+            platform
+                .code_sealer()
+                .decrypt_at_rest(&s.encrypted_secret, &state.endpoint_id)
+        })
+        .collect()
+}
+
+pub struct Endpoint {
+    pub state: State,
+    pub version: i64,
+    pub instance_id: String,
+    pub deleted: bool,
+}
+
+fn state_of(ev: &RecordedEvent) -> Option<State> {
+    let p = ev.payload.as_slice();
+    match ev.event_type.as_str() {
+        et::WEBHOOK_ENDPOINT_CREATED => v1::WebhookEndpointCreated::decode(p).ok()?.endpoint,
+        et::WEBHOOK_ENDPOINT_UPDATED => v1::WebhookEndpointUpdated::decode(p).ok()?.endpoint,
+        et::WEBHOOK_ENDPOINT_SECRET_ROTATED => {
+            v1::WebhookEndpointSecretRotated::decode(p).ok()?.endpoint
+        }
+        _ => None,
+    }
+}
+
+pub fn fold(events: &[RecordedEvent]) -> Option<Endpoint> {
+    let mut out: Option<Endpoint> = None;
+    for ev in events {
+        if ev.event_type == et::WEBHOOK_ENDPOINT_DELETED {
+            if let Some(e) = out.as_mut() {
+                e.deleted = true;
+                e.version = ev.stream_version;
+            }
+        } else if let Some(state) = state_of(ev) {
+            out = Some(Endpoint {
+                state,
+                version: ev.stream_version,
+                instance_id: ev.meta.instance_id.clone(),
+                deleted: false,
+            });
+        }
+    }
+    out
+}
+
+pub fn event<M: Message>(event_type: &'static str, msg: &M) -> NewEvent {
+    NewEvent {
+        event_type,
+        payload: msg.encode_to_vec(),
+    }
+}
+
+async fn append(
+    txn: &DatabaseTransaction,
+    platform: &Platform,
+    auth: &Authed,
+    id: &str,
+    version: i64,
+    events: &[NewEvent],
+) -> Result<Vec<RecordedEvent>, AppendError> {
+    let stream = Stream {
+        id,
+        kind: st::WEBHOOK_ENDPOINT,
+        version,
+    };
+    let recorded = STORE
+        .append(txn, stream, events, &auth.event_meta(), platform.now_ms())
+        .await?;
+    for ev in &recorded {
+        project(txn, ev).await?;
+    }
+    Ok(recorded)
+}
+
+/// Creates an endpoint from `state` (id, secret and times are set here);
+/// returns it with its secret in clear, shown this once.
+pub async fn create(
+    platform: &Platform,
+    auth: &Authed,
+    mut state: State,
+) -> ApiResult<(State, String)> {
+    let now = platform.now_ms();
+    state.endpoint_id = new_id();
+    state.created_at_ms = now;
+    state.updated_at_ms = now;
+    let secret = new_secret();
+    state.secrets = vec![seal_secret(platform, &state.endpoint_id, &secret)];
+    let txn = db::begin_write(platform.db()).await?;
+    let events = [event(
+        et::WEBHOOK_ENDPOINT_CREATED,
+        &v1::WebhookEndpointCreated {
+            endpoint: Some(state.clone()),
+        },
+    )];
+    let recorded = append(&txn, platform, auth, &state.endpoint_id, 0, &events)
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    txn.commit().await?;
+    platform.events_committed(STORE.table(), &recorded);
+    Ok((state, secret))
+}
+
+/// What a command decided: events to append and the state to answer with.
+pub struct Decision {
+    pub events: Vec<NewEvent>,
+    pub state: Option<State>,
+}
+
+/// Load, decide, append, project; retried from a fresh load when another
+/// request appended first, then 409. Another instance's endpoint is 404.
+pub async fn mutate<D>(
+    platform: &Platform,
+    auth: &Authed,
+    id: &str,
+    decide: D,
+) -> ApiResult<Option<State>>
+where
+    D: Fn(&Endpoint, i64) -> ApiResult<Decision>,
+{
+    if !valid_id(id) {
+        return Err(ApiError::not_found("webhook endpoint"));
+    }
+    until_won(|| async {
+        let txn = db::begin_write(platform.db()).await?;
+        let endpoint = match fold(&STORE.load_stream(&txn, id).await?) {
+            Some(e) if !e.deleted && e.instance_id == auth.instance.id.as_str() => e,
+            _ => return Err(ApiError::not_found("webhook endpoint")),
+        };
+        let decision = decide(&endpoint, platform.now_ms())?;
+        if decision.events.is_empty() {
+            return Ok(Attempt::Done(decision.state));
+        }
+        match append(&txn, platform, auth, id, endpoint.version, &decision.events).await {
+            Ok(recorded) => {
+                txn.commit().await?;
+                platform.events_committed(STORE.table(), &recorded);
+                Ok(Attempt::Done(decision.state))
+            }
+            Err(AppendError::Conflict { .. }) => Ok(Attempt::Lost),
+            Err(AppendError::Db(e)) => Err(e.into()),
+        }
+    })
+    .await?
+    .ok_or_else(|| {
+        ApiError::conflict(
+            "concurrent_modification",
+            "The webhook endpoint was changed by other requests at the same time; retry.",
+        )
+    })
+}
+
+// ------------------------------------------------------------ projection ---
+
+pub async fn project(conn: &impl ConnectionTrait, ev: &RecordedEvent) -> Result<(), DbErr> {
+    if ev.event_type == et::WEBHOOK_ENDPOINT_DELETED {
+        let m = v1::WebhookEndpointDeleted::decode(ev.payload.as_slice())
+            .map_err(|e| DbErr::Custom(format!("undecodable {}: {e}", ev.event_type)))?;
+        db::exec(
+            conn,
+            "DELETE FROM webhooks_endpoints WHERE id = $1",
+            vec![m.endpoint_id.into()],
+        )
+        .await?;
+        return Ok(());
+    }
+    let Some(s) = state_of(ev) else {
+        return Err(DbErr::Custom(format!("{} without state", ev.event_type)));
+    };
+    let filter =
+        serde_json::to_string(&s.filter_types).map_err(|e| DbErr::Custom(e.to_string()))?;
+    db::exec(
+        conn,
+        "INSERT INTO webhooks_endpoints (id, instance_id, version, url, description, filter_types, \
+         disabled, state, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (id) DO UPDATE SET version = $3, url = $4, description = $5, \
+         filter_types = $6, disabled = $7, state = $8, updated_at = $10",
+        vec![
+            s.endpoint_id.clone().into(),
+            ev.meta.instance_id.clone().into(),
+            ev.stream_version.into(),
+            s.url.clone().into(),
+            s.description.clone().into(),
+            filter.into(),
+            s.disabled.into(),
+            s.encode_to_vec().into(),
+            s.created_at_ms.into(),
+            s.updated_at_ms.into(),
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+pub async fn rebuild(db: &DatabaseConnection) -> Result<u64, DbErr> {
+    STORE
+        .rebuild(
+            db,
+            &["webhooks_endpoints"],
+            Some(st::WEBHOOK_ENDPOINT),
+            |txn, ev| Box::pin(project(txn, ev)),
+        )
+        .await
+}
+
+fn from_row(r: &sea_orm::QueryResult) -> Result<State, DbErr> {
+    let bytes: Vec<u8> = col(r, "state")?;
+    State::decode(bytes.as_slice()).map_err(|e| DbErr::Custom(format!("endpoint state: {e}")))
+}
+
+pub async fn get(
+    conn: &impl ConnectionTrait,
+    instance_id: &str,
+    id: &str,
+) -> Result<Option<State>, DbErr> {
+    db::query_one(
+        conn,
+        "SELECT state FROM webhooks_endpoints WHERE id = $1 AND instance_id = $2",
+        vec![id.into(), instance_id.into()],
+    )
+    .await?
+    .map(|r| from_row(&r))
+    .transpose()
+}
+
+/// A page of the instance's endpoints, oldest first, and the total.
+pub async fn list(
+    conn: &impl ConnectionTrait,
+    instance_id: &str,
+    limit: u64,
+    offset: u64,
+) -> Result<(Vec<State>, u64), DbErr> {
+    let rows = db::query_all(
+        conn,
+        "SELECT state FROM webhooks_endpoints WHERE instance_id = $1 \
+         ORDER BY created_at, id LIMIT $2 OFFSET $3",
+        vec![
+            instance_id.into(),
+            (limit as i64).into(),
+            (offset as i64).into(),
+        ],
+    )
+    .await?;
+    let total: i64 = match db::query_one(
+        conn,
+        "SELECT COUNT(*) AS n FROM webhooks_endpoints WHERE instance_id = $1",
+        vec![instance_id.into()],
+    )
+    .await?
+    {
+        Some(r) => col(&r, "n")?,
+        None => 0,
+    };
+    let states = rows.iter().map(from_row).collect::<Result<_, _>>()?;
+    Ok((states, total as u64))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_follow_standard_webhooks() {
+        let s = new_secret();
+        let raw = STANDARD.decode(s.strip_prefix("whsec_").unwrap()).unwrap();
+        assert_eq!(raw.len(), 32);
+        assert_ne!(s, new_secret());
+    }
+
+    #[test]
+    fn ids_are_checked_before_any_lookup() {
+        assert!(valid_id(&new_id()));
+        assert!(!valid_id("ep_short"));
+        assert!(!valid_id("oa_0352mGnX0xkVjXAn06w17p"));
+        assert!(!valid_id("ep_0352mGnX0xkVjXAn06w1'p"));
+    }
+}

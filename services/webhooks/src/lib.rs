@@ -1,0 +1,52 @@
+//! The webhooks service. This slice brings its endpoints: an event-sourced
+//! aggregate per endpoint (stream type `webhook_endpoint`, in
+//! `webhooks_events`, published on `gatehouse.webhooks`), the Backend API
+//! under `/v1/webhooks/endpoints`, signing secrets (`whsec_…`, encrypted at
+//! rest, the previous one signing alongside for 24 h after a rotation) and
+//! the URL rules that keep deliveries off private networks. Fan-out and
+//! delivery come next.
+//!
+//! Like every service it depends only on `gatehouse-platform` and
+//! `gatehouse-proto`.
+
+pub mod api;
+pub mod catalog;
+pub mod endpoints;
+pub mod urls;
+
+use actix_web::web;
+use gatehouse_platform::bus::topics;
+use gatehouse_platform::eventstore::EventStore;
+use gatehouse_platform::outbox::OutboxPublisher;
+use gatehouse_platform::{Platform, Worker};
+use sea_orm::{DatabaseConnection, DbErr};
+
+pub const SERVICE: &str = "webhooks";
+pub const STORE: EventStore = EventStore::new(SERVICE, "webhooks_events");
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    api::configure(cfg);
+}
+
+/// Background tasks: the outbox of `webhooks_events`.
+pub fn workers(platform: &Platform) -> Vec<(&'static str, Worker)> {
+    let publisher = OutboxPublisher {
+        store: STORE,
+        topic_for: |_| topics::WEBHOOKS,
+        db: platform.db().clone(),
+        bus: platform.bus().clone(),
+        clock: platform.clock().clone(),
+        metrics: platform.metrics().clone(),
+        appended: platform.appended_signal(),
+    };
+    vec![("webhooks.outbox", Box::pin(publisher.run()))]
+}
+
+pub const PROJECTIONS: &[&str] = &["webhook_endpoints"];
+
+pub async fn rebuild(db: &DatabaseConnection, projection: &str) -> Result<Option<u64>, DbErr> {
+    match projection {
+        "webhook_endpoints" => endpoints::rebuild(db).await.map(Some),
+        _ => Ok(None),
+    }
+}

@@ -1,0 +1,83 @@
+//! Which URLs may receive webhooks. Production instances: https only, and
+//! the host must not be, or resolve to, a loopback, private, link-local,
+//! shared, metadata or otherwise non-public address (checked here when the
+//! endpoint is saved, and again at delivery against DNS rebinding).
+//! Development instances may also use http on localhost, 127.0.0.1 and
+//! [::1]. Credentials in the URL and fragments are refused everywhere.
+
+use std::net::IpAddr;
+
+use gatehouse_platform::ApiError;
+use gatehouse_platform::client_metadata::is_public;
+use gatehouse_platform::tenancy::Environment;
+
+pub const MAX_URL_LEN: usize = 2048;
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError::invalid_param("url", message)
+}
+
+fn is_loopback_name(host: &str) -> bool {
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]")
+}
+
+/// Checks `raw` for an endpoint of an instance in `env`, resolving its host
+/// for production; returns it unchanged when acceptable.
+pub async fn check(raw: &str, env: Environment) -> Result<String, ApiError> {
+    if raw.is_empty() || raw.len() > MAX_URL_LEN || raw.chars().any(char::is_whitespace) {
+        return Err(invalid(
+            "`url` must be an absolute URL of at most 2048 characters.",
+        ));
+    }
+    let url = url::Url::parse(raw).map_err(|_| invalid("`url` must be an absolute URL."))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("`url` must not carry credentials."));
+    }
+    if url.fragment().is_some() {
+        return Err(invalid("`url` must not have a fragment."));
+    }
+    let host = url
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| invalid("`url` must have a host."))?;
+    let production = env == Environment::Production;
+    match url.scheme() {
+        "https" => {}
+        "http" if !production && is_loopback_name(host) => return Ok(raw.to_owned()),
+        "http" if production => {
+            return Err(invalid("Production endpoints must use https."));
+        }
+        "http" => {
+            return Err(invalid(
+                "`url` must use https (http is allowed for localhost in development).",
+            ));
+        }
+        _ => return Err(invalid("`url` must use https.")),
+    }
+    if production {
+        public_host(&url).await?;
+    }
+    Ok(raw.to_owned())
+}
+
+/// Every address the host names or resolves to is public.
+pub async fn public_host(url: &url::Url) -> Result<(), ApiError> {
+    let port = url.port_or_known_default().unwrap_or(443);
+    let addrs: Vec<IpAddr> = match url.host() {
+        Some(url::Host::Ipv4(ip)) => vec![IpAddr::V4(ip)],
+        Some(url::Host::Ipv6(ip)) => vec![IpAddr::V6(ip)],
+        Some(url::Host::Domain(name)) => tokio::net::lookup_host((name, port))
+            .await
+            .map_err(|_| invalid(format!("The host {name:?} does not resolve.")))?
+            .map(|a| a.ip())
+            .collect(),
+        None => Vec::new(),
+    };
+    if addrs.is_empty() || !addrs.into_iter().all(is_public) {
+        return Err(invalid(
+            "`url` must point at a public address, not a loopback, private, link-local or \
+             metadata one.",
+        ));
+    }
+    Ok(())
+}

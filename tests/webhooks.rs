@@ -1,0 +1,301 @@
+//! Webhook endpoints through the Backend API, in both shapes: create with
+//! a `whsec_` secret shown once, URL rules per environment (production:
+//! https to public addresses only; development: http on localhost too),
+//! list pagination, get, update, disable and re-enable, secret rotation,
+//! delete, bad input in the one error shape, instance isolation, and the
+//! event catalog.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use base64::Engine;
+use common::{Gatehouse, Mode, assert_error_shape};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const BASE: &str = "/v1/webhooks/endpoints";
+
+fn secret_bytes(secret: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap()
+}
+
+async fn endpoints_flow(mode: Mode) {
+    let g = Gatehouse::start(mode).await;
+    let t = g.tenant().await;
+    let (dev, prod) = (t.dev.key.as_str(), t.prod.key.as_str());
+
+    // Create: the secret is shown here and is a Standard Webhooks secret.
+    let (s, ep) = g
+        .call(
+            dev,
+            Method::POST,
+            BASE,
+            Some(
+                json!({ "url": "http://localhost:4000/hooks", "description": "local",
+                         "filter_types": ["user.created", "user.created", "user.deleted"] }),
+            ),
+        )
+        .await;
+    assert_eq!(s, 200, "{ep}");
+    assert_eq!(ep["object"], "webhook_endpoint");
+    assert_eq!(ep["filter_types"], json!(["user.created", "user.deleted"]));
+    assert_eq!(ep["disabled"], false);
+    let id = ep["id"].as_str().unwrap().to_owned();
+    let first_secret = ep["secret"].as_str().unwrap().to_owned();
+    assert!(secret_bytes(&first_secret).len() >= 24);
+    let path = format!("{BASE}/{id}");
+    let (s, got) = g.call(dev, Method::GET, &path, None).await;
+    assert_eq!(s, 200);
+    assert!(
+        got.get("secret").is_none(),
+        "the secret is not in the object"
+    );
+    let (_, sec) = g
+        .call(dev, Method::GET, &format!("{path}/secret"), None)
+        .await;
+    assert_eq!(sec["secret"], first_secret.as_str());
+
+    // URL rules.
+    for (key, url, ok) in [
+        (prod, "http://localhost:4000/hooks", false),
+        (prod, "https://127.0.0.1/hooks", false),
+        (prod, "https://10.0.0.1/hooks", false),
+        (prod, "https://169.254.169.254/latest", false),
+        (prod, "https://[::1]/hooks", false),
+        (prod, "https://localhost/hooks", false),
+        (prod, "https://93.184.216.34/hooks", true),
+        (dev, "http://example.com/hooks", false),
+        (dev, "ftp://localhost/x", false),
+        (dev, "https://user:pw@example.com/hooks", false),
+        (dev, "not a url", false),
+        (dev, "https://93.184.216.34/hooks", true),
+    ] {
+        let (s, b) = g
+            .call(key, Method::POST, BASE, Some(json!({ "url": url })))
+            .await;
+        if ok {
+            assert_eq!(s, 200, "{url}: {b}");
+        } else {
+            assert_eq!(s, 422, "{url}: {b}");
+            assert_error_shape(s, &b);
+            assert_eq!(b["errors"][0]["meta"]["param_name"], "url", "{b}");
+        }
+    }
+
+    // Bad input.
+    for bad in [
+        json!({}),
+        json!({ "url": "http://localhost/x", "filter_types": ["no.such_event"] }),
+        json!({ "url": "http://localhost/x", "filter_types": ["token.issued"] }),
+        json!({ "url": "http://localhost/x", "colour": "blue" }),
+        json!({ "url": 7 }),
+    ] {
+        let (s, b) = g.call(dev, Method::POST, BASE, Some(bad.clone())).await;
+        assert!(s == 400 || s == 422, "{bad}: {s} {b}");
+        assert_error_shape(s, &b);
+    }
+
+    // Update: filter back to every type with null, disable, re-enable.
+    let (s, up) = g
+        .call(
+            dev,
+            Method::PATCH,
+            &path,
+            Some(json!({ "filter_types": null, "disabled": true, "description": "off" })),
+        )
+        .await;
+    assert_eq!(s, 200, "{up}");
+    assert_eq!(up["filter_types"], Value::Null);
+    assert_eq!(up["disabled"], true);
+    let (s, en) = g
+        .call(dev, Method::POST, &format!("{path}/enable"), None)
+        .await;
+    assert_eq!((s, en["disabled"].clone()), (200, json!(false)));
+    let (s, b) = g
+        .call(
+            dev,
+            Method::PATCH,
+            &path,
+            Some(json!({ "url": "https://10.0.0.1/x" })),
+        )
+        .await;
+    assert_eq!(s, 200, "development may point anywhere over https: {b}");
+
+    // Rotation: a new secret; the old one keeps signing for 24 hours.
+    let (s, rot) = g
+        .call(dev, Method::POST, &format!("{path}/rotate_secret"), None)
+        .await;
+    assert_eq!(s, 200, "{rot}");
+    let second = rot["secret"].as_str().unwrap();
+    assert_ne!(second, first_secret);
+    assert_eq!(secret_bytes(second).len(), 32);
+    let until = rot["previous_secret_expires_at"].as_i64().unwrap();
+    let day_ms = 24 * 3600 * 1000;
+    assert!((until - day_ms - ep["created_at"].as_i64().unwrap()).abs() < 600_000);
+    let (_, sec) = g
+        .call(dev, Method::GET, &format!("{path}/secret"), None)
+        .await;
+    assert_eq!(sec["secret"], second);
+
+    // Pagination: every endpoint reachable.
+    for i in 0..11 {
+        let (s, _) = g
+            .call(
+                dev,
+                Method::POST,
+                BASE,
+                Some(json!({ "url": format!("http://localhost:5000/{i}") })),
+            )
+            .await;
+        assert_eq!(s, 200);
+    }
+    let (s, page) = g
+        .call(dev, Method::GET, &format!("{BASE}?limit=5&offset=10"), None)
+        .await;
+    assert_eq!(s, 200, "{page}");
+    assert_eq!(page["total_count"], 13);
+    assert_eq!(page["data"].as_array().unwrap().len(), 3);
+    let (_, all) = g
+        .call(dev, Method::GET, &format!("{BASE}?limit=500"), None)
+        .await;
+    assert_eq!(all["data"][0]["id"], id.as_str(), "oldest first");
+    let (s, b) = g
+        .call(dev, Method::GET, &format!("{BASE}?limit=0"), None)
+        .await;
+    assert_eq!(s, 422, "{b}");
+
+    // Isolation: the production instance's key sees none of it.
+    let (_, theirs) = g.call(prod, Method::GET, BASE, None).await;
+    assert!(
+        theirs["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["id"] != id.as_str()),
+        "{theirs}"
+    );
+    for (method, p) in [
+        (Method::GET, path.clone()),
+        (Method::PATCH, path.clone()),
+        (Method::DELETE, path.clone()),
+        (Method::GET, format!("{path}/secret")),
+        (Method::POST, format!("{path}/rotate_secret")),
+        (Method::POST, format!("{path}/enable")),
+    ] {
+        let body = (method == Method::PATCH).then(|| json!({ "disabled": true }));
+        let (s, b) = g.call(prod, method.clone(), &p, body).await;
+        assert_eq!(s, 404, "{method} {p}: {b}");
+        assert_error_shape(s, &b);
+    }
+    let (_, still) = g.call(dev, Method::GET, &path, None).await;
+    assert_eq!(still["disabled"], false);
+
+    // The projection rebuilds from the events to the same endpoints.
+    if mode == Mode::Production {
+        let (_, before) = g
+            .call(dev, Method::GET, &format!("{BASE}?limit=500"), None)
+            .await;
+        let out = std::process::Command::new(common::BIN)
+            .args(["rebuild", "webhook_endpoints", "--database-url", &g.db_url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (_, after) = g
+            .call(dev, Method::GET, &format!("{BASE}?limit=500"), None)
+            .await;
+        assert_eq!(after, before);
+        let (_, sec) = g
+            .call(dev, Method::GET, &format!("{path}/secret"), None)
+            .await;
+        assert_eq!(sec["secret"], second);
+    }
+
+    // Delete.
+    let (s, d) = g.call(dev, Method::DELETE, &path, None).await;
+    assert_eq!((s, d["deleted"].clone()), (200, json!(true)));
+    let (s, _) = g.call(dev, Method::GET, &path, None).await;
+    assert_eq!(s, 404);
+    let (s, _) = g.call(dev, Method::DELETE, &path, None).await;
+    assert_eq!(s, 404);
+}
+
+/// The catalog lists every public type with an example built by the
+/// delivery payload code, for the caller's instance.
+async fn catalog_flow(mode: Mode) {
+    let g = Gatehouse::start(mode).await;
+    let t = g.tenant().await;
+    let (s, cat) = g
+        .call(&t.dev.key, Method::GET, "/v1/webhooks/event_types", None)
+        .await;
+    assert_eq!(s, 200, "{cat}");
+    let entries = cat["data"].as_array().unwrap();
+    assert_eq!(cat["total_count"], entries.len());
+    let names: Vec<&str> = entries
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "user.created",
+        "user.updated",
+        "user.deleted",
+        "session.created",
+        "oauth_application.created",
+        "oauth_application.updated",
+        "oauth_application.deleted",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.starts_with("token.") || n.starts_with("webhook_"))
+    );
+    for e in entries {
+        let ex = &e["example"];
+        assert!(
+            e["description"].as_str().is_some_and(|d| !d.is_empty()),
+            "{e}"
+        );
+        assert_eq!(ex["object"], "event", "{e}");
+        assert_eq!(ex["type"], e["name"], "{e}");
+        assert_eq!(ex["instance_id"], t.dev.id.as_str());
+        assert!(ex["timestamp"].is_i64());
+        assert!(ex["data"]["id"].is_string(), "{e}");
+    }
+    let user = &entries[names.iter().position(|n| *n == "user.created").unwrap()]["example"];
+    assert_eq!(user["data"]["object"], "user");
+    assert_eq!(
+        user["data"]["email_addresses"][0]["email_address"],
+        "ada@example.com"
+    );
+    let app = &entries[names
+        .iter()
+        .position(|n| *n == "oauth_application.created")
+        .unwrap()]["example"];
+    assert!(app["data"].get("client_secret").is_none());
+    assert_eq!(
+        app["data"]["authorize_url"],
+        g.url(&format!("/i/{}/oauth/authorize", t.dev.id))
+    );
+    let (s, _) = g
+        .call(
+            "sk_test_nope",
+            Method::GET,
+            "/v1/webhooks/event_types",
+            None,
+        )
+        .await;
+    assert_eq!(s, 401);
+}
+
+in_both_shapes!(endpoints_flow: endpoints_embedded, endpoints_production_shape);
+in_both_shapes!(catalog_flow: catalog_embedded, catalog_production_shape);
