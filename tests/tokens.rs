@@ -390,6 +390,25 @@ async fn tokens_flow(mode: Mode) {
         jwt_part(cc["access_token"].as_str().unwrap(), 1)["sub"],
         conf_id.as_str()
     );
+    // A public client proves only its id: it learns nothing of other
+    // clients' tokens at introspection.
+    let cc_token = cc["access_token"].as_str().unwrap();
+    let (s, _, info) = o
+        .post(
+            "/oauth/token_info",
+            &[("token", cc_token), ("client_id", &pub_id)],
+            None,
+        )
+        .await;
+    assert_eq!((s, info), (200, json!({ "active": false })));
+    let (_, _, info) = o
+        .post(
+            "/oauth/token_info",
+            &[("token", cc_token)],
+            Some((&conf_id, &conf_secret)),
+        )
+        .await;
+    assert_eq!(info["active"], true);
     let (s, _) = o
         .token(
             &[
@@ -710,6 +729,71 @@ async fn userinfo_flow(mode: Mode) {
     assert_eq!((s, e["error"].as_str()), (401, Some("invalid_token")));
 }
 
+/// A code issued before a ban does not redeem after it: banned users get
+/// no new tokens, whatever they hold.
+async fn banned_flow(mode: Mode) {
+    let g = Gatehouse::start(mode).await;
+    let t = g.tenant().await;
+    let (key, ins) = (t.dev.key.clone(), t.dev.id.clone());
+    let o = Oauth {
+        g: &g,
+        ins: ins.clone(),
+    };
+    let app = g
+        .create_app(
+            &key,
+            json!({ "name": "CLI", "public": true, "redirect_uris": [REDIRECT],
+                    "scopes": "openid", "consent_screen_enabled": false }),
+        )
+        .await;
+    let client_id = app["client_id"].as_str().unwrap().to_owned();
+    let mut b = Browser::new(&g, &ins);
+    let first = access_token_for(&o, &mut b, &client_id, "openid").await;
+    let (_, v) = verify(&g, &key, &first, "/oauth_applications/access_tokens/verify").await;
+    let user_id = v["subject"].as_str().unwrap().to_owned();
+    let q: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("response_type", "code"),
+            ("client_id", client_id.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("scope", "openid"),
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+        ])
+        .finish();
+    let pending = code_for(&mut b, &format!("/oauth/authorize?{q}")).await;
+    let (s, _) = g
+        .call(
+            &key,
+            Method::POST,
+            &format!("/v1/users/{user_id}/ban"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    g.eventually("the ban reaches the token service", 10, || {
+        let (g, key, t) = (&g, key.clone(), first.clone());
+        async move {
+            let (_, v) = verify(g, &key, &t, "/oauth_applications/access_tokens/verify").await;
+            v["revoked"] == true
+        }
+    })
+    .await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", pending.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("client_id", client_id.as_str()),
+        ("code_verifier", VERIFIER),
+    ];
+    let (s, e) = o.token(&form, None).await;
+    assert_eq!(
+        (s, e["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{e}"
+    );
+}
+
 /// `n` client_credentials access tokens, once the token service knows the
 /// client.
 async fn client_credentials_tokens(o: &Oauth<'_>, id: &str, secret: &str, n: usize) -> Vec<String> {
@@ -731,8 +815,9 @@ async fn client_credentials_tokens(o: &Oauth<'_>, id: &str, secret: &str, n: usi
 }
 
 /// Private signing keys are stored encrypted under the deployment secret;
-/// a process started with another secret cannot use them, so it retires the
-/// active key and makes a new one, and tokens of the old key still verify.
+/// a process started with another secret cannot sign with them (a 500, not
+/// a silent rotation) until the admin API rotates the key, and tokens of the
+/// old key still verify.
 #[tokio::test]
 async fn signing_keys_are_encrypted_at_rest() {
     let mut g = Gatehouse::embedded().await;
@@ -774,7 +859,25 @@ async fn signing_keys_are_encrypted_at_rest() {
         "an-entirely-different-deployment-secret-0123".to_owned(),
     ]);
     g.spawn().await;
-    let o = Oauth { g: &g, ins };
+    let o = Oauth {
+        g: &g,
+        ins: ins.clone(),
+    };
+    let (s, e) = o
+        .token(
+            &[("grant_type", "client_credentials")],
+            Some((&id, &secret)),
+        )
+        .await;
+    assert_eq!((s, e["error"].as_str()), (500, Some("server_error")), "{e}");
+    let (s, rot) = g
+        .admin(
+            Method::POST,
+            &format!("/admin/v1/instances/{ins}/signing_keys/rotate"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{rot}");
     let after = client_credentials_tokens(&o, &id, &secret, 1)
         .await
         .remove(0);
@@ -918,4 +1021,5 @@ async fn backend_revocation_flow(mode: Mode) {
 
 in_both_shapes!(backend_revocation_flow: backend_revocation_embedded, backend_revocation_production_shape);
 in_both_shapes!(userinfo_flow: userinfo_embedded, userinfo_production_shape);
+in_both_shapes!(banned_flow: banned_embedded, banned_production_shape);
 in_both_shapes!(tokens_flow: tokens_embedded, tokens_production_shape);

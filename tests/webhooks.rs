@@ -121,7 +121,16 @@ async fn endpoints_flow(mode: Mode) {
             Some(json!({ "url": "https://10.0.0.1/x" })),
         )
         .await;
-    assert_eq!(s, 200, "development may point anywhere over https: {b}");
+    assert_eq!(s, 422, "development too stays off private networks: {b}");
+    let (s, b) = g
+        .call(
+            dev,
+            Method::PATCH,
+            &path,
+            Some(json!({ "url": "https://localhost:8443/x" })),
+        )
+        .await;
+    assert_eq!(s, 200, "but may use localhost: {b}");
 
     // Rotation: a new secret; the old one keeps signing for 24 hours.
     let (s, rot) = g

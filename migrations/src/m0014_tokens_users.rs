@@ -19,6 +19,8 @@ impl MigrationTrait for Migration {
                 first_name TEXT,
                 last_name TEXT,
                 username TEXT,
+                banned BOOLEAN NOT NULL,
+                deleted BOOLEAN NOT NULL,
                 updated_at BIGINT NOT NULL
             )",
         )

@@ -96,7 +96,9 @@ impl moka::Expiry<String, Entry> for EntryExpiry {
 /// Fetches and caches metadata documents. Cheap to clone.
 #[derive(Clone)]
 pub struct ClientMetadataFetcher {
-    http: reqwest::Client,
+    /// `None` when the HTTP client could not be built: every fetch then
+    /// fails, never falling back to an unprotected client.
+    http: Option<reqwest::Client>,
     cache: moka::future::Cache<String, Entry>,
     allow_private_networks: bool,
 }
@@ -117,12 +119,10 @@ impl ClientMetadataFetcher {
             builder = builder.add_root_certificate(root.clone());
         }
         let http = match builder.build() {
-            Ok(c) => c,
+            Ok(c) => Some(c),
             Err(e) => {
-                // Only a broken TLS backend gets here; fetches then fail
-                // cleanly instead of the process refusing to start.
                 tracing::error!(error = %e, "client metadata HTTP client unavailable");
-                reqwest::Client::new()
+                None
             }
         };
         Self {
@@ -168,8 +168,10 @@ impl ClientMetadataFetcher {
     }
 
     async fn download(&self, url: url::Url) -> Result<(Map<String, Value>, Duration), FetchError> {
-        let mut res = self
-            .http
+        let Some(http) = &self.http else {
+            return Err(FetchError::Unreachable("fetching is unavailable".into()));
+        };
+        let mut res = http
             .get(url)
             .header("accept", "application/json")
             .send()
@@ -338,8 +340,9 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         return is_public_v4(v4);
     }
     let s = ip.segments();
-    // NAT64 (64:ff9b::/96) carries an IPv4 address in its last 32 bits.
-    if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
+    // NAT64 (64:ff9b::/96, and the local-use 64:ff9b:1::/48 of RFC 8215)
+    // carries an IPv4 address in its last 32 bits.
+    if s[0] == 0x64 && s[1] == 0xff9b && (s[2..6] == [0, 0, 0, 0] || s[2] == 1) {
         let [.., hi, lo] = s;
         let v4 = Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
         return is_public_v4(v4);
@@ -353,7 +356,8 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
         || (s[0] == 0x0100 && s[1..4] == [0, 0, 0]) // discard 100::/64
         || s[0] == 0 // ::/16 and IPv4-compatible, all reserved
-        || (s[0] == 0x2002)) // 6to4 relays to arbitrary IPv4
+        || s[0] == 0x2002 // 6to4 relays to arbitrary IPv4
+        || (s[0] == 0x2001 && s[1] == 0)) // Teredo tunnels to arbitrary IPv4
 }
 
 #[cfg(test)]
@@ -406,6 +410,8 @@ mod tests {
             "64:ff9b::a9fe:a9fe",
             "2001:db8::1",
             "2002:7f00:1::",
+            "64:ff9b:1::a00:1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
         ] {
             assert!(!is_public(ip.parse().unwrap()), "{ip} counted as public");
         }

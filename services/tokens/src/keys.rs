@@ -163,8 +163,8 @@ struct Unreadable(String);
 
 /// The instance's active signing key, created (ES256) if it has none. An
 /// active key stored under a different `--oauth-code-secret` cannot sign:
-/// it is retired (it stays published, so its tokens still verify) and a new
-/// one takes its place.
+/// issuing fails (logged) until the secret is fixed or the admin API
+/// rotates the key; its tokens still verify (the public key is in clear).
 pub async fn active(
     conn: &impl ConnectionTrait,
     sealer: &CodeSealer,
@@ -179,17 +179,19 @@ pub async fn active(
     }
     let key = match load_active(conn, sealer, instance_id).await? {
         Some(Ok(k)) => k,
-        found => {
-            if let Some(Err(Unreadable(kid))) = found {
-                tracing::error!(
-                    instance_id,
-                    kid,
-                    "active signing key is encrypted under another secret; rotating"
-                );
-                rotate(conn, sealer, instance_id, Algorithm::ES256, now_ms).await?;
-            } else {
-                insert(conn, sealer, instance_id, Algorithm::ES256, now_ms).await?;
-            }
+        Some(Err(Unreadable(kid))) => {
+            // Loud rather than self-healing: one replica with the wrong
+            // secret must not rotate every instance's keys under the others.
+            tracing::error!(
+                instance_id,
+                kid,
+                "the active signing key cannot be decrypted with this process's \
+                 --oauth-code-secret; fix the secret, or rotate the key through the admin API"
+            );
+            return Err(err("the active signing key cannot be decrypted"));
+        }
+        None => {
+            insert(conn, sealer, instance_id, Algorithm::ES256, now_ms).await?;
             match load_active(conn, sealer, instance_id).await? {
                 Some(Ok(k)) => k,
                 _ => return Err(err("no usable active key after creating one")),

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::clients::{self, Client};
 use crate::families::{self, STORE};
-use crate::{ACCESS_TOKEN_TTL_MS, REFRESH_TOKEN_TTL_MS, keys};
+use crate::{ACCESS_TOKEN_TTL_MS, REFRESH_TOKEN_TTL_MS, keys, users};
 
 /// RFC 9068 access token claims.
 #[derive(Serialize)]
@@ -319,6 +319,22 @@ fn checked_code(
     Ok(code)
 }
 
+/// A banned or deleted user gets no new tokens, even from a code or family
+/// that predates the ban (their families are revoked when the event
+/// arrives; this closes the window before and after).
+async fn refuse_removed_user(
+    platform: &Platform,
+    instance: &Instance,
+    user_id: &str,
+) -> Result<(), OAuthError> {
+    if !user_id.is_empty()
+        && !users::may_get_tokens(platform.db(), instance.id.as_str(), user_id).await?
+    {
+        return Err(invalid_grant("the user can no longer be issued tokens"));
+    }
+    Ok(())
+}
+
 async fn code_grant(
     platform: &Platform,
     instance: &Instance,
@@ -326,6 +342,7 @@ async fn code_grant(
     form: &[(String, String)],
 ) -> Result<serde_json::Value, OAuthError> {
     let code = checked_code(platform, instance, client, form)?;
+    refuse_removed_user(platform, instance, &code.user_id).await?;
     let plan = Plan {
         family_id: code.id.clone(),
         subject: code.user_id.clone(),
@@ -411,6 +428,7 @@ async fn refresh_grant(
         if platform.now_ms() > expires {
             return Err(invalid_grant("the refresh token has expired"));
         }
+        refuse_removed_user(platform, instance, &origin.user_id).await?;
         let granted: Vec<&str> = origin.scope.split(' ').filter(|s| !s.is_empty()).collect();
         let scope = match field(form, "scope") {
             Some(s) => {

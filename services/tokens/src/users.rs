@@ -1,7 +1,9 @@
 //! The token service's own read model of users (`tokens_users`), fed by
 //! `gatehouse.identity` (it never reads the authorization service's tables),
-//! for the claims userinfo returns. A user deleted or banned loses every
-//! token family it holds: its tokens stop verifying everywhere at once.
+//! for the claims userinfo returns and to refuse new tokens to banned and
+//! deleted users (a deleted user stays as a tombstone without personal
+//! data). A user deleted or banned also loses every token family it holds:
+//! its tokens stop verifying everywhere at once.
 
 use async_trait::async_trait;
 use gatehouse_platform::bus::topics;
@@ -86,9 +88,10 @@ async fn upsert(
     db::exec(
         conn,
         "INSERT INTO tokens_users (user_id, instance_id, email, first_name, last_name, username, \
-         updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+         banned, deleted, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, FALSE, $8) \
          ON CONFLICT (user_id) DO UPDATE SET email = $3, first_name = $4, last_name = $5, \
-         username = $6, updated_at = $7 WHERE tokens_users.updated_at <= $7",
+         username = $6, banned = $7, updated_at = $8 \
+         WHERE tokens_users.updated_at <= $8 AND NOT tokens_users.deleted",
         vec![
             u.user_id.clone().into(),
             instance_id.into(),
@@ -96,6 +99,7 @@ async fn upsert(
             u.first_name.clone().into(),
             u.last_name.clone().into(),
             u.username.clone().into(),
+            u.banned.into(),
             u.updated_at_ms.into(),
         ],
     )
@@ -118,10 +122,19 @@ impl Projection for Users {
             |e: prost::DecodeError| DbErr::Custom(format!("undecodable {}: {e}", event.event_type));
         if event.event_type == et::USER_DELETED {
             let m = v1::UserDeleted::decode(event.payload.as_slice()).map_err(bad)?;
+            // A tombstone without the personal data: later grants must
+            // still know the user is gone.
             db::exec(
                 txn,
-                "DELETE FROM tokens_users WHERE user_id = $1 AND instance_id = $2",
-                vec![m.user_id.clone().into(), event.instance_id.clone().into()],
+                "INSERT INTO tokens_users (user_id, instance_id, banned, deleted, updated_at) \
+                 VALUES ($1, $2, FALSE, TRUE, $3) ON CONFLICT (user_id) DO UPDATE SET \
+                 email = NULL, first_name = NULL, last_name = NULL, username = NULL, \
+                 deleted = TRUE",
+                vec![
+                    m.user_id.clone().into(),
+                    event.instance_id.clone().into(),
+                    event.occurred_at_ms.into(),
+                ],
             )
             .await?;
             families::revoke_matching(txn, event, None, Some(&m.user_id), "user_deleted").await?;
@@ -145,6 +158,25 @@ impl Projection for Users {
     }
 }
 
+/// Whether the user may be issued tokens: not banned, not deleted. A user
+/// not known here yet (its event still on the way) may.
+pub async fn may_get_tokens(
+    conn: &impl ConnectionTrait,
+    instance_id: &str,
+    user_id: &str,
+) -> Result<bool, DbErr> {
+    let row = db::query_one(
+        conn,
+        "SELECT banned, deleted FROM tokens_users WHERE user_id = $1 AND instance_id = $2",
+        vec![user_id.into(), instance_id.into()],
+    )
+    .await?;
+    Ok(match row {
+        Some(r) => !col::<bool>(&r, "banned")? && !col::<bool>(&r, "deleted")?,
+        None => true,
+    })
+}
+
 pub async fn profile(
     conn: &impl ConnectionTrait,
     instance_id: &str,
@@ -153,7 +185,7 @@ pub async fn profile(
     db::query_one(
         conn,
         "SELECT email, first_name, last_name, username, updated_at FROM tokens_users \
-         WHERE user_id = $1 AND instance_id = $2",
+         WHERE user_id = $1 AND instance_id = $2 AND NOT deleted",
         vec![user_id.into(), instance_id.into()],
     )
     .await?

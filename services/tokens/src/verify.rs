@@ -115,14 +115,15 @@ async fn token_request(
     Ok((instance, client, token))
 }
 
-/// RFC 7662, for authenticated clients of the instance.
+/// RFC 7662, for clients of the instance: confidential clients (secret)
+/// about any token, public clients only about their own.
 pub async fn introspect(
     platform: web::Data<Platform>,
     req: HttpRequest,
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, OAuthError> {
-    let (instance, _, token) = token_request(&platform, &req, &path, &body).await?;
+    let (instance, client, token) = token_request(&platform, &req, &path, &body).await?;
     let token = token.as_str();
     let now = platform.now_ms();
     let issuer = platform.issuer(instance.id.as_str());
@@ -155,6 +156,11 @@ pub async fn introspect(
             "exp": rt.expires_at_ms / 1000,
             "iss": issuer,
         });
+    }
+    // A public client proves nothing but its id: it learns only about its
+    // own tokens. Confidential clients may introspect any of the instance's.
+    if client.public && answer["client_id"] != client.client_id.as_str() {
+        answer = json!({ "active": false });
     }
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))

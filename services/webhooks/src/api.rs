@@ -305,7 +305,8 @@ async fn secret(
     Ok(HttpResponse::Ok().json(json!({ "object": "webhook_endpoint_secret", "secret": current })))
 }
 
-/// A new current secret; the previous one signs alongside it for 24 hours.
+/// A new current secret; the previous one signs alongside it for 24 hours
+/// (one previous secret at most: rotating again ends the older one).
 async fn rotate_secret(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -315,15 +316,14 @@ async fn rotate_secret(
     let sealed = endpoints::seal_secret(&platform, &path, &fresh);
     let state = endpoints::mutate(&platform, &auth, &path, |e, now| {
         let mut next = e.state.clone();
-        // Rotated-out secrets past their overlap are dropped; the current
-        // one starts its overlap now.
-        next.secrets.retain(|s| s.expires_at_ms > now);
-        for s in e.state.secrets.iter().filter(|s| s.expires_at_ms == 0) {
-            let mut old = s.clone();
+        // The new secret, then the one it replaces for its overlap; a
+        // secret rotated out earlier stops signing now.
+        next.secrets = vec![sealed.clone()];
+        if let Some(current) = e.state.secrets.iter().find(|s| s.expires_at_ms == 0) {
+            let mut old = current.clone();
             old.expires_at_ms = now + ROTATION_OVERLAP_MS;
             next.secrets.push(old);
         }
-        next.secrets.insert(0, sealed.clone());
         next.updated_at_ms = now;
         Ok(Decision {
             events: vec![event(

@@ -1,8 +1,8 @@
-//! Which URLs may receive webhooks. Production instances: https only, and
-//! the host must not be, or resolve to, a loopback, private, link-local,
-//! shared, metadata or otherwise non-public address (checked here when the
-//! endpoint is saved, and again at delivery against DNS rebinding).
-//! Development instances may also use http on localhost, 127.0.0.1 and
+//! Which URLs may receive webhooks: https, to a host that is not and does
+//! not resolve to a loopback, private, link-local, shared, metadata or
+//! otherwise non-public address (checked here when the endpoint is saved,
+//! and again at delivery against DNS rebinding). The one exception:
+//! development instances may use http or https on localhost, 127.0.0.1 and
 //! [::1]. Credentials in the URL and fragments are refused everywhere.
 
 use std::net::IpAddr;
@@ -42,8 +42,8 @@ pub async fn check(raw: &str, env: Environment) -> Result<String, ApiError> {
         .ok_or_else(|| invalid("`url` must have a host."))?;
     let production = env == Environment::Production;
     match url.scheme() {
+        "https" | "http" if !production && is_loopback_name(host) => return Ok(raw.to_owned()),
         "https" => {}
-        "http" if !production && is_loopback_name(host) => return Ok(raw.to_owned()),
         "http" if production => {
             return Err(invalid("Production endpoints must use https."));
         }
@@ -54,9 +54,7 @@ pub async fn check(raw: &str, env: Environment) -> Result<String, ApiError> {
         }
         _ => return Err(invalid("`url` must use https.")),
     }
-    if production {
-        public_host(&url).await?;
-    }
+    public_host(&url).await?;
     Ok(raw.to_owned())
 }
 

@@ -162,10 +162,11 @@ impl KeyCache {
                 return;
             }
             if e.len() >= MAX_ENTRIES {
-                if found.is_none() {
+                let ttl = self.ttl;
+                e.retain(|_, (at, v)| at.elapsed() < ttl && v.is_some());
+                if e.len() >= MAX_ENTRIES || found.is_none() {
                     return;
                 }
-                e.retain(|_, (_, v)| v.is_some());
             }
             e.insert(id.to_owned(), (Instant::now(), found));
         }
