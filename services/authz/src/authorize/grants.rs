@@ -5,7 +5,7 @@
 
 use gatehouse_platform::db::{self, col};
 use gatehouse_platform::eventstore::{
-    AppendError, EventMeta, MAX_ATTEMPTS, NewEvent, RecordedEvent, Stream, pause_after_conflict,
+    AppendError, Attempt, NewEvent, RecordedEvent, Stream, until_won,
 };
 use gatehouse_platform::tenancy::Authed;
 use gatehouse_platform::{ApiError, ApiResult, Platform};
@@ -19,15 +19,6 @@ use crate::users::{STORE, event};
 
 fn stream_id(user_id: &str, application_id: &str) -> String {
     format!("oauth_grant:{user_id}:{application_id}")
-}
-
-fn meta(actor: &Authed) -> EventMeta {
-    EventMeta {
-        tenant_id: actor.instance.tenant_id.to_string(),
-        instance_id: actor.instance.id.to_string(),
-        actor: actor.actor(),
-        trace_id: gatehouse_platform::http::current_trace_id(),
-    }
 }
 
 /// Scopes currently granted by a stream's events (empty when revoked).
@@ -58,11 +49,11 @@ async fn command<D>(platform: &Platform, actor: &Authed, stream: &str, decide: D
 where
     D: Fn(&[RecordedEvent]) -> Option<NewEvent>,
 {
-    for attempt in 0..MAX_ATTEMPTS {
+    until_won::<bool, ApiError, _, _>(|| async {
         let txn = db::begin_write(platform.db()).await?;
         let events = STORE.load_stream(&txn, stream).await?;
         let Some(new) = decide(&events) else {
-            return Ok(false);
+            return Ok(Attempt::Done(false));
         };
         let version = events.last().map_or(0, |e| e.stream_version);
         let appended = STORE
@@ -74,7 +65,7 @@ where
                     version,
                 },
                 std::slice::from_ref(&new),
-                &meta(actor),
+                &actor.event_meta(),
                 platform.now_ms(),
             )
             .await;
@@ -85,19 +76,19 @@ where
                 }
                 txn.commit().await?;
                 platform.events_committed(STORE.table(), &recorded);
-                return Ok(true);
+                Ok(Attempt::Done(true))
             }
-            Err(AppendError::Conflict { .. }) => {
-                drop(txn);
-                pause_after_conflict(attempt).await;
-            }
-            Err(AppendError::Db(e)) => return Err(e.into()),
+            Err(AppendError::Conflict { .. }) => Ok(Attempt::Lost),
+            Err(AppendError::Db(e)) => Err(e.into()),
         }
-    }
-    Err(ApiError::conflict(
-        "concurrent_modification",
-        "The grant was changed by other requests at the same time; retry.",
-    ))
+    })
+    .await?
+    .ok_or_else(|| {
+        ApiError::conflict(
+            "concurrent_modification",
+            "The grant was changed by other requests at the same time; retry.",
+        )
+    })
 }
 
 /// Records that `user_id` granted `scopes` to `app` (added to what it had).

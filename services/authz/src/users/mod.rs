@@ -14,7 +14,7 @@ pub mod validate;
 
 use gatehouse_platform::db;
 use gatehouse_platform::eventstore::{
-    AppendError, EventStore, MAX_ATTEMPTS, NewEvent, RecordedEvent, Stream, pause_after_conflict,
+    AppendError, Attempt, EventStore, NewEvent, RecordedEvent, Stream, until_won,
 };
 use gatehouse_platform::ids::{EmailAddressId, UserId};
 use gatehouse_platform::tenancy::Authed;
@@ -256,13 +256,13 @@ where
     D: Fn(&User, i64) -> ApiResult<Decision>,
     S: for<'a> Fn(&'a DatabaseTransaction, i64) -> SideEffect<'a>,
 {
-    for attempt in 0..MAX_ATTEMPTS {
+    until_won(|| async {
         let txn = db::begin_write(platform.db()).await?;
         let user = load(&txn, auth, user_id).await?;
         let decision = decide(&user, platform.now_ms())?;
         if decision.events.is_empty() {
             txn.rollback().await?;
-            return Ok(decision.state);
+            return Ok(Attempt::Done(decision.state));
         }
         if let Some(state) = &decision.state {
             let emails: Vec<String> = state
@@ -297,19 +297,19 @@ where
                 side_effect(&txn, platform.now_ms()).await?;
                 txn.commit().await?;
                 platform.events_committed(STORE.table(), &recorded);
-                return Ok(decision.state);
+                Ok(Attempt::Done(decision.state))
             }
-            Err(AppendError::Conflict { .. }) => {
-                drop(txn);
-                pause_after_conflict(attempt).await;
-            }
-            Err(AppendError::Db(e)) => return Err(e.into()),
+            Err(AppendError::Conflict { .. }) => Ok(Attempt::Lost),
+            Err(AppendError::Db(e)) => Err(e.into()),
         }
-    }
-    Err(ApiError::conflict(
-        "concurrent_modification",
-        "The user was changed by other requests at the same time; retry.",
-    ))
+    })
+    .await?
+    .ok_or_else(|| {
+        ApiError::conflict(
+            "concurrent_modification",
+            "The user was changed by other requests at the same time; retry.",
+        )
+    })
 }
 
 pub type SideEffect<'a> =
