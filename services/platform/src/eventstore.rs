@@ -106,6 +106,17 @@ pub enum AppendError {
     Db(#[from] DbErr),
 }
 
+impl AppendError {
+    /// For a command attempt: a lost race is [`Attempt::Lost`], a database
+    /// error is the command's error.
+    pub fn lost<T, E: From<DbErr>>(self) -> Result<Attempt<T>, E> {
+        match self {
+            AppendError::Conflict { .. } => Ok(Attempt::Lost),
+            AppendError::Db(e) => Err(e.into()),
+        }
+    }
+}
+
 /// Where a tailer stands: opaque text, so the ordering scheme may differ per
 /// backend. PostgreSQL: `"<tx_id>:<position>"`; SQLite: `"<position>"`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -4,9 +4,7 @@
 //! consent screen; revoking it is an event the token service acts on.
 
 use gatehouse_platform::db::{self, col};
-use gatehouse_platform::eventstore::{
-    AppendError, Attempt, NewEvent, RecordedEvent, Stream, until_won,
-};
+use gatehouse_platform::eventstore::{Attempt, NewEvent, RecordedEvent, Stream, until_won};
 use gatehouse_platform::tenancy::Authed;
 use gatehouse_platform::{ApiError, ApiResult, Platform};
 use gatehouse_proto::event_types as et;
@@ -78,8 +76,7 @@ where
                 platform.events_committed(STORE.table(), &recorded);
                 Ok(Attempt::Done(true))
             }
-            Err(AppendError::Conflict { .. }) => Ok(Attempt::Lost),
-            Err(AppendError::Db(e)) => Err(e.into()),
+            Err(e) => e.lost(),
         }
     })
     .await?

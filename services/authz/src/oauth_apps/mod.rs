@@ -162,8 +162,7 @@ where
                 platform.events_committed(STORE.table(), &recorded);
                 Ok(Attempt::Done(decision.state))
             }
-            Err(AppendError::Conflict { .. }) => Ok(Attempt::Lost),
-            Err(AppendError::Db(e)) => Err(e.into()),
+            Err(e) => e.lost(),
         }
     })
     .await?
