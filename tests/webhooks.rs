@@ -8,6 +8,10 @@
 
 mod common;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use base64::Engine;
 use common::{Gatehouse, Mode, assert_error_shape};
 use reqwest::Method;
@@ -306,5 +310,128 @@ async fn catalog_flow(mode: Mode) {
     assert_eq!(s, 401);
 }
 
+/// What the test's receiver got: path, headers, body.
+type Received = Arc<Mutex<Vec<(String, HashMap<String, String>, String)>>>;
+
+/// A real HTTP receiver on loopback that records every request.
+fn receiver() -> (String, Received) {
+    let got: Received = Arc::new(Mutex::new(Vec::new()));
+    let port = common::free_port();
+    let sink = got.clone();
+    let server = HttpServer::new(move || {
+        let sink = sink.clone();
+        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+            let sink = sink.clone();
+            async move {
+                let headers = req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                    .collect();
+                sink.lock().unwrap().push((
+                    req.path().to_owned(),
+                    headers,
+                    String::from_utf8_lossy(&body).into_owned(),
+                ));
+                HttpResponse::NoContent().finish()
+            }
+        }))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", port))
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+    (format!("http://127.0.0.1:{port}"), got)
+}
+
+/// The Standard Webhooks check, written here from the specification (not
+/// the production signing code): base64 HMAC-SHA256 over "id.timestamp.body"
+/// with the base64-decoded secret, one of the space-separated `v1,` values.
+fn signature_ok(secret: &str, headers: &HashMap<String, String>, body: &str) -> bool {
+    use hmac::Mac;
+    let key = secret_bytes(secret);
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    let signed = format!(
+        "{}.{}.{body}",
+        headers["webhook-id"], headers["webhook-timestamp"]
+    );
+    mac.update(signed.as_bytes());
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    headers["webhook-signature"]
+        .split(' ')
+        .any(|s| s.strip_prefix("v1,") == Some(expected.as_str()))
+}
+
+/// A public event reaches the endpoints whose filter takes it, signed per
+/// Standard Webhooks (and under the svix-* names), and not the others.
+async fn delivery_flow(mode: Mode) {
+    let g = Gatehouse::start(mode).await;
+    let t = g.tenant().await;
+    let key = t.dev.key.as_str();
+    let (url, got) = receiver();
+    let mut secrets = Vec::new();
+    for (path, types) in [
+        ("a", json!(["user.created"])),
+        ("b", json!(["user.deleted"])),
+    ] {
+        let (s, ep) = g
+            .call(
+                key,
+                Method::POST,
+                BASE,
+                Some(json!({ "url": format!("{url}/{path}"), "filter_types": types })),
+            )
+            .await;
+        assert_eq!(s, 200, "{ep}");
+        secrets.push(ep["secret"].as_str().unwrap().to_owned());
+    }
+    let user = g.create_user(key, "hooked@example.com").await;
+    let user_id = user["id"].as_str().unwrap().to_owned();
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    g.eventually("user.created is delivered", 20, || {
+        let got = got.clone();
+        async move { !got.lock().unwrap().is_empty() }
+    })
+    .await;
+    let (path, headers, body) = got.lock().unwrap()[0].clone();
+    assert_eq!(path, "/a");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["type"], "user.created");
+    assert_eq!(v["object"], "event");
+    assert_eq!(v["instance_id"], t.dev.id.as_str());
+    assert_eq!(v["data"]["id"], user_id.as_str());
+    assert_eq!(v["data"]["object"], "user");
+    assert!(headers["webhook-id"].starts_with("msg_"));
+    assert_eq!(headers["svix-id"], headers["webhook-id"]);
+    assert_eq!(headers["svix-signature"], headers["webhook-signature"]);
+    let ts: i64 = headers["webhook-timestamp"].parse().unwrap();
+    assert!((ts - started).abs() < 60, "{ts} vs {started}");
+    assert!(signature_ok(&secrets[0], &headers, &body), "{headers:?}");
+    assert!(!signature_ok(&secrets[1], &headers, &body));
+
+    let (s, _) = g
+        .call(key, Method::DELETE, &format!("/v1/users/{user_id}"), None)
+        .await;
+    assert_eq!(s, 200);
+    g.eventually("user.deleted is delivered", 20, || {
+        let got = got.clone();
+        async move { got.lock().unwrap().len() >= 2 }
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let all = got.lock().unwrap().clone();
+    assert_eq!(all.len(), 2, "one delivery per matching endpoint: {all:?}");
+    let (path, headers, body) = &all[1];
+    assert_eq!(path, "/b");
+    assert!(body.contains("\"user.deleted\""));
+    assert!(signature_ok(&secrets[1], headers, body));
+    assert_ne!(headers["webhook-id"], all[0].1["webhook-id"]);
+}
+
 in_both_shapes!(endpoints_flow: endpoints_embedded, endpoints_production_shape);
+in_both_shapes!(delivery_flow: delivery_embedded, delivery_production_shape);
 in_both_shapes!(catalog_flow: catalog_embedded, catalog_production_shape);

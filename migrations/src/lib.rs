@@ -22,6 +22,7 @@ mod m0012_tokens;
 mod m0013_grant_client_names;
 mod m0014_tokens_users;
 mod m0015_webhooks;
+mod m0016_webhook_deliveries;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -46,6 +47,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0013_grant_client_names::Migration),
             Box::new(m0014_tokens_users::Migration),
             Box::new(m0015_webhooks::Migration),
+            Box::new(m0016_webhook_deliveries::Migration),
         ]
     }
 }

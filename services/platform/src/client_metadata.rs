@@ -112,9 +112,7 @@ impl ClientMetadataFetcher {
             .connect_timeout(Duration::from_secs(3))
             .timeout(FETCH_TIMEOUT)
             .user_agent(concat!("Gatehouse/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(Arc::new(PublicResolver {
-                allow_private_networks: settings.allow_private_networks,
-            }));
+            .dns_resolver(PublicResolver::new(settings.allow_private_networks));
         for root in &settings.extra_roots {
             builder = builder.add_root_certificate(root.clone());
         }
@@ -205,19 +203,25 @@ impl ClientMetadataFetcher {
     }
 }
 
+/// Whether a request error came from [`PublicResolver`] refusing a host.
+pub fn refused_as_private(e: &reqwest::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(e);
+    while let Some(s) = source {
+        if s.to_string().contains(NOT_PUBLIC) {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
 fn unreachable(e: &reqwest::Error) -> FetchError {
     let what = if e.is_timeout() {
         "timed out".to_owned()
     } else if e.is_connect() {
         // The resolver's refusal of private addresses arrives as a
         // connect error; say which without leaking internals.
-        let mut source: Option<&dyn std::error::Error> = Some(e);
-        let mut private = false;
-        while let Some(s) = source {
-            private |= s.to_string().contains(NOT_PUBLIC);
-            source = s.source();
-        }
-        if private {
+        if refused_as_private(e) {
             return FetchError::NotPublic;
         }
         "connection failed".to_owned()
@@ -285,9 +289,18 @@ fn cache_ttl(header: Option<&str>) -> Duration {
 const NOT_PUBLIC: &str = "resolves only to non-public addresses";
 
 /// Resolves names and keeps only public addresses, so the connection goes
-/// to an address that was checked.
-struct PublicResolver {
+/// to an address that was checked. Any outbound client that must stay off
+/// private networks (metadata documents, webhooks) uses it.
+pub struct PublicResolver {
     allow_private_networks: bool,
+}
+
+impl PublicResolver {
+    pub fn new(allow_private_networks: bool) -> Arc<Self> {
+        Arc::new(Self {
+            allow_private_networks,
+        })
+    }
 }
 
 impl Resolve for PublicResolver {

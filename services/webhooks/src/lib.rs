@@ -11,11 +11,16 @@
 
 pub mod api;
 pub mod catalog;
+pub mod dispatch;
 pub mod endpoints;
+pub mod fanout;
 pub mod urls;
+
+use std::sync::Arc;
 
 use actix_web::web;
 use gatehouse_platform::bus::topics;
+use gatehouse_platform::consumer::ConsumerRunner;
 use gatehouse_platform::eventstore::EventStore;
 use gatehouse_platform::outbox::OutboxPublisher;
 use gatehouse_platform::{Platform, Worker};
@@ -28,7 +33,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     api::configure(cfg);
 }
 
-/// Background tasks: the outbox of `webhooks_events`.
+/// Background tasks: the outbox of `webhooks_events`, the fan-out consumer
+/// and the dispatcher.
 pub fn workers(platform: &Platform) -> Vec<(&'static str, Worker)> {
     let publisher = OutboxPublisher {
         store: STORE,
@@ -39,7 +45,18 @@ pub fn workers(platform: &Platform) -> Vec<(&'static str, Worker)> {
         metrics: platform.metrics().clone(),
         appended: platform.appended_signal(),
     };
-    vec![("webhooks.outbox", Box::pin(publisher.run()))]
+    let fanout = ConsumerRunner::new(
+        platform,
+        Arc::new(fanout::FanOut {
+            platform: platform.clone(),
+        }),
+    );
+    let dispatcher = dispatch::Dispatcher::new(platform.clone());
+    vec![
+        ("webhooks.outbox", Box::pin(publisher.run())),
+        (fanout::NAME, Box::pin(fanout.run())),
+        ("webhooks.dispatch", Box::pin(dispatcher.run())),
+    ]
 }
 
 pub const PROJECTIONS: &[&str] = &["webhook_endpoints"];
