@@ -371,6 +371,7 @@ async fn delivery_flow(mode: Mode) {
     let key = t.dev.key.as_str();
     let (url, got) = receiver();
     let mut secrets = Vec::new();
+    let mut ids = Vec::new();
     for (path, types) in [
         ("a", json!(["user.created"])),
         ("b", json!(["user.deleted"])),
@@ -385,6 +386,7 @@ async fn delivery_flow(mode: Mode) {
             .await;
         assert_eq!(s, 200, "{ep}");
         secrets.push(ep["secret"].as_str().unwrap().to_owned());
+        ids.push(ep["id"].as_str().unwrap().to_owned());
     }
     let user = g.create_user(key, "hooked@example.com").await;
     let user_id = user["id"].as_str().unwrap().to_owned();
@@ -413,19 +415,73 @@ async fn delivery_flow(mode: Mode) {
     assert!(signature_ok(&secrets[0], &headers, &body), "{headers:?}");
     assert!(!signature_ok(&secrets[1], &headers, &body));
 
+    // History: the message, its delivery state and its attempt.
+    let messages = format!("{BASE}/{}/messages", ids[0]);
+    g.eventually("the attempt is recorded", 10, || {
+        let (g, messages) = (&g, messages.clone());
+        async move {
+            let (_, l) = g.call(key, Method::GET, &messages, None).await;
+            l["data"][0]["status"] == "succeeded"
+        }
+    })
+    .await;
+    let (s, listed) = g.call(key, Method::GET, &messages, None).await;
+    assert_eq!(s, 200, "{listed}");
+    assert_eq!(listed["total_count"], 1);
+    let msg = &listed["data"][0];
+    assert_eq!(msg["id"], headers["webhook-id"].as_str());
+    assert_eq!(msg["event_type"], "user.created");
+    assert_eq!(msg["attempts"], 1);
+    assert_eq!(msg["payload"], v);
+    let attempts = format!("{messages}/{}/attempts", headers["webhook-id"]);
+    let (s, a) = g.call(key, Method::GET, &attempts, None).await;
+    assert_eq!(s, 200, "{a}");
+    assert_eq!(a["data"][0]["status_code"], 204, "{a}");
+    assert!(a["data"][0]["next_attempt_at"].is_null());
+    for (method, p) in [
+        (Method::GET, messages.clone()),
+        (Method::GET, attempts.clone()),
+        (
+            Method::POST,
+            format!("{messages}/{}/resend", headers["webhook-id"]),
+        ),
+    ] {
+        let (s, _) = g.call(&t.prod.key, method, &p, None).await;
+        assert_eq!(s, 404, "{p}");
+    }
+    // Resend: the same message again, same webhook-id.
+    let (s, r) = g
+        .call(
+            key,
+            Method::POST,
+            &format!("{messages}/{}/resend", headers["webhook-id"]),
+            None,
+        )
+        .await;
+    assert_eq!(s, 202, "{r}");
+    g.eventually("the resend arrives", 10, || {
+        let got = got.clone();
+        async move { got.lock().unwrap().len() >= 2 }
+    })
+    .await;
+    let again = got.lock().unwrap()[1].clone();
+    assert_eq!(again.0, "/a");
+    assert_eq!(again.1["webhook-id"], headers["webhook-id"]);
+    assert_eq!(again.2, body);
+
     let (s, _) = g
         .call(key, Method::DELETE, &format!("/v1/users/{user_id}"), None)
         .await;
     assert_eq!(s, 200);
     g.eventually("user.deleted is delivered", 20, || {
         let got = got.clone();
-        async move { got.lock().unwrap().len() >= 2 }
+        async move { got.lock().unwrap().len() >= 3 }
     })
     .await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let all = got.lock().unwrap().clone();
-    assert_eq!(all.len(), 2, "one delivery per matching endpoint: {all:?}");
-    let (path, headers, body) = &all[1];
+    assert_eq!(all.len(), 3, "one delivery per matching endpoint: {all:?}");
+    let (path, headers, body) = &all[2];
     assert_eq!(path, "/b");
     assert!(body.contains("\"user.deleted\""));
     assert!(signature_ok(&secrets[1], headers, body));

@@ -124,6 +124,15 @@ async fn list(
     platform: web::Data<Platform>,
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
+    let (limit, offset) = page(&req)?;
+    let (states, total) =
+        endpoints::list(platform.db(), auth.instance.id.as_str(), limit, offset).await?;
+    let data: Vec<Value> = states.iter().map(endpoint_json).collect();
+    Ok(HttpResponse::Ok().json(json!({ "data": data, "total_count": total })))
+}
+
+/// `limit` (1–500, default 10) and `offset`, nothing else.
+pub(crate) fn page(req: &HttpRequest) -> ApiResult<(u64, u64)> {
     let (mut limit, mut offset) = (10u64, 0u64);
     for (k, v) in form_urlencoded::parse(req.query_string().as_bytes()) {
         match k.as_ref() {
@@ -137,10 +146,7 @@ async fn list(
             }
         }
     }
-    let (states, total) =
-        endpoints::list(platform.db(), auth.instance.id.as_str(), limit, offset).await?;
-    let data: Vec<Value> = states.iter().map(endpoint_json).collect();
-    Ok(HttpResponse::Ok().json(json!({ "data": data, "total_count": total })))
+    Ok((limit, offset))
 }
 
 async fn found(platform: &Platform, auth: &Authed, id: &str) -> ApiResult<State> {

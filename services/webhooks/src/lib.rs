@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod dispatch;
 pub mod endpoints;
 pub mod fanout;
+pub mod history;
 pub mod urls;
 
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub const SERVICE: &str = "webhooks";
 pub const STORE: EventStore = EventStore::new(SERVICE, "webhooks_events");
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    // Before the endpoints scope, which would take these paths.
+    history::configure(cfg);
     api::configure(cfg);
 }
 

@@ -1,0 +1,151 @@
+//! What was sent: an endpoint's messages with their delivery state, each
+//! delivery's attempts, and resending one message to an endpoint.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use gatehouse_platform::db::{self, col};
+use gatehouse_platform::tenancy::InstanceKey;
+use gatehouse_platform::{ApiError, ApiResult, Platform};
+use serde_json::{Value, json};
+
+use crate::endpoints;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/v1/webhooks/endpoints/{id}/messages").get(messages))
+        .service(
+            web::resource("/v1/webhooks/endpoints/{id}/messages/{message_id}/attempts")
+                .get(attempts),
+        )
+        .service(
+            web::resource("/v1/webhooks/endpoints/{id}/messages/{message_id}/resend").post(resend),
+        );
+}
+
+/// 404 unless the endpoint is the caller's instance's.
+async fn own_endpoint(platform: &Platform, instance_id: &str, id: &str) -> ApiResult<()> {
+    endpoints::get(platform.db(), instance_id, id)
+        .await?
+        .map(|_| ())
+        .ok_or_else(|| ApiError::not_found("webhook endpoint"))
+}
+
+async fn messages(
+    InstanceKey(auth): InstanceKey,
+    platform: web::Data<Platform>,
+    path: web::Path<String>,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let (limit, offset) = crate::api::page(&req)?;
+    let instance_id = auth.instance.id.as_str();
+    own_endpoint(&platform, instance_id, &path).await?;
+    let rows = db::query_all(
+        platform.db(),
+        "SELECT m.id, m.event_type, m.body, m.created_at, d.status, d.attempts, d.next_attempt_at \
+         FROM webhooks_deliveries d JOIN webhooks_messages m ON m.id = d.message_id \
+         WHERE d.endpoint_id = $1 AND d.instance_id = $2 \
+         ORDER BY m.created_at DESC, m.id LIMIT $3 OFFSET $4",
+        vec![
+            path.as_str().into(),
+            instance_id.into(),
+            limit.into(),
+            offset.into(),
+        ],
+    )
+    .await?;
+    let total: i64 = match db::query_one(
+        platform.db(),
+        "SELECT COUNT(*) AS n FROM webhooks_deliveries WHERE endpoint_id = $1 AND instance_id = $2",
+        vec![path.as_str().into(), instance_id.into()],
+    )
+    .await?
+    {
+        Some(r) => col(&r, "n")?,
+        None => 0,
+    };
+    let mut data = Vec::with_capacity(rows.len());
+    for r in rows {
+        let status: String = col(&r, "status")?;
+        let body: String = col(&r, "body")?;
+        data.push(json!({
+            "object": "webhook_message",
+            "id": col::<String>(&r, "id")?,
+            "event_type": col::<String>(&r, "event_type")?,
+            "payload": serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
+            "status": status,
+            "attempts": col::<i32>(&r, "attempts")?,
+            "next_attempt_at": (status == "pending").then(|| col::<i64>(&r, "next_attempt_at")).transpose()?,
+            "created_at": col::<i64>(&r, "created_at")?,
+        }));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "data": data, "total_count": total })))
+}
+
+async fn attempts(
+    InstanceKey(auth): InstanceKey,
+    platform: web::Data<Platform>,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (endpoint_id, message_id) = path.into_inner();
+    let instance_id = auth.instance.id.as_str();
+    own_endpoint(&platform, instance_id, &endpoint_id).await?;
+    let rows = db::query_all(
+        platform.db(),
+        "SELECT id, status_code, response_excerpt, error, duration_ms, attempted_at, \
+         next_attempt_at FROM webhooks_attempts \
+         WHERE message_id = $1 AND endpoint_id = $2 AND instance_id = $3 \
+         ORDER BY attempted_at, id",
+        vec![
+            message_id.into(),
+            endpoint_id.clone().into(),
+            instance_id.into(),
+        ],
+    )
+    .await?;
+    let mut data = Vec::with_capacity(rows.len());
+    for r in rows {
+        data.push(json!({
+            "object": "webhook_attempt",
+            "id": col::<String>(&r, "id")?,
+            "endpoint_id": endpoint_id,
+            "status_code": col::<Option<i32>>(&r, "status_code")?,
+            "response": col::<String>(&r, "response_excerpt")?,
+            "error": col::<Option<String>>(&r, "error")?,
+            "duration_ms": col::<i64>(&r, "duration_ms")?,
+            "attempted_at": col::<i64>(&r, "attempted_at")?,
+            "next_attempt_at": col::<Option<i64>>(&r, "next_attempt_at")?,
+        }));
+    }
+    Ok(HttpResponse::Ok().json(json!({ "data": data, "total_count": data.len() })))
+}
+
+/// Queues the message for the endpoint again, now (same `webhook-id`).
+async fn resend(
+    InstanceKey(auth): InstanceKey,
+    platform: web::Data<Platform>,
+    path: web::Path<(String, String)>,
+) -> ApiResult<HttpResponse> {
+    let (endpoint_id, message_id) = path.into_inner();
+    let instance_id = auth.instance.id.as_str();
+    own_endpoint(&platform, instance_id, &endpoint_id).await?;
+    let now = platform.now_ms();
+    let n = db::exec(
+        platform.db(),
+        "UPDATE webhooks_deliveries SET status = 'pending', next_attempt_at = $4, updated_at = $4 \
+         WHERE message_id = $1 AND endpoint_id = $2 AND instance_id = $3",
+        vec![
+            message_id.clone().into(),
+            endpoint_id.clone().into(),
+            instance_id.into(),
+            now.into(),
+        ],
+    )
+    .await?;
+    if n == 0 {
+        return Err(ApiError::not_found("webhook message"));
+    }
+    Ok(HttpResponse::Accepted().json(json!({
+        "object": "webhook_delivery",
+        "message_id": message_id,
+        "endpoint_id": endpoint_id,
+        "status": "pending",
+    })))
+}
