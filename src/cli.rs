@@ -55,6 +55,10 @@ pub struct EmbeddedArgs {
     pub rate_limits: RateLimitArgs,
     #[command(flatten)]
     pub client_metadata: ClientMetadataArgs,
+    /// Run on a clock the admin API can move forward
+    /// (`POST /admin/v1/test/clock/advance`). End-to-end tests only.
+    #[arg(long, env = "GATEHOUSE_TEST_CLOCK", hide = true)]
+    pub test_clock: bool,
 }
 
 /// Backend API rate limits (per instance, per 10 seconds).
@@ -185,6 +189,10 @@ pub struct ServeArgs {
     pub rate_limits: RateLimitArgs,
     #[command(flatten)]
     pub client_metadata: ClientMetadataArgs,
+    /// Run on a clock the admin API can move forward
+    /// (`POST /admin/v1/test/clock/advance`). End-to-end tests only.
+    #[arg(long, env = "GATEHOUSE_TEST_CLOCK", hide = true)]
+    pub test_clock: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -127,10 +127,11 @@ pub async fn run(args: EmbeddedArgs) -> anyhow::Result<()> {
         .trim_end_matches('/')
         .to_owned();
     let bus = Arc::new(EmbeddedBus::new(db.clone()));
+    let (clock, test_clock) = crate::server::clocks(args.test_clock);
     let platform = Platform::new(
         db,
         bus,
-        gatehouse_platform::clock::system(),
+        clock,
         None,
         Settings {
             public_url: public_url.clone(),
@@ -138,6 +139,7 @@ pub async fn run(args: EmbeddedArgs) -> anyhow::Result<()> {
             key_cache_ttl: Duration::from_secs(2),
             rate_limits: args.rate_limits.settings()?,
             client_metadata: args.client_metadata.settings()?,
+            test_clock,
             code_sealer: code_sealer(&args)?,
         },
     );

@@ -92,6 +92,20 @@ pub async fn run_http(platform: Platform, listen: &str, mounts: Mounts) -> anyho
     server.run().await.context("HTTP server failed")
 }
 
+/// The process clock, and the same clock as the handle `--test-clock`
+/// gives the admin API (`None` without the flag).
+pub fn clocks(
+    test_clock: bool,
+) -> (
+    gatehouse_platform::clock::SharedClock,
+    Option<std::sync::Arc<gatehouse_platform::clock::OffsetClock>>,
+) {
+    match test_clock.then(gatehouse_platform::clock::OffsetClock::new) {
+        Some(c) => (c.clone(), Some(c)),
+        None => (gatehouse_platform::clock::system(), None),
+    }
+}
+
 pub async fn connect_db(url: &str) -> anyhow::Result<DatabaseConnection> {
     if !(url.starts_with("postgres://")
         || url.starts_with("postgresql://")
@@ -182,10 +196,11 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.admin_token.is_none() {
         tracing::warn!("no --admin-token: this process serves no admin API");
     }
+    let (clock, test_clock) = clocks(args.test_clock);
     let platform = Platform::new(
         db,
         bus,
-        gatehouse_platform::clock::system(),
+        clock,
         Some(redis),
         Settings {
             public_url,
@@ -193,6 +208,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             key_cache_ttl: Duration::from_secs(args.key_cache_seconds),
             rate_limits: args.rate_limits.settings()?,
             client_metadata: args.client_metadata.settings()?,
+            test_clock,
             code_sealer,
         },
     );

@@ -313,8 +313,9 @@ async fn catalog_flow(mode: Mode) {
 /// What the test's receiver got: path, headers, body.
 type Received = Arc<Mutex<Vec<(String, HashMap<String, String>, String)>>>;
 
-/// A real HTTP receiver on loopback that records every request.
-fn receiver() -> (String, Received) {
+/// A real HTTP receiver on loopback that records every request and answers
+/// 500 to the first `fail_first` of them, 204 after.
+fn receiver(fail_first: usize) -> (String, Received) {
     let got: Received = Arc::new(Mutex::new(Vec::new()));
     let port = common::free_port();
     let sink = got.clone();
@@ -328,12 +329,17 @@ fn receiver() -> (String, Received) {
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
                     .collect();
-                sink.lock().unwrap().push((
+                let mut got = sink.lock().unwrap();
+                got.push((
                     req.path().to_owned(),
                     headers,
                     String::from_utf8_lossy(&body).into_owned(),
                 ));
-                HttpResponse::NoContent().finish()
+                if got.len() <= fail_first {
+                    HttpResponse::InternalServerError().body("not now")
+                } else {
+                    HttpResponse::NoContent().finish()
+                }
             }
         }))
     })
@@ -369,7 +375,7 @@ async fn delivery_flow(mode: Mode) {
     let g = Gatehouse::start(mode).await;
     let t = g.tenant().await;
     let key = t.dev.key.as_str();
-    let (url, got) = receiver();
+    let (url, got) = receiver(0);
     let mut secrets = Vec::new();
     let mut ids = Vec::new();
     for (path, types) in [
@@ -488,6 +494,100 @@ async fn delivery_flow(mode: Mode) {
     assert_ne!(headers["webhook-id"], all[0].1["webhook-id"]);
 }
 
+/// A receiver that fails three times: the attempts follow the schedule on
+/// the platform clock (moved forward through the admin API, no sleeping),
+/// the fourth succeeds, every attempt carries the same `webhook-id`, and
+/// all four are recorded.
+async fn retry_flow(mode: Mode) {
+    let mut args = common::high_limits();
+    args.push("--test-clock".to_owned());
+    let g = match mode {
+        Mode::Embedded => Gatehouse::embedded_with(args).await,
+        Mode::Production => {
+            Gatehouse::production_custom(
+                common::TestDb::create().await,
+                common::kafka_brokers(),
+                common::redis_url(),
+                args,
+            )
+            .await
+        }
+    };
+    let t = g.tenant().await;
+    let key = t.dev.key.as_str();
+    let (url, got) = receiver(3);
+    let (s, ep) = g
+        .call(
+            key,
+            Method::POST,
+            BASE,
+            Some(json!({ "url": format!("{url}/flaky"), "filter_types": ["user.created"] })),
+        )
+        .await;
+    assert_eq!(s, 200, "{ep}");
+    g.create_user(key, "retried@example.com").await;
+    let count = |n: usize| {
+        let got = got.clone();
+        move || {
+            let got = got.clone();
+            async move { got.lock().unwrap().len() >= n }
+        }
+    };
+    g.eventually("the first attempt", 20, count(1)).await;
+    // Before its time the next attempt does not come.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(got.lock().unwrap().len(), 1);
+    for (n, wait_ms) in [(2, 6_000), (3, 6 * 60_000), (4, 35 * 60_000)] {
+        let (s, b) = g
+            .admin(
+                Method::POST,
+                "/admin/v1/test/clock/advance",
+                Some(json!({ "ms": wait_ms })),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        g.eventually(&format!("attempt {n}"), 20, count(n)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let all = got.lock().unwrap().clone();
+    assert_eq!(all.len(), 4, "exactly one success after three failures");
+    assert!(
+        all.iter()
+            .all(|r| r.1["webhook-id"] == all[0].1["webhook-id"])
+    );
+    let messages = format!("{BASE}/{}/messages", ep["id"].as_str().unwrap());
+    g.eventually("the success is recorded", 10, || {
+        let (g, messages) = (&g, messages.clone());
+        async move {
+            let (_, l) = g.call(key, Method::GET, &messages, None).await;
+            l["data"][0]["status"] == "succeeded"
+        }
+    })
+    .await;
+    let attempts = format!("{messages}/{}/attempts", all[0].1["webhook-id"]);
+    let (_, a) = g.call(key, Method::GET, &attempts, None).await;
+    let codes: Vec<i64> = a["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["status_code"].as_i64().unwrap())
+        .collect();
+    assert_eq!(codes, vec![500, 500, 500, 204], "{a}");
+    assert_eq!(a["data"][0]["response"], "not now");
+    assert!(a["data"][2]["next_attempt_at"].is_i64());
+    // Without --test-clock the clock cannot be moved.
+    let plain = Gatehouse::embedded().await;
+    let (s, _) = plain
+        .admin(
+            Method::POST,
+            "/admin/v1/test/clock/advance",
+            Some(json!({ "ms": 1 })),
+        )
+        .await;
+    assert_eq!(s, 404);
+}
+
 in_both_shapes!(endpoints_flow: endpoints_embedded, endpoints_production_shape);
 in_both_shapes!(delivery_flow: delivery_embedded, delivery_production_shape);
+in_both_shapes!(retry_flow: retry_embedded, retry_production_shape);
 in_both_shapes!(catalog_flow: catalog_embedded, catalog_production_shape);

@@ -41,6 +41,28 @@ impl Clock for ManualClock {
     }
 }
 
+/// The system clock moved forward by an offset: what `--test-clock` runs
+/// on, so end-to-end tests can jump schedules (webhook retries, expiries)
+/// through the admin API without sleeping.
+#[derive(Debug, Default)]
+pub struct OffsetClock(AtomicI64);
+
+impl OffsetClock {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    pub fn advance_ms(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for OffsetClock {
+    fn now_ms(&self) -> i64 {
+        SystemClock.now_ms() + self.0.load(Ordering::SeqCst)
+    }
+}
+
 pub type SharedClock = Arc<dyn Clock>;
 
 pub fn system() -> SharedClock {

@@ -31,6 +31,9 @@ pub struct Settings {
     pub code_sealer: CodeSealer,
     /// How client ID metadata documents are fetched.
     pub client_metadata: ClientMetadataSettings,
+    /// `--test-clock`: the clock, which the admin API may then move forward.
+    /// `None` in every real deployment.
+    pub test_clock: Option<Arc<crate::clock::OffsetClock>>,
 }
 
 struct Inner {

@@ -23,6 +23,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::post().to(disable_tenant),
             )
             .route("/instances/{instance_id}", web::get().to(get_instance))
+            .route("/test/clock/advance", web::post().to(advance_clock))
             .route(
                 "/instances/{instance_id}/rate_limit",
                 web::put().to(set_rate_limit),
@@ -164,6 +165,29 @@ async fn disable_tenant(
 ) -> ApiResult<HttpResponse> {
     super::disable_tenant(&platform, &path, ACTOR).await?;
     Ok(HttpResponse::Ok().json(tenant_json(&platform, &path).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AdvanceBody {
+    ms: i64,
+}
+
+/// Moves a `--test-clock` process's clock forward; 404 everywhere else.
+async fn advance_clock(
+    _: AdminAuth,
+    platform: web::Data<Platform>,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let Some(clock) = &platform.settings().test_clock else {
+        return Err(ApiError::not_found("test clock"));
+    };
+    let b: AdvanceBody = crate::http::parse_json(&body)?;
+    if !(0..=30 * 24 * 3600 * 1000).contains(&b.ms) {
+        return Err(ApiError::invalid_param("ms", "`ms` must be 0 to 30 days."));
+    }
+    clock.advance_ms(b.ms);
+    Ok(HttpResponse::Ok().json(json!({ "object": "test_clock", "now": platform.now_ms() })))
 }
 
 async fn get_instance(
