@@ -499,20 +499,7 @@ async fn delivery_flow(mode: Mode) {
 /// the fourth succeeds, every attempt carries the same `webhook-id`, and
 /// all four are recorded.
 async fn retry_flow(mode: Mode) {
-    let mut args = common::high_limits();
-    args.push("--test-clock".to_owned());
-    let g = match mode {
-        Mode::Embedded => Gatehouse::embedded_with(args).await,
-        Mode::Production => {
-            Gatehouse::production_custom(
-                common::TestDb::create().await,
-                common::kafka_brokers(),
-                common::redis_url(),
-                args,
-            )
-            .await
-        }
-    };
+    let g = with_test_clock(mode).await;
     let t = g.tenant().await;
     let key = t.dev.key.as_str();
     let (url, got) = receiver(3);
@@ -587,7 +574,156 @@ async fn retry_flow(mode: Mode) {
     assert_eq!(s, 404);
 }
 
+/// A process on the test clock, in either shape.
+async fn with_test_clock(mode: Mode) -> Gatehouse {
+    let mut args = common::high_limits();
+    args.push("--test-clock".to_owned());
+    match mode {
+        Mode::Embedded => Gatehouse::embedded_with(args).await,
+        Mode::Production => {
+            Gatehouse::production_custom(
+                common::TestDb::create().await,
+                common::kafka_brokers(),
+                common::redis_url(),
+                args,
+            )
+            .await
+        }
+    }
+}
+
+/// An endpoint down for five clock days is disabled (and gets nothing new);
+/// re-enabled and replayed, it receives the whole backlog.
+async fn disable_flow(mode: Mode) {
+    let g = with_test_clock(mode).await;
+    let t = g.tenant().await;
+    let key = t.dev.key.as_str();
+    let (url, got) = receiver(9);
+    let (s, ep) = g
+        .call(
+            key,
+            Method::POST,
+            BASE,
+            Some(json!({ "url": format!("{url}/down"), "filter_types": ["user.created"] })),
+        )
+        .await;
+    assert_eq!(s, 200, "{ep}");
+    let path = format!("{BASE}/{}", ep["id"].as_str().unwrap());
+    let advance = |ms: i64| {
+        let g = &g;
+        async move {
+            let (s, b) = g
+                .admin(
+                    Method::POST,
+                    "/admin/v1/test/clock/advance",
+                    Some(json!({ "ms": ms })),
+                )
+                .await;
+            assert_eq!(s, 200, "{b}");
+        }
+    };
+    let count = |n: usize| {
+        let got = got.clone();
+        move || {
+            let got = got.clone();
+            async move { got.lock().unwrap().len() >= n }
+        }
+    };
+    let (_, now) = g
+        .admin(
+            Method::POST,
+            "/admin/v1/test/clock/advance",
+            Some(json!({ "ms": 0 })),
+        )
+        .await;
+    let since = now["now"].as_i64().unwrap();
+    let first = g.create_user(key, "day0@example.com").await;
+    g.eventually("attempt 1", 20, count(1)).await;
+    // The whole schedule: eight attempts over about 28 hours, all failing.
+    let day = 24 * 3600 * 1000;
+    for (n, wait) in [
+        6_000,
+        6 * 60_000,
+        35 * 60_000,
+        2 * 3_600_000 + 15 * 60_000,
+        5 * 3_600_000 + 35 * 60_000,
+        11 * 3_600_000,
+        11 * 3_600_000,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        advance(wait).await;
+        g.eventually(&format!("attempt {}", n + 2), 20, count(n + 2))
+            .await;
+    }
+    let (_, e) = g.call(key, Method::GET, &path, None).await;
+    assert_eq!(e["disabled"], false, "not five days yet");
+    // Day five: a new event fails too, and the endpoint is disabled.
+    advance(4 * day).await;
+    let second = g.create_user(key, "day5@example.com").await;
+    g.eventually("attempt 9", 20, count(9)).await;
+    g.eventually("the endpoint is disabled", 20, || {
+        let (g, path) = (&g, path.clone());
+        async move { g.call(key, Method::GET, &path, None).await.1["disabled"] == true }
+    })
+    .await;
+    let third = g.create_user(key, "while-off@example.com").await;
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    assert_eq!(
+        got.lock().unwrap().len(),
+        9,
+        "nothing goes to a disabled endpoint"
+    );
+
+    // Re-enable and replay: the backlog arrives, each user once.
+    let (s, _) = g
+        .call(key, Method::POST, &format!("{path}/enable"), None)
+        .await;
+    assert_eq!(s, 200);
+    let (s, r) = g
+        .call(
+            key,
+            Method::POST,
+            &format!("{path}/replay"),
+            Some(json!({ "since": since })),
+        )
+        .await;
+    assert_eq!(s, 202, "{r}");
+    assert_eq!(r["queued"], 3, "{r}");
+    g.eventually("the backlog", 20, count(12)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let all = got.lock().unwrap().clone();
+    assert_eq!(all.len(), 12);
+    let mut delivered: Vec<String> = all[9..]
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<Value>(&r.2).unwrap()["data"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    delivered.sort();
+    let mut expected: Vec<String> = [&first, &second, &third]
+        .iter()
+        .map(|u| u["id"].as_str().unwrap().to_owned())
+        .collect();
+    expected.sort();
+    assert_eq!(delivered, expected);
+    let (s, e) = g
+        .call(
+            &t.prod.key,
+            Method::POST,
+            &format!("{path}/replay"),
+            Some(json!({ "since": 0 })),
+        )
+        .await;
+    assert_eq!(s, 404, "{e}");
+}
+
 in_both_shapes!(endpoints_flow: endpoints_embedded, endpoints_production_shape);
 in_both_shapes!(delivery_flow: delivery_embedded, delivery_production_shape);
 in_both_shapes!(retry_flow: retry_embedded, retry_production_shape);
+in_both_shapes!(disable_flow: disable_embedded, disable_production_shape);
 in_both_shapes!(catalog_flow: catalog_embedded, catalog_production_shape);

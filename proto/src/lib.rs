@@ -45,6 +45,7 @@ pub mod event_types {
     pub const WEBHOOK_ENDPOINT_UPDATED: &str = "webhook_endpoint.updated";
     pub const WEBHOOK_ENDPOINT_SECRET_ROTATED: &str = "webhook_endpoint.secret_rotated";
     pub const WEBHOOK_ENDPOINT_DELETED: &str = "webhook_endpoint.deleted";
+    pub const WEBHOOK_ENDPOINT_DISABLED: &str = "webhook_endpoint.disabled";
 }
 
 /// Stream types (the aggregate kinds) and the topic each is published on.

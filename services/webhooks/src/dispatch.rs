@@ -28,6 +28,8 @@ pub const RETRY_SCHEDULE_MS: [i64; 7] = [
     5_000, 300_000, 1_800_000, 7_200_000, 18_000_000, 36_000_000, 36_000_000,
 ];
 pub const LEASE_MS: i64 = 60_000;
+/// An endpoint whose every attempt has failed for this long is disabled.
+pub const DISABLE_AFTER_MS: i64 = 5 * 24 * 3600 * 1000;
 pub const TIMEOUT: Duration = Duration::from_secs(15);
 const BATCH: i64 = 32;
 const EXCERPT_BYTES: usize = 1024;
@@ -200,8 +202,13 @@ impl Dispatcher {
                 &secrets,
             )
             .await;
+        let ok = outcome.status.is_some_and(|s| (200..300).contains(&s));
         self.record(message_id, endpoint_id, &instance_id, outcome)
-            .await
+            .await?;
+        if !ok && self.failing_for_days(endpoint_id).await? {
+            self.disable(instance, endpoint_id).await?;
+        }
+        Ok(())
     }
 
     async fn send(
@@ -330,6 +337,79 @@ impl Dispatcher {
         )
         .await?;
         txn.commit().await
+    }
+
+    /// Whether every attempt to the endpoint since its last success (or
+    /// ever) failed, the first of them [`DISABLE_AFTER_MS`] ago or more.
+    async fn failing_for_days(&self, endpoint_id: &str) -> Result<bool, DbErr> {
+        let db = self.platform.db();
+        let last_ok: i64 = match db::query_one(
+            db,
+            "SELECT MAX(attempted_at) AS t FROM webhooks_attempts WHERE endpoint_id = $1 \
+             AND status_code >= 200 AND status_code < 300",
+            vec![endpoint_id.into()],
+        )
+        .await?
+        {
+            Some(r) => col::<Option<i64>>(&r, "t")?.unwrap_or(0),
+            None => 0,
+        };
+        let first_failure: Option<i64> = match db::query_one(
+            db,
+            "SELECT MIN(attempted_at) AS t FROM webhooks_attempts WHERE endpoint_id = $1 \
+             AND attempted_at > $2",
+            vec![endpoint_id.into(), last_ok.into()],
+        )
+        .await?
+        {
+            Some(r) => col(&r, "t")?,
+            None => None,
+        };
+        Ok(first_failure.is_some_and(|t| self.platform.now_ms() - t >= DISABLE_AFTER_MS))
+    }
+
+    /// Disables the endpoint and records why (`webhook_endpoint.disabled`).
+    async fn disable(
+        &self,
+        instance: gatehouse_platform::tenancy::Instance,
+        endpoint_id: &str,
+    ) -> Result<(), DbErr> {
+        let actor =
+            gatehouse_platform::tenancy::Authed::other(instance, "system:webhooks".to_owned());
+        let done = endpoints::mutate(&self.platform, &actor, endpoint_id, |e, now| {
+            if e.state.disabled {
+                return Ok(endpoints::Decision {
+                    events: vec![],
+                    state: None,
+                });
+            }
+            let mut next = e.state.clone();
+            next.disabled = true;
+            next.updated_at_ms = now;
+            Ok(endpoints::Decision {
+                events: vec![endpoints::event(
+                    gatehouse_proto::event_types::WEBHOOK_ENDPOINT_DISABLED,
+                    &gatehouse_proto::v1::WebhookEndpointDisabled {
+                        endpoint: Some(next.clone()),
+                        reason: "every attempt failed for 5 days".into(),
+                    },
+                )],
+                state: Some(next),
+            })
+        })
+        .await;
+        match done {
+            Ok(_) => {
+                tracing::warn!(
+                    endpoint_id,
+                    "webhook endpoint disabled after 5 days of failures"
+                );
+                Ok(())
+            }
+            Err(e) => Err(DbErr::Custom(format!(
+                "disabling endpoint {endpoint_id}: {e}"
+            ))),
+        }
     }
 
     async fn close(&self, message_id: &str, endpoint_id: &str, status: &str) -> Result<(), DbErr> {

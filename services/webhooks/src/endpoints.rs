@@ -83,6 +83,7 @@ fn state_of(ev: &RecordedEvent) -> Option<State> {
         et::WEBHOOK_ENDPOINT_SECRET_ROTATED => {
             v1::WebhookEndpointSecretRotated::decode(p).ok()?.endpoint
         }
+        et::WEBHOOK_ENDPOINT_DISABLED => v1::WebhookEndpointDisabled::decode(p).ok()?.endpoint,
         _ => None,
     }
 }

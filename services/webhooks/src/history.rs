@@ -1,5 +1,6 @@
 //! What was sent: an endpoint's messages with their delivery state, each
-//! delivery's attempts, and resending one message to an endpoint.
+//! delivery's attempts, resending one message to an endpoint, and replaying
+//! everything since a time.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use gatehouse_platform::db::{self, col};
@@ -17,7 +18,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         )
         .service(
             web::resource("/v1/webhooks/endpoints/{id}/messages/{message_id}/resend").post(resend),
-        );
+        )
+        .service(web::resource("/v1/webhooks/endpoints/{id}/replay").post(replay));
 }
 
 /// 404 unless the endpoint is the caller's instance's.
@@ -147,5 +149,73 @@ async fn resend(
         "message_id": message_id,
         "endpoint_id": endpoint_id,
         "status": "pending",
+    })))
+}
+
+/// Most messages one replay queues.
+const MAX_REPLAY: i64 = 10_000;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayBody {
+    since: i64,
+}
+
+/// Queues again, now, every message of the instance since `since` (ms)
+/// that the endpoint's filter takes and that it has not received: the
+/// backlog after an outage, or after re-enabling.
+async fn replay(
+    InstanceKey(auth): InstanceKey,
+    platform: web::Data<Platform>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let b: ReplayBody = gatehouse_platform::http::parse_json(&body)?;
+    if b.since < 0 {
+        return Err(ApiError::invalid_param(
+            "since",
+            "`since` must be a time in ms.",
+        ));
+    }
+    let instance_id = auth.instance.id.as_str();
+    let endpoint = endpoints::get(platform.db(), instance_id, &path)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
+    let rows = db::query_all(
+        platform.db(),
+        "SELECT id, event_type FROM webhooks_messages WHERE instance_id = $1 AND created_at >= $2 \
+         ORDER BY created_at, id LIMIT $3",
+        vec![instance_id.into(), b.since.into(), MAX_REPLAY.into()],
+    )
+    .await?;
+    let now = platform.now_ms();
+    let mut queued = 0u64;
+    for r in rows {
+        let event_type: String = col(&r, "event_type")?;
+        if !(endpoint.filter_types.is_empty() || endpoint.filter_types.contains(&event_type)) {
+            continue;
+        }
+        let message_id: String = col(&r, "id")?;
+        queued += db::exec(
+            platform.db(),
+            "INSERT INTO webhooks_deliveries (message_id, endpoint_id, instance_id, status, \
+             attempts, next_attempt_at, created_at, updated_at) \
+             VALUES ($1, $2, $3, 'pending', 0, $4, $4, $4) \
+             ON CONFLICT (message_id, endpoint_id) DO UPDATE SET status = 'pending', \
+             next_attempt_at = $4, updated_at = $4 \
+             WHERE webhooks_deliveries.status <> 'succeeded'",
+            vec![
+                message_id.into(),
+                path.as_str().into(),
+                instance_id.into(),
+                now.into(),
+            ],
+        )
+        .await?;
+    }
+    Ok(HttpResponse::Accepted().json(json!({
+        "object": "webhook_replay",
+        "endpoint_id": path.as_str(),
+        "queued": queued,
     })))
 }
