@@ -443,6 +443,23 @@ async fn delivery_flow(mode: Mode) {
     let (s, a) = g.call(key, Method::GET, &attempts, None).await;
     assert_eq!(s, 200, "{a}");
     assert_eq!(a["data"][0]["status_code"], 204, "{a}");
+    let metrics = g
+        .client
+        .get(g.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "gatehouse_webhook_attempts_total{outcome=\"succeeded\"} ",
+        "gatehouse_webhook_attempt_duration_seconds_bucket",
+        "gatehouse_webhook_queue_depth ",
+        "gatehouse_webhook_oldest_pending_seconds ",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
     assert!(a["data"][0]["next_attempt_at"].is_null());
     for (method, p) in [
         (Method::GET, messages.clone()),

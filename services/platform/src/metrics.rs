@@ -22,6 +22,10 @@ pub struct Metrics {
     pub rate_limit_decisions: IntCounterVec,
     pub rate_limit_fallback: IntCounter,
     pub rate_limit_redis_up: Gauge,
+    pub webhook_deliveries: IntCounterVec,
+    pub webhook_attempt_duration: HistogramVec,
+    pub webhook_queue_depth: Gauge,
+    pub webhook_oldest_pending_seconds: Gauge,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -65,7 +69,44 @@ impl Metrics {
         registry
             .register(Box::new(http_duration.clone()))
             .expect("metric registered once");
+        let webhook_attempt_duration = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "gatehouse_webhook_attempt_duration_seconds",
+                    "Webhook delivery attempt latency by outcome",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 15.0,
+                ]),
+                &["outcome"],
+            )
+            .expect("valid metric definition"),
+        );
         Self {
+            webhook_deliveries: counter(
+                &registry,
+                "gatehouse_webhook_attempts_total",
+                "Webhook delivery attempts by outcome (succeeded, failed_http, failed_network)",
+                &["outcome"],
+            ),
+            webhook_attempt_duration,
+            webhook_queue_depth: register(
+                &registry,
+                Gauge::new(
+                    "gatehouse_webhook_queue_depth",
+                    "Webhook deliveries pending (due or scheduled), as this process last saw",
+                )
+                .expect("valid metric definition"),
+            ),
+            webhook_oldest_pending_seconds: register(
+                &registry,
+                Gauge::new(
+                    "gatehouse_webhook_oldest_pending_seconds",
+                    "Age of the oldest pending webhook delivery, as this process last saw",
+                )
+                .expect("valid metric definition"),
+            ),
             http_requests: counter(
                 &registry,
                 "gatehouse_http_requests_total",

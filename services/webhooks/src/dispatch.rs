@@ -97,7 +97,14 @@ impl Dispatcher {
     }
 
     pub async fn run(self) {
+        let mut gauges_at: Option<Instant> = None;
         loop {
+            if gauges_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                gauges_at = Some(Instant::now());
+                if let Err(e) = self.queue_gauges().await {
+                    tracing::debug!(error = %e, "webhook queue gauges not updated");
+                }
+            }
             match self.tick().await {
                 Ok(0) => tokio::time::sleep(Duration::from_millis(100)).await,
                 Ok(_) => {}
@@ -107,6 +114,26 @@ impl Dispatcher {
                 }
             }
         }
+    }
+
+    /// Queue depth and the age of the oldest pending delivery.
+    async fn queue_gauges(&self) -> Result<(), DbErr> {
+        let row = db::query_one(
+            self.platform.db(),
+            "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM webhooks_deliveries \
+             WHERE status = 'pending'",
+            vec![],
+        )
+        .await?;
+        let (n, oldest): (i64, Option<i64>) = match row {
+            Some(r) => (col(&r, "n")?, col(&r, "oldest")?),
+            None => (0, None),
+        };
+        let m = self.platform.metrics();
+        m.webhook_queue_depth.set(n as f64);
+        let age = oldest.map_or(0, |t| (self.platform.now_ms() - t).max(0));
+        m.webhook_oldest_pending_seconds.set(age as f64 / 1000.0);
+        Ok(())
     }
 
     /// Claims what is due and delivers it; returns how many were claimed.
@@ -203,6 +230,16 @@ impl Dispatcher {
             )
             .await;
         let ok = outcome.status.is_some_and(|s| (200..300).contains(&s));
+        let label = match (ok, outcome.status) {
+            (true, _) => "succeeded",
+            (false, Some(_)) => "failed_http",
+            (false, None) => "failed_network",
+        };
+        let m = self.platform.metrics();
+        m.webhook_deliveries.with_label_values(&[label]).inc();
+        m.webhook_attempt_duration
+            .with_label_values(&[label])
+            .observe(outcome.duration_ms as f64 / 1000.0);
         self.record(message_id, endpoint_id, &instance_id, outcome)
             .await?;
         if !ok && self.failing_for_days(endpoint_id).await? {
