@@ -316,6 +316,11 @@ type Received = Arc<Mutex<Vec<(String, HashMap<String, String>, String)>>>;
 /// A real HTTP receiver on loopback that records every request and answers
 /// 500 to the first `fail_first` of them, 204 after.
 fn receiver(fail_first: usize) -> (String, Received) {
+    slow_receiver(fail_first, 0)
+}
+
+/// [`receiver`], taking `delay_ms` over each answer.
+fn slow_receiver(fail_first: usize, delay_ms: u64) -> (String, Received) {
     let got: Received = Arc::new(Mutex::new(Vec::new()));
     let port = common::free_port();
     let sink = got.clone();
@@ -324,6 +329,7 @@ fn receiver(fail_first: usize) -> (String, Received) {
         App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
             let sink = sink.clone();
             async move {
+                tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
                 let headers = req
                     .headers()
                     .iter()
@@ -737,6 +743,65 @@ async fn disable_flow(mode: Mode) {
         )
         .await;
     assert_eq!(s, 404, "{e}");
+}
+
+/// The webhooks process is killed with about a thousand deliveries queued
+/// or in flight; restarted, it delivers every message (at least once).
+#[tokio::test]
+async fn nothing_is_lost_when_the_process_dies() {
+    let mut g = with_test_clock(Mode::Production).await;
+    let t = g.tenant().await;
+    let key = t.dev.key.clone();
+    let (url, got) = slow_receiver(0, 100);
+    let (s, ep) = g
+        .call(
+            &key,
+            Method::POST,
+            BASE,
+            Some(json!({ "url": format!("{url}/bulk"), "filter_types": ["user.created"] })),
+        )
+        .await;
+    assert_eq!(s, 200, "{ep}");
+    let mut ids = Vec::new();
+    for i in 0..1000 {
+        let u = g.create_user(&key, &format!("bulk{i}@example.com")).await;
+        ids.push(u["id"].as_str().unwrap().to_owned());
+    }
+    let before = got.lock().unwrap().len();
+    assert!(
+        before < 1000,
+        "everything was delivered before the kill ({before})"
+    );
+    g.kill();
+    g.spawn().await;
+    // Deliveries claimed by the dead process come due when their lease ends.
+    let (s, _) = g
+        .admin(
+            Method::POST,
+            "/admin/v1/test/clock/advance",
+            Some(json!({ "ms": 61_000 })),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let delivered = |got: &Received| -> std::collections::HashSet<String> {
+        got.lock()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                serde_json::from_str::<Value>(&r.2).unwrap()["data"]["id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    };
+    g.eventually("every message delivered after the restart", 120, || {
+        let got = got.clone();
+        async move { delivered(&got).len() == 1000 }
+    })
+    .await;
+    let set = delivered(&got);
+    assert!(ids.iter().all(|i| set.contains(i)));
 }
 
 in_both_shapes!(endpoints_flow: endpoints_embedded, endpoints_production_shape);

@@ -32,6 +32,8 @@ pub const LEASE_MS: i64 = 60_000;
 pub const DISABLE_AFTER_MS: i64 = 5 * 24 * 3600 * 1000;
 pub const TIMEOUT: Duration = Duration::from_secs(15);
 const BATCH: i64 = 32;
+/// Requests one process has in flight to one endpoint at most.
+pub const PER_ENDPOINT: usize = 8;
 const EXCERPT_BYTES: usize = 1024;
 
 /// The Standard Webhooks signature header value: `v1,<base64 HMAC-SHA256 of
@@ -137,19 +139,40 @@ impl Dispatcher {
     }
 
     /// Claims what is due and delivers it; returns how many were claimed.
+    /// Endpoints are served in parallel, each with at most
+    /// [`PER_ENDPOINT`] requests in flight from this process.
     pub async fn tick(&self) -> Result<usize, DbErr> {
         let claimed = self.claim().await?;
-        let n = claimed.len();
-        let results = futures_util::future::join_all(
-            claimed
-                .iter()
-                .map(|(message, endpoint)| self.deliver(message, endpoint)),
-        )
-        .await;
+        let mut limits: std::collections::HashMap<&str, tokio::sync::Semaphore> =
+            std::collections::HashMap::new();
+        for (_, endpoint) in &claimed {
+            limits
+                .entry(endpoint.as_str())
+                .or_insert_with(|| tokio::sync::Semaphore::new(PER_ENDPOINT));
+        }
+        let results =
+            futures_util::future::join_all(claimed.iter().filter_map(|(message, endpoint)| {
+                let limit = limits.get(endpoint.as_str())?;
+                Some(self.deliver_limited(limit, message, endpoint))
+            }))
+            .await;
         for r in results {
             r?;
         }
-        Ok(n)
+        Ok(claimed.len())
+    }
+
+    async fn deliver_limited(
+        &self,
+        limit: &tokio::sync::Semaphore,
+        message_id: &str,
+        endpoint_id: &str,
+    ) -> Result<(), DbErr> {
+        let _permit = limit
+            .acquire()
+            .await
+            .map_err(|e| DbErr::Custom(e.to_string()))?;
+        self.deliver(message_id, endpoint_id).await
     }
 
     async fn claim(&self) -> Result<Vec<(String, String)>, DbErr> {
