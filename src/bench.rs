@@ -16,6 +16,7 @@ use gatehouse_platform::{clock, db, metrics::Metrics};
 use tokio::sync::Mutex;
 
 mod oauth;
+mod webhooks;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -40,6 +41,9 @@ pub enum BenchKind {
     /// Token endpoints: client_credentials, introspection, verify; against
     /// Gatehouse or any OAuth server.
     Oauth(oauth::OauthArgs),
+    /// Webhook deliveries to a receiver in this process behind N endpoints,
+    /// users created at a steady rate.
+    Webhooks(webhooks::WebhooksArgs),
 }
 
 #[derive(Args, Debug)]
@@ -119,6 +123,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchKind::Ratelimit(a) => ratelimit(a).await,
         BenchKind::Authorize(a) => oauth::authorize(a).await,
         BenchKind::Oauth(a) => oauth::oauth(a).await,
+        BenchKind::Webhooks(a) => webhooks::run(a).await,
     }
 }
 

@@ -263,6 +263,30 @@ pub fn credentials(
     }
 }
 
+/// How long a request waits for a client this read model does not know yet:
+/// one registered a moment ago may still be on its way through the bus
+/// (milliseconds usually, longer under load), and a client that registers
+/// and at once redeems a code must not be told it does not exist.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_millis(1500);
+
+/// [`get`], waiting up to [`CATCH_UP`] for an id that looks like one of
+/// ours (24 base62 characters) to arrive from the bus.
+async fn known(
+    conn: &impl ConnectionTrait,
+    instance_id: &str,
+    client_id: &str,
+) -> Result<Option<Client>, DbErr> {
+    let ours = client_id.len() == 24 && client_id.bytes().all(|b| b.is_ascii_alphanumeric());
+    let deadline = std::time::Instant::now() + CATCH_UP;
+    loop {
+        let found = get(conn, instance_id, client_id).await?;
+        if found.is_some() || !ours || std::time::Instant::now() >= deadline {
+            return Ok(found);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// Authenticates the client of a request within an instance.
 pub async fn authenticate(
     conn: &impl ConnectionTrait,
@@ -271,7 +295,7 @@ pub async fn authenticate(
     form: &[(String, String)],
 ) -> Result<Client, OAuthError> {
     let (id, secret) = credentials(req, form)?;
-    let client = match get(conn, instance_id, &id).await? {
+    let client = match known(conn, instance_id, &id).await? {
         Some(c) => c,
         None => metadata_document_client(instance_id, &id)
             .ok_or_else(|| invalid_client("unknown client or bad credentials"))?,

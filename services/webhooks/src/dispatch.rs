@@ -31,7 +31,9 @@ pub const LEASE_MS: i64 = 60_000;
 /// An endpoint whose every attempt has failed for this long is disabled.
 pub const DISABLE_AFTER_MS: i64 = 5 * 24 * 3600 * 1000;
 pub const TIMEOUT: Duration = Duration::from_secs(15);
-const BATCH: i64 = 32;
+const BATCH: i64 = 64;
+/// Claim-and-deliver loops per process.
+pub const LOOPS: usize = 4;
 /// Requests one process has in flight to one endpoint at most.
 pub const PER_ENDPOINT: usize = 8;
 const EXCERPT_BYTES: usize = 1024;
@@ -64,6 +66,8 @@ pub fn next_attempt(now: i64, attempts: usize) -> Option<i64> {
 
 pub struct Dispatcher {
     platform: Platform,
+    /// How long an idle loop waits before looking again.
+    idle: Duration,
     /// Production endpoints: public addresses only, checked at connect time.
     public: reqwest::Client,
     /// Development endpoints (localhost allowed).
@@ -90,9 +94,12 @@ struct Outcome {
 }
 
 impl Dispatcher {
-    pub fn new(platform: Platform) -> Self {
+    /// The first loop of a process looks for due work every 100 ms when
+    /// idle; the extra ones, there for throughput, every second.
+    pub fn new(platform: Platform, first: bool) -> Self {
         Self {
             platform,
+            idle: Duration::from_millis(if first { 100 } else { 1000 }),
             public: client(false),
             local: client(true),
         }
@@ -108,7 +115,7 @@ impl Dispatcher {
                 }
             }
             match self.tick().await {
-                Ok(0) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Ok(0) => tokio::time::sleep(self.idle).await,
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "webhook dispatch failed; retrying");

@@ -54,12 +54,17 @@ pub fn workers(platform: &Platform) -> Vec<(&'static str, Worker)> {
             platform: platform.clone(),
         }),
     );
-    let dispatcher = dispatch::Dispatcher::new(platform.clone());
-    vec![
+    let mut workers: Vec<(&'static str, Worker)> = vec![
         ("webhooks.outbox", Box::pin(publisher.run())),
         (fanout::NAME, Box::pin(fanout.run())),
-        ("webhooks.dispatch", Box::pin(dispatcher.run())),
-    ]
+    ];
+    // Several claim loops share the queue (SKIP LOCKED keeps them apart), so
+    // one slow batch does not hold up the next.
+    for n in 0..dispatch::LOOPS {
+        let dispatcher = dispatch::Dispatcher::new(platform.clone(), n == 0);
+        workers.push(("webhooks.dispatch", Box::pin(dispatcher.run())));
+    }
+    workers
 }
 
 pub const PROJECTIONS: &[&str] = &["webhook_endpoints"];
