@@ -604,9 +604,8 @@ async fn tokens_flow(mode: Mode) {
     assert_eq!(s, 401, "the client is not a client of the other instance");
 }
 
-/// An access token for a public client from the authorize redirect (the
-/// browser signs up on first use), once the token service knows the client.
-async fn access_token_for(o: &Oauth<'_>, b: &mut Browser, client_id: &str, scope: &str) -> String {
+/// The authorize path of a PKCE request for a public client.
+fn pkce_authorize(client_id: &str, scope: &str) -> String {
     let q: String = form_urlencoded::Serializer::new(String::new())
         .extend_pairs([
             ("response_type", "code"),
@@ -617,7 +616,13 @@ async fn access_token_for(o: &Oauth<'_>, b: &mut Browser, client_id: &str, scope
             ("code_challenge_method", "S256"),
         ])
         .finish();
-    let code = code_for(b, &format!("/oauth/authorize?{q}")).await;
+    format!("/oauth/authorize?{q}")
+}
+
+/// An access token for a public client from the authorize redirect (the
+/// browser signs up on first use), once the token service knows the client.
+async fn access_token_for(o: &Oauth<'_>, b: &mut Browser, client_id: &str, scope: &str) -> String {
+    let code = code_for(b, &pkce_authorize(client_id, scope)).await;
     let form = [
         ("grant_type", "authorization_code"),
         ("code", code.as_str()),
@@ -751,17 +756,7 @@ async fn banned_flow(mode: Mode) {
     let first = access_token_for(&o, &mut b, &client_id, "openid").await;
     let (_, v) = verify(&g, &key, &first, "/oauth_applications/access_tokens/verify").await;
     let user_id = v["subject"].as_str().unwrap().to_owned();
-    let q: String = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs([
-            ("response_type", "code"),
-            ("client_id", client_id.as_str()),
-            ("redirect_uri", REDIRECT),
-            ("scope", "openid"),
-            ("code_challenge", CHALLENGE),
-            ("code_challenge_method", "S256"),
-        ])
-        .finish();
-    let pending = code_for(&mut b, &format!("/oauth/authorize?{q}")).await;
+    let pending = code_for(&mut b, &pkce_authorize(&client_id, "openid")).await;
     let (s, _) = g
         .call(
             &key,

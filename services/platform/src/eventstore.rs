@@ -43,6 +43,14 @@ pub struct NewEvent {
     pub payload: Vec<u8>,
 }
 
+/// A new event of `event_type` carrying `msg`, protobuf-encoded.
+pub fn event<M: prost::Message>(event_type: &'static str, msg: &M) -> NewEvent {
+    NewEvent {
+        event_type,
+        payload: msg.encode_to_vec(),
+    }
+}
+
 /// Applies one event to a projection inside a rebuild's transaction.
 pub type Apply =
     for<'a> fn(

@@ -27,12 +27,7 @@ pub fn stream_id(family_id: &str) -> String {
     format!("token_family:{family_id}")
 }
 
-pub fn event<M: Message>(event_type: &'static str, msg: &M) -> NewEvent {
-    NewEvent {
-        event_type,
-        payload: msg.encode_to_vec(),
-    }
-}
+pub use gatehouse_platform::eventstore::event;
 
 /// A family as folded from its events.
 #[derive(Debug, Default)]

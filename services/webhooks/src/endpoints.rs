@@ -108,12 +108,7 @@ pub fn fold(events: &[RecordedEvent]) -> Option<Endpoint> {
     out
 }
 
-pub fn event<M: Message>(event_type: &'static str, msg: &M) -> NewEvent {
-    NewEvent {
-        event_type,
-        payload: msg.encode_to_vec(),
-    }
-}
+pub use gatehouse_platform::eventstore::event;
 
 async fn append(
     txn: &DatabaseTransaction,

@@ -20,7 +20,6 @@ use gatehouse_platform::{ApiError, ApiResult, Platform};
 use gatehouse_proto::event_types as et;
 use gatehouse_proto::stream_types as st;
 use gatehouse_proto::v1::{self, OAuthApplicationState as AppState};
-use prost::Message;
 use sea_orm::DatabaseTransaction;
 use sha2::{Digest, Sha256};
 
@@ -68,12 +67,7 @@ pub fn fold(events: &[RecordedEvent]) -> Option<App> {
     app
 }
 
-pub fn event<M: Message>(event_type: &'static str, msg: &M) -> NewEvent {
-    NewEvent {
-        event_type,
-        payload: msg.encode_to_vec(),
-    }
-}
+pub use gatehouse_platform::eventstore::event;
 
 async fn append(
     txn: &DatabaseTransaction,

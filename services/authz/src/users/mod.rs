@@ -86,12 +86,7 @@ impl Decision {
     }
 }
 
-pub fn event<M: Message>(event_type: &'static str, msg: &M) -> NewEvent {
-    NewEvent {
-        event_type,
-        payload: msg.encode_to_vec(),
-    }
-}
+pub use gatehouse_platform::eventstore::event;
 
 async fn append_and_project(
     txn: &DatabaseTransaction,
