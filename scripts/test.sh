@@ -39,11 +39,21 @@ if ! port_open 9092; then
   wait_port 9092
 fi
 
+sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_updated=""
+apt_install() {
+  if [ -z "$apt_updated" ]; then sudo_if_needed apt-get update -qq; apt_updated=1; fi
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@"
+}
+
 log "Chromium and ChromeDriver for the browser test"
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
-  sudo_if_needed() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
-  sudo_if_needed apt-get update -qq
-  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+  apt_install chromium chromium-driver
+fi
+
+log "promtool for the alert rules in deploy/prometheus"
+if ! command -v promtool >/dev/null; then
+  apt_install --no-install-recommends prometheus
 fi
 
 log "npm packages for the end-to-end tests (Clerk SDK, openid-client)"
@@ -52,6 +62,8 @@ for pkg in tests/e2e/*/; do
 done
 
 log "format and lints"
+promtool check rules deploy/prometheus/alerts.yml
+(cd deploy/prometheus && promtool test rules alerts.test.yml)
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

@@ -76,6 +76,10 @@ pub enum Scenario {
     CreateUser,
     /// GET /v1/users/{id} of users created before the run.
     GetUser,
+    /// GET /v1/jwks: the instance's keys, from each process's cache (no
+    /// database round trip), so what remains is the key check, the rate
+    /// limiter and HTTP.
+    Jwks,
 }
 
 #[derive(Args, Debug)]
@@ -189,6 +193,13 @@ async fn http(a: HttpArgs) -> anyhow::Result<()> {
                             "email_address": [format!("u-{run_id}-{w}-{n}@bench.example")],
                             "first_name": "Bench",
                         }))
+                        .send()
+                        .await
+                }
+                Scenario::Jwks => {
+                    client
+                        .get(format!("{base}/v1/jwks"))
+                        .header("authorization", &auth)
                         .send()
                         .await
                 }

@@ -59,6 +59,10 @@ pub struct EmbeddedArgs {
     /// (`POST /admin/v1/test/clock/advance`). End-to-end tests only.
     #[arg(long, env = "GATEHOUSE_TEST_CLOCK", hide = true)]
     pub test_clock: bool,
+    /// Abort the process right after an idempotent command has committed,
+    /// before its response is sent. End-to-end tests only.
+    #[arg(long, env = "GATEHOUSE_TEST_CRASH_AFTER_COMMIT", hide = true)]
+    pub test_crash_after_commit: bool,
 }
 
 /// Backend API rate limits (per instance, per 10 seconds).
@@ -193,6 +197,10 @@ pub struct ServeArgs {
     /// (`POST /admin/v1/test/clock/advance`). End-to-end tests only.
     #[arg(long, env = "GATEHOUSE_TEST_CLOCK", hide = true)]
     pub test_clock: bool,
+    /// Abort the process right after an idempotent command has committed,
+    /// before its response is sent. End-to-end tests only.
+    #[arg(long, env = "GATEHOUSE_TEST_CRASH_AFTER_COMMIT", hide = true)]
+    pub test_crash_after_commit: bool,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -140,6 +140,7 @@ pub async fn run(args: EmbeddedArgs) -> anyhow::Result<()> {
             rate_limits: args.rate_limits.settings()?,
             client_metadata: args.client_metadata.settings()?,
             test_clock,
+            test_crash_after_commit: args.test_crash_after_commit,
             code_sealer: code_sealer(&args)?,
         },
     );

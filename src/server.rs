@@ -209,6 +209,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             rate_limits: args.rate_limits.settings()?,
             client_metadata: args.client_metadata.settings()?,
             test_clock,
+            test_crash_after_commit: args.test_crash_after_commit,
             code_sealer,
         },
     );

@@ -275,6 +275,22 @@ async fn duplicate_email_and_idempotency(mode: Mode) {
     assert_eq!(again.status(), 200);
     assert_eq!(again.headers().get("idempotent-replayed").unwrap(), "true");
     assert_eq!(again.json::<Value>().await.unwrap(), first);
+    // The stored response is not readable in the database.
+    if let Some(db) = &g.db {
+        use sea_orm::ConnectionTrait;
+        let conn = db.connect().await;
+        let row = conn
+            .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                sea_orm::DbBackend::Postgres,
+                "SELECT body FROM platform_idempotency WHERE idem_key = $1",
+                vec![idem.clone().into()],
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        let stored: String = row.try_get("", "body").unwrap();
+        assert!(!stored.contains("once@example.com"), "{stored}");
+    }
     let (_, c) = g
         .call(
             key,
@@ -851,7 +867,77 @@ suite!(
     oauth_applications,
     oauth_applications_paginate_to_the_last,
     custom_scopes,
+    scope_removal_races_application_writes,
 );
+
+/// Removing a scope while applications are being created and updated to
+/// list it, many times over: either the removal is refused (409) or the
+/// application write is (422), never both accepted, so no application ends
+/// up listing a scope that no longer exists.
+async fn scope_removal_races_application_writes(mode: Mode) {
+    let g = Gatehouse::start(mode).await;
+    let t = g.tenant().await;
+    let key = &t.dev.key;
+    let (s, plain) = g
+        .call(
+            key,
+            Method::POST,
+            "/v1/oauth_applications",
+            Some(json!({ "name": "plain", "redirect_uris": ["https://a.example/cb"], "scopes": "openid" })),
+        )
+        .await;
+    assert_eq!(s, 200, "{plain}");
+    let plain_path = format!("/v1/oauth_applications/{}", plain["id"].as_str().unwrap());
+    for round in 0..25 {
+        g.define_scope(key, "race:x", "Race").await;
+        let create = g.call(
+            key,
+            Method::POST,
+            "/v1/oauth_applications",
+            Some(
+                json!({ "name": format!("racer {round}"), "redirect_uris": ["https://a.example/cb"],
+                         "scopes": "openid race:x" }),
+            ),
+        );
+        let update = g.call(
+            key,
+            Method::PATCH,
+            &plain_path,
+            Some(json!({ "scopes": "openid race:x" })),
+        );
+        let remove = g.call(key, Method::DELETE, "/v1/oauth_scopes/race:x", None);
+        let ((cs, created), (us, updated), (rs, removed)) = tokio::join!(create, update, remove);
+        assert!(matches!(cs, 200 | 422), "{created}");
+        assert!(matches!(us, 200 | 422), "{updated}");
+        assert!(matches!(rs, 200 | 409), "{removed}");
+        if rs == 200 {
+            assert_eq!(
+                (cs, us),
+                (422, 422),
+                "round {round}: accepted a scope being removed"
+            );
+            continue;
+        }
+        // The scope stays: undo this round's uses and remove it.
+        if cs == 200 {
+            let path = format!("/v1/oauth_applications/{}", created["id"].as_str().unwrap());
+            assert_eq!(g.call(key, Method::DELETE, &path, None).await.0, 200);
+        }
+        let (s, b) = g
+            .call(
+                key,
+                Method::PATCH,
+                &plain_path,
+                Some(json!({ "scopes": "openid" })),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        let (s, b) = g
+            .call(key, Method::DELETE, "/v1/oauth_scopes/race:x", None)
+            .await;
+        assert_eq!(s, 200, "{b}");
+    }
+}
 
 async fn oauth_applications(mode: Mode) {
     let g = Gatehouse::start(mode).await;

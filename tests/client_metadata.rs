@@ -178,6 +178,20 @@ async fn exchange(g: &Gatehouse, ins: &str, code: &str, client_id: &str) -> (u16
     token(g, ins, &form).await
 }
 
+/// The instance's RFC 8414 metadata.
+async fn server_metadata(g: &Gatehouse, key: &str, ins: &str) -> Value {
+    let (s, meta) = g
+        .call(
+            key,
+            Method::GET,
+            &format!("/.well-known/oauth-authorization-server/i/{ins}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{meta}");
+    meta
+}
+
 /// An error page, not a redirect: the client cannot be trusted.
 async fn refused(b: &mut Browser, client_id: &str, reason: &str) {
     let (s, h, html) = b.get(&authorize_path(client_id, &[])).await;
@@ -207,14 +221,7 @@ async fn metadata_document_clients() {
     let (key, ins) = (t.dev.key.as_str(), t.dev.id.as_str());
     g.define_scope(key, "mcp:tools", "Use your Acme tools")
         .await;
-    let (_, meta) = g
-        .call(
-            key,
-            Method::GET,
-            &format!("/.well-known/oauth-authorization-server/i/{ins}"),
-            None,
-        )
-        .await;
+    let meta = server_metadata(&g, key, ins).await;
     assert_eq!(meta["client_id_metadata_document_supported"], true);
 
     let client_id = format!("{}/clients/good.json", docs.base);
@@ -389,6 +396,42 @@ async fn metadata_document_clients() {
     let (s, e) = exchange(&g, &other.dev.id, &code, &client_id).await;
     assert_eq!(s, 400, "{e}");
     assert_eq!(e["error"], "invalid_grant");
+
+    // An instance may switch these clients off: refused without a fetch,
+    // and its metadata stops advertising them; the other instance is not
+    // affected; switched on again, they are back.
+    let settings = |on: bool| {
+        let g = &g;
+        async move {
+            let (s, b) = g
+                .call(
+                    key,
+                    Method::PATCH,
+                    "/v1/instance/oauth_application_settings",
+                    Some(serde_json::json!({ "client_id_metadata_documents": on })),
+                )
+                .await;
+            assert_eq!(s, 200, "{b}");
+            assert_eq!(b["client_id_metadata_documents"], on);
+            assert_eq!(b["dynamic_oauth_client_registration"], false);
+        }
+    };
+    settings(false).await;
+    let n = docs.fetches.load(Ordering::SeqCst);
+    refused(
+        &mut b,
+        &client_id,
+        "does not accept clients identified by a metadata document",
+    )
+    .await;
+    assert_eq!(docs.fetches.load(Ordering::SeqCst), n);
+    let meta = server_metadata(&g, key, ins).await;
+    assert_eq!(meta["client_id_metadata_document_supported"], false);
+    let (s, _, _) = b2.get(&authorize).await;
+    assert_eq!(s, 200, "the other instance still takes them");
+    settings(true).await;
+    let (s, _, html) = b.get(&authorize).await;
+    assert_eq!(s, 200, "{html}");
 }
 
 #[actix_web::test]

@@ -60,6 +60,10 @@ async fn registration_lifecycle(mode: Mode) {
         (s, settings["dynamic_oauth_client_registration"].clone()),
         (200, json!(false))
     );
+    assert_eq!(
+        settings["client_id_metadata_documents"], true,
+        "on by default"
+    );
     let (s, settings) = g
         .call(
             &t.dev.key,
@@ -72,8 +76,13 @@ async fn registration_lifecycle(mode: Mode) {
         (s, settings["dynamic_oauth_client_registration"].clone()),
         (200, json!(true))
     );
+    assert_eq!(
+        settings["client_id_metadata_documents"], true,
+        "left as it was"
+    );
     for bad in [
         json!({ "dynamic_oauth_client_registration": "yes" }),
+        json!({ "client_id_metadata_documents": "no" }),
         json!({ "surprise": true }),
     ] {
         let (s, e) = g

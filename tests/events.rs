@@ -708,3 +708,94 @@ async fn consumer_projection_rebuilds_by_replaying_its_topic() {
         );
     }
 }
+
+/// A process that dies right after an idempotent create committed, before it
+/// answered: the retry under the same key, after the 60 s in which a claim
+/// counts as running, gets the first response again and nothing is created
+/// twice. Shown for a user and for an OAuth application, whose secret exists
+/// only in that response.
+async fn idempotent_creates_survive_a_crash_after_commit(mode: common::Mode) {
+    let mut args = common::high_limits();
+    args.push("--test-clock".to_owned());
+    args.push("--test-crash-after-commit".to_owned());
+    let mut g = match mode {
+        common::Mode::Embedded => Gatehouse::embedded_with(args).await,
+        common::Mode::Production => {
+            Gatehouse::production_custom(
+                TestDb::create().await,
+                common::kafka_brokers(),
+                common::redis_url(),
+                args,
+            )
+            .await
+        }
+    };
+    let t = g.tenant().await;
+    let key = t.dev.key.clone();
+    let idem = unique("crash-");
+    let user_body = json!({ "email_address": ["crash@example.com"] });
+    let app_body = json!({ "name": "crash app", "redirect_uris": ["https://app.example/cb"] });
+    let post = |g: &Gatehouse, path: &str, body: &serde_json::Value| {
+        g.client
+            .post(g.url(path))
+            .bearer_auth(&key)
+            .header("Idempotency-Key", format!("{idem}{path}"))
+            .json(body)
+            .send()
+    };
+    for (path, body) in [
+        ("/v1/users", &user_body),
+        ("/v1/oauth_applications", &app_body),
+    ] {
+        let answer = post(&g, path, body).await;
+        assert!(answer.is_err(), "{path}: the process died before answering");
+        g.kill();
+        g.spawn().await;
+    }
+    g.kill();
+    g.extra_args.retain(|a| a != "--test-crash-after-commit");
+    g.spawn().await;
+    g.advance_clock(61_000).await;
+
+    let again = post(&g, "/v1/users", &user_body).await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers().get("idempotent-replayed").unwrap(), "true");
+    let user: serde_json::Value = again.json().await.unwrap();
+    assert_eq!(
+        user["email_addresses"][0]["email_address"],
+        "crash@example.com"
+    );
+    let (_, c) = g
+        .call(
+            &key,
+            Method::GET,
+            "/v1/users/count?email_address=crash%40example.com",
+            None,
+        )
+        .await;
+    assert_eq!(c["total_count"], 1);
+
+    let again = post(&g, "/v1/oauth_applications", &app_body).await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert_eq!(again.headers().get("idempotent-replayed").unwrap(), "true");
+    let app: serde_json::Value = again.json().await.unwrap();
+    assert!(
+        app["client_secret"].as_str().is_some_and(|s| !s.is_empty()),
+        "{app}"
+    );
+    let (_, apps) = g
+        .call(&key, Method::GET, "/v1/oauth_applications", None)
+        .await;
+    assert_eq!(apps["total_count"], 1, "{apps}");
+    assert_eq!(apps["data"][0]["id"], app["id"]);
+}
+
+#[tokio::test]
+async fn idempotent_creates_survive_a_crash_embedded() {
+    idempotent_creates_survive_a_crash_after_commit(common::Mode::Embedded).await;
+}
+
+#[tokio::test]
+async fn idempotent_creates_survive_a_crash_production_shape() {
+    idempotent_creates_survive_a_crash_after_commit(common::Mode::Production).await;
+}

@@ -567,6 +567,32 @@ async fn tokens_flow(mode: Mode) {
         .await
         .unwrap();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "{jwks}");
+    // The Backend API serves the same document to the secret key's holder
+    // (the rotating process dropped its cached copy); another instance's
+    // key gets that instance's keys; no key, no keys.
+    let (s, backend) = g.call(&key, Method::GET, "/v1/jwks", None).await;
+    assert_eq!(s, 200, "{backend}");
+    assert_eq!(backend, jwks);
+    assert!(
+        jwks["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["kid"] == rot["kid"])
+    );
+    let (s, other) = g.call(&t.prod.key, Method::GET, "/v1/jwks", None).await;
+    assert_eq!(s, 200, "{other}");
+    assert!(
+        other["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["kid"] != rot["kid"])
+    );
+    let res = g.client.get(g.url("/v1/jwks")).send().await.unwrap();
+    let status = res.status().as_u16();
+    common::assert_error_shape(status, &res.json().await.unwrap());
+    assert_eq!(status, 401);
     // Processes cache the active key for up to 30 s; the rotating process sees it at once.
     let (s, cc) = o
         .token(

@@ -526,15 +526,7 @@ async fn retry_flow(mode: Mode) {
     let t = g.tenant().await;
     let key = t.dev.key.as_str();
     let (url, got) = receiver(3);
-    let (s, ep) = g
-        .call(
-            key,
-            Method::POST,
-            BASE,
-            Some(json!({ "url": format!("{url}/flaky"), "filter_types": ["user.created"] })),
-        )
-        .await;
-    assert_eq!(s, 200, "{ep}");
+    let path = user_created_endpoint(&g, key, &format!("{url}/flaky")).await;
     g.create_user(key, "retried@example.com").await;
     let count = |n: usize| {
         let got = got.clone();
@@ -548,14 +540,7 @@ async fn retry_flow(mode: Mode) {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(got.lock().unwrap().len(), 1);
     for (n, wait_ms) in [(2, 6_000), (3, 6 * 60_000), (4, 35 * 60_000)] {
-        let (s, b) = g
-            .admin(
-                Method::POST,
-                "/admin/v1/test/clock/advance",
-                Some(json!({ "ms": wait_ms })),
-            )
-            .await;
-        assert_eq!(s, 200, "{b}");
+        g.advance_clock(wait_ms).await;
         g.eventually(&format!("attempt {n}"), 20, count(n)).await;
     }
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -565,7 +550,7 @@ async fn retry_flow(mode: Mode) {
         all.iter()
             .all(|r| r.1["webhook-id"] == all[0].1["webhook-id"])
     );
-    let messages = format!("{BASE}/{}/messages", ep["id"].as_str().unwrap());
+    let messages = format!("{path}/messages");
     g.eventually("the success is recorded", 10, || {
         let (g, messages) = (&g, messages.clone());
         async move {
@@ -597,6 +582,21 @@ async fn retry_flow(mode: Mode) {
     assert_eq!(s, 404);
 }
 
+/// Creates an endpoint of `key`'s instance for `user.created` at `url`;
+/// returns its path under the Backend API.
+async fn user_created_endpoint(g: &Gatehouse, key: &str, url: &str) -> String {
+    let (s, ep) = g
+        .call(
+            key,
+            Method::POST,
+            BASE,
+            Some(json!({ "url": url, "filter_types": ["user.created"] })),
+        )
+        .await;
+    assert_eq!(s, 200, "{ep}");
+    format!("{BASE}/{}", ep["id"].as_str().unwrap())
+}
+
 /// A process on the test clock, in either shape.
 async fn with_test_clock(mode: Mode) -> Gatehouse {
     let mut args = common::high_limits();
@@ -622,27 +622,11 @@ async fn disable_flow(mode: Mode) {
     let t = g.tenant().await;
     let key = t.dev.key.as_str();
     let (url, got) = receiver(9);
-    let (s, ep) = g
-        .call(
-            key,
-            Method::POST,
-            BASE,
-            Some(json!({ "url": format!("{url}/down"), "filter_types": ["user.created"] })),
-        )
-        .await;
-    assert_eq!(s, 200, "{ep}");
-    let path = format!("{BASE}/{}", ep["id"].as_str().unwrap());
+    let path = user_created_endpoint(&g, key, &format!("{url}/down")).await;
     let advance = |ms: i64| {
         let g = &g;
         async move {
-            let (s, b) = g
-                .admin(
-                    Method::POST,
-                    "/admin/v1/test/clock/advance",
-                    Some(json!({ "ms": ms })),
-                )
-                .await;
-            assert_eq!(s, 200, "{b}");
+            g.advance_clock(ms).await;
         }
     };
     let count = |n: usize| {
@@ -652,14 +636,7 @@ async fn disable_flow(mode: Mode) {
             async move { got.lock().unwrap().len() >= n }
         }
     };
-    let (_, now) = g
-        .admin(
-            Method::POST,
-            "/admin/v1/test/clock/advance",
-            Some(json!({ "ms": 0 })),
-        )
-        .await;
-    let since = now["now"].as_i64().unwrap();
+    let since = g.advance_clock(0).await;
     let first = g.create_user(key, "day0@example.com").await;
     g.eventually("attempt 1", 20, count(1)).await;
     // The whole schedule: eight attempts over about 28 hours, all failing.
@@ -714,6 +691,8 @@ async fn disable_flow(mode: Mode) {
         .await;
     assert_eq!(s, 202, "{r}");
     assert_eq!(r["queued"], 3, "{r}");
+    assert_eq!(r["complete"], true, "{r}");
+    assert!(r["next_since"].is_null(), "{r}");
     g.eventually("the backlog", 20, count(12)).await;
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let all = got.lock().unwrap().clone();
@@ -734,6 +713,23 @@ async fn disable_flow(mode: Mode) {
         .collect();
     expected.sort();
     assert_eq!(delivered, expected);
+    // The first message had spent its schedule (eight attempts, failed);
+    // the replay gave it a fresh one, and its first new attempt succeeded.
+    g.eventually("the replayed deliveries are recorded", 20, || {
+        let (g, path) = (&g, path.clone());
+        let first_id = first["id"].clone();
+        async move {
+            let (_, list) = g
+                .call(key, Method::GET, &format!("{path}/messages"), None)
+                .await;
+            list["data"].as_array().unwrap().iter().any(|m| {
+                m["payload"]["data"]["id"] == first_id
+                    && m["status"] == "succeeded"
+                    && m["attempts"] == 1
+            })
+        }
+    })
+    .await;
     let (s, e) = g
         .call(
             &t.prod.key,
@@ -753,15 +749,7 @@ async fn nothing_is_lost_when_the_process_dies() {
     let t = g.tenant().await;
     let key = t.dev.key.clone();
     let (url, got) = slow_receiver(0, 100);
-    let (s, ep) = g
-        .call(
-            &key,
-            Method::POST,
-            BASE,
-            Some(json!({ "url": format!("{url}/bulk"), "filter_types": ["user.created"] })),
-        )
-        .await;
-    assert_eq!(s, 200, "{ep}");
+    user_created_endpoint(&g, &key, &format!("{url}/bulk")).await;
     let mut ids = Vec::new();
     for i in 0..1000 {
         let u = g.create_user(&key, &format!("bulk{i}@example.com")).await;
@@ -775,14 +763,7 @@ async fn nothing_is_lost_when_the_process_dies() {
     g.kill();
     g.spawn().await;
     // Deliveries claimed by the dead process come due when their lease ends.
-    let (s, _) = g
-        .admin(
-            Method::POST,
-            "/admin/v1/test/clock/advance",
-            Some(json!({ "ms": 61_000 })),
-        )
-        .await;
-    assert_eq!(s, 200);
+    g.advance_clock(61_000).await;
     let delivered = |got: &Received| -> std::collections::HashSet<String> {
         got.lock()
             .unwrap()
@@ -802,6 +783,125 @@ async fn nothing_is_lost_when_the_process_dies() {
     .await;
     let set = delivered(&got);
     assert!(ids.iter().all(|i| set.contains(i)));
+}
+
+/// A receiver that holds every request until `open` is set, and counts
+/// how many it holds at once (now, most) and how many it answered.
+#[derive(Clone, Default)]
+struct Gate {
+    open_now: Arc<std::sync::atomic::AtomicUsize>,
+    most: Arc<std::sync::atomic::AtomicUsize>,
+    answered: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn gated_receiver(open: tokio::sync::watch::Receiver<bool>) -> (String, Gate) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let gate = Gate::default();
+    let port = common::free_port();
+    let g = gate.clone();
+    let server = HttpServer::new(move || {
+        let (g, open) = (g.clone(), open.clone());
+        App::new().default_service(web::to(move || {
+            let (g, mut open) = (g.clone(), open.clone());
+            async move {
+                let now = g.open_now.fetch_add(1, SeqCst) + 1;
+                g.most.fetch_max(now, SeqCst);
+                let _ = open.wait_for(|o| *o).await;
+                g.open_now.fetch_sub(1, SeqCst);
+                g.answered.fetch_add(1, SeqCst);
+                HttpResponse::NoContent().finish()
+            }
+        }))
+    })
+    .workers(1)
+    .bind(("127.0.0.1", port))
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+    (format!("http://127.0.0.1:{port}"), gate)
+}
+
+/// An endpoint of `key`'s instance in front of a gated receiver: its path,
+/// the receiver's counters and the switch that opens the gate.
+async fn held_endpoint(
+    g: &Gatehouse,
+    key: &str,
+) -> (String, Gate, tokio::sync::watch::Sender<bool>) {
+    let (open, rx) = tokio::sync::watch::channel(false);
+    let (url, gate) = gated_receiver(rx);
+    let path = user_created_endpoint(g, key, &format!("{url}/held")).await;
+    (path, gate, open)
+}
+
+/// Two webhooks processes share one endpoint's limit: with the receiver
+/// holding every request, the processes fill the endpoint's sixteen slots
+/// between them and then find none free (a limit per process would let
+/// thirty-two through).
+#[tokio::test]
+async fn the_per_endpoint_limit_holds_across_processes() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let g = Gatehouse::production().await;
+    let other = g.sibling().await;
+    let t = g.tenant().await;
+    let key = t.dev.key.clone();
+    let (_, gate, open) = held_endpoint(&g, &key).await;
+    for i in 0..60 {
+        let on = if i % 2 == 0 { &g } else { &other };
+        on.create_user(&key, &format!("held{i}@example.com")).await;
+    }
+    g.eventually("the endpoint's slots are taken", 30, || {
+        let gate = gate.clone();
+        async move { gate.open_now.load(SeqCst) >= 16 }
+    })
+    .await;
+    // Both processes poll at least every 100 ms; give them many chances.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(gate.open_now.load(SeqCst), 16);
+    open.send(true).unwrap();
+    g.eventually("all 60 delivered", 60, || {
+        let gate = gate.clone();
+        async move { gate.answered.load(SeqCst) >= 60 }
+    })
+    .await;
+    assert_eq!(gate.most.load(SeqCst), 16);
+}
+
+/// Resending a message while its delivery is being sent leaves it to that
+/// attempt: the receiver never gets the same message twice at once.
+#[tokio::test]
+async fn resend_during_an_attempt_does_not_send_twice_at_once() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let g = Gatehouse::embedded().await;
+    let t = g.tenant().await;
+    let key = t.dev.key.clone();
+    let (path, gate, open) = held_endpoint(&g, &key).await;
+    g.create_user(&key, "held@example.com").await;
+    g.eventually("the attempt is under way", 20, || {
+        let gate = gate.clone();
+        async move { gate.open_now.load(SeqCst) == 1 }
+    })
+    .await;
+    let (_, list) = g
+        .call(&key, Method::GET, &format!("{path}/messages"), None)
+        .await;
+    let message = list["data"][0]["id"].as_str().unwrap().to_owned();
+    let (s, r) = g
+        .call(
+            &key,
+            Method::POST,
+            &format!("{path}/messages/{message}/resend"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 202, "{r}");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(gate.most.load(SeqCst), 1, "sent twice at once");
+    open.send(true).unwrap();
+    g.eventually("the attempt answered", 20, || {
+        let gate = gate.clone();
+        async move { gate.answered.load(SeqCst) == 1 }
+    })
+    .await;
 }
 
 in_both_shapes!(endpoints_flow: endpoints_embedded, endpoints_production_shape);

@@ -23,6 +23,9 @@ mod m0013_grant_client_names;
 mod m0014_tokens_users;
 mod m0015_webhooks;
 mod m0016_webhook_deliveries;
+mod m0017_delivery_leases;
+mod m0018_metadata_document_switch;
+mod m0019_attempts_by_endpoint;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -48,6 +51,9 @@ impl MigratorTrait for Migrator {
             Box::new(m0014_tokens_users::Migration),
             Box::new(m0015_webhooks::Migration),
             Box::new(m0016_webhook_deliveries::Migration),
+            Box::new(m0017_delivery_leases::Migration),
+            Box::new(m0018_metadata_document_switch::Migration),
+            Box::new(m0019_attempts_by_endpoint::Migration),
         ]
     }
 }

@@ -480,6 +480,20 @@ impl Gatehouse {
         assert_eq!(s, 200, "{b}");
     }
 
+    /// Moves a `--test-clock` process's clock forward (0: just reads it);
+    /// returns the clock's time in ms.
+    pub async fn advance_clock(&self, ms: i64) -> i64 {
+        let (s, b) = self
+            .admin(
+                reqwest::Method::POST,
+                "/admin/v1/test/clock/advance",
+                Some(json!({ "ms": ms })),
+            )
+            .await;
+        assert_eq!(s, 200, "{b}");
+        b["now"].as_i64().unwrap()
+    }
+
     /// Waits until `f` holds, polling.
     pub async fn eventually<F, Fut>(&self, what: &str, secs: u64, mut f: F)
     where

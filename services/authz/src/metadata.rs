@@ -36,6 +36,7 @@ pub async fn document(platform: &Platform, instance_id: &str) -> ApiResult<Value
     let issuer = platform.issuer(instance_id);
     let url = |p: &str| format!("{issuer}{p}");
     let scopes = scopes::known(platform.db(), instance_id).await?;
+    let settings = registration::settings(platform.db(), instance_id).await?;
     let client_auth = ["client_secret_basic", "client_secret_post", "none"];
     let mut doc = json!({
         "issuer": issuer,
@@ -54,13 +55,13 @@ pub async fn document(platform: &Platform, instance_id: &str) -> ApiResult<Value
         "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
-        "client_id_metadata_document_supported": true,
+        "client_id_metadata_document_supported": settings.metadata_documents,
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["ES256", "RS256"],
         "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "email", "email_verified", "name", "given_name", "family_name", "preferred_username", "picture"],
         "prompt_values_supported": ["none", "consent", "login"],
     });
-    if registration::dcr_enabled(platform.db(), instance_id).await? {
+    if settings.dynamic_registration {
         doc["registration_endpoint"] = json!(url(paths::REGISTER));
     }
     Ok(doc)

@@ -1,7 +1,11 @@
-//! Idempotent consumers. Each event is applied in one transaction together
-//! with a row in `platform_processed_events(consumer, event_id)`; a replayed
-//! event finds its row and changes nothing. Offsets are committed to the bus
-//! only after the batch is applied, so a crash re-delivers, never skips.
+//! Idempotent consumers. Each event is applied in the same transaction as
+//! its row in `platform_processed_events(consumer, event_id)`; a replayed
+//! event finds its row and changes nothing. Events received together are
+//! applied together, up to [`CHUNK`] in one transaction (one statement
+//! claims their rows, one commit for all); if that fails they are applied
+//! one by one, so the events before a failing one still land. Offsets are
+//! committed to the bus only after the batch is applied, so a crash
+//! re-delivers, never skips.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +19,9 @@ use crate::bus::{Delivery, SharedBus};
 use crate::clock::SharedClock;
 use crate::db;
 use crate::metrics::Metrics;
+
+/// Events applied in one transaction at most.
+pub const CHUNK: usize = 100;
 
 #[async_trait]
 pub trait Projection: Send + Sync {
@@ -88,7 +95,7 @@ pub struct ConsumerRunner {
     pub metrics: Metrics,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Applied,
     Duplicate,
@@ -107,39 +114,89 @@ impl ConsumerRunner {
         }
     }
 
-    /// Applies one delivery exactly once (per consumer), whatever the number
-    /// of times it is delivered.
-    pub async fn handle(&self, delivery: &Delivery) -> Result<Outcome, DbErr> {
+    /// Applies consecutive deliveries in one transaction, each exactly once
+    /// (per consumer): one statement records which events are new here,
+    /// then the new ones are applied in order.
+    pub async fn handle_chunk(&self, chunk: &[Delivery]) -> Result<Vec<Outcome>, DbErr> {
         let name = self.projection.name();
-        let Ok(envelope) = Envelope::decode(delivery.payload.as_slice()) else {
-            tracing::error!(consumer = name, topic = %delivery.topic, offset = delivery.offset,
-                "undecodable record skipped");
-            return Ok(Outcome::Undecodable);
-        };
-        let txn = db::begin_write(&self.db).await?;
-        let inserted = db::exec(
-            &txn,
-            "INSERT INTO platform_processed_events (consumer, event_id, processed_at) \
-             VALUES ($1, $2, $3) ON CONFLICT (consumer, event_id) DO NOTHING",
-            vec![
-                name.into(),
-                envelope.event_id.clone().into(),
-                self.clock.now_ms().into(),
-            ],
-        )
-        .await?;
-        if inserted == 0 {
-            txn.rollback().await?;
-            return Ok(Outcome::Duplicate);
+        let envelopes: Vec<Option<Envelope>> = chunk
+            .iter()
+            .map(|d| {
+                let e = Envelope::decode(d.payload.as_slice()).ok();
+                if e.is_none() {
+                    tracing::error!(consumer = name, topic = %d.topic, offset = d.offset,
+                        "undecodable record skipped");
+                }
+                e
+            })
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        let ids: Vec<&str> = envelopes
+            .iter()
+            .flatten()
+            .map(|e| e.event_id.as_str())
+            .filter(|id| seen.insert(*id))
+            .collect();
+        if ids.is_empty() {
+            return Ok(vec![Outcome::Undecodable; chunk.len()]);
         }
-        self.projection.apply(&txn, &envelope).await?;
+        let txn = db::begin_write(&self.db).await?;
+        let mut values: Vec<sea_orm::Value> = vec![name.into(), self.clock.now_ms().into()];
+        let rows: Vec<String> = ids
+            .iter()
+            .map(|id| {
+                values.push((*id).into());
+                format!("($1, ${}, $2)", values.len())
+            })
+            .collect();
+        let mut fresh = std::collections::HashSet::new();
+        for r in db::query_all(
+            &txn,
+            &format!(
+                "INSERT INTO platform_processed_events (consumer, event_id, processed_at) \
+                 VALUES {} ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id",
+                rows.join(", ")
+            ),
+            values,
+        )
+        .await?
+        {
+            fresh.insert(db::col::<String>(&r, "event_id")?);
+        }
+        let mut outcomes = Vec::with_capacity(chunk.len());
+        let mut newest = None;
+        for e in &envelopes {
+            outcomes.push(match e {
+                None => Outcome::Undecodable,
+                Some(e) if fresh.remove(&e.event_id) => {
+                    self.projection.apply(&txn, e).await?;
+                    newest = Some(e.occurred_at_ms);
+                    Outcome::Applied
+                }
+                Some(_) => Outcome::Duplicate,
+            });
+        }
         txn.commit().await?;
-        let lag = (self.clock.now_ms() - envelope.occurred_at_ms).max(0) as f64 / 1000.0;
+        if let Some(at) = newest {
+            let lag = (self.clock.now_ms() - at).max(0) as f64 / 1000.0;
+            self.metrics
+                .consumer_lag_seconds
+                .with_label_values(&[name])
+                .set(lag);
+        }
+        Ok(outcomes)
+    }
+
+    fn count(&self, outcome: Outcome) {
+        let label = match outcome {
+            Outcome::Applied => "applied",
+            Outcome::Duplicate => "duplicate",
+            Outcome::Undecodable => "undecodable",
+        };
         self.metrics
-            .consumer_lag_seconds
-            .with_label_values(&[name])
-            .set(lag);
-        Ok(Outcome::Applied)
+            .consumer_processed
+            .with_label_values(&[self.projection.name(), label])
+            .inc();
     }
 
     pub async fn run(self) {
@@ -194,24 +251,28 @@ impl ConsumerRunner {
                 }
                 let mut done = Vec::with_capacity(batch.len());
                 let mut failed = false;
-                for d in &batch {
-                    match self.handle(d).await {
-                        Ok(outcome) => {
-                            let label = match outcome {
-                                Outcome::Applied => "applied",
-                                Outcome::Duplicate => "duplicate",
-                                Outcome::Undecodable => "undecodable",
-                            };
-                            self.metrics
-                                .consumer_processed
-                                .with_label_values(&[name, label])
-                                .inc();
-                            done.push(d.clone());
+                'chunks: for chunk in batch.chunks(CHUNK) {
+                    match self.handle_chunk(chunk).await {
+                        Ok(outcomes) => {
+                            outcomes.into_iter().for_each(|o| self.count(o));
+                            done.extend_from_slice(chunk);
+                            continue;
                         }
                         Err(err) => {
-                            tracing::warn!(consumer = name, error = %err, "apply failed; will re-read");
-                            failed = true;
-                            break;
+                            tracing::debug!(consumer = name, error = %err, "chunk failed; applying its events one by one");
+                        }
+                    }
+                    for d in chunk {
+                        match self.handle_chunk(std::slice::from_ref(d)).await {
+                            Ok(outcomes) => {
+                                outcomes.into_iter().for_each(|o| self.count(o));
+                                done.push(d.clone());
+                            }
+                            Err(err) => {
+                                tracing::warn!(consumer = name, error = %err, "apply failed; will re-read");
+                                failed = true;
+                                break 'chunks;
+                            }
                         }
                     }
                 }

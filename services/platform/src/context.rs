@@ -34,6 +34,9 @@ pub struct Settings {
     /// `--test-clock`: the clock, which the admin API may then move forward.
     /// `None` in every real deployment.
     pub test_clock: Option<Arc<crate::clock::OffsetClock>>,
+    /// `--test-crash-after-commit`: abort after an idempotent command
+    /// commits, before answering. `false` in every real deployment.
+    pub test_crash_after_commit: bool,
 }
 
 struct Inner {

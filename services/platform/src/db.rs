@@ -82,6 +82,15 @@ pub async fn query_one(
     db.query_one_raw(stmt(db, sql, values)).await
 }
 
+/// `$from, $from+1, …`: `n` numbered parameters, for an `IN (…)` list or
+/// one row of a multi-row `VALUES`.
+pub fn placeholders(from: usize, n: usize) -> String {
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Reads a column by name, converting the driver's error into a `DbErr`.
 pub fn col<T: sea_orm::TryGetable>(row: &sea_orm::QueryResult, name: &str) -> Result<T, DbErr> {
     row.try_get("", name)

@@ -51,6 +51,23 @@ pub fn event<M: prost::Message>(event_type: &'static str, msg: &M) -> NewEvent {
     }
 }
 
+/// What a command decided about an aggregate: the events to append and the
+/// state to answer with (`None` when it is gone).
+pub struct Decision<S> {
+    pub events: Vec<NewEvent>,
+    pub state: Option<S>,
+}
+
+impl<S> Decision<S> {
+    /// Nothing to append; answer with `state` as it is.
+    pub fn none(state: S) -> Self {
+        Self {
+            events: vec![],
+            state: Some(state),
+        }
+    }
+}
+
 /// Applies one event to a projection inside a rebuild's transaction.
 pub type Apply =
     for<'a> fn(

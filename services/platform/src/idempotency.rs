@@ -3,17 +3,22 @@
 //! `Idempotent-Replayed: true`) instead of creating twice. Keys are scoped to
 //! an instance and kept for 24 hours. While the first request is still
 //! running, a retry gets 409; a different body under the same key gets 422.
+//! Stored responses are encrypted at rest (they may hold a secret shown
+//! once, such as a new OAuth application's `client_secret`), bound to the
+//! instance and key.
 //!
-//! Known limit: the key is recorded in its own statements, not in the
-//! command's transaction. If a process dies after the command committed and
-//! before the response was stored, the key looks abandoned after 60 s and a
-//! retry runs the command again (a user create then fails on its unique
-//! email; other creates would repeat).
+//! The key is claimed in its own statement before the command runs. A
+//! command that commits calls [`store_in`] with its response inside its own
+//! transaction, so the outcome and the response that replays it commit
+//! together: a process that dies after the commit leaves a key that replays,
+//! one that dies before leaves a claim that looks abandoned after 60 s and
+//! may be taken over (nothing was done).
 
 use std::future::Future;
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
+use sea_orm::{ConnectionTrait, DatabaseTransaction, DbErr};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -27,6 +32,73 @@ const RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
 /// belonged to a request that died; it may be taken over.
 const STALE_LOCK_MS: i64 = 60 * 1000;
 const IN_PROGRESS: i32 = 0;
+
+tokio::task_local! {
+    /// The key a running idempotent command holds.
+    static SCOPE: Scope;
+}
+
+#[derive(Clone)]
+struct Scope {
+    instance_id: String,
+    key: String,
+    claim: String,
+    /// Set once the command stored its response in its own transaction
+    /// (read after that transaction committed).
+    stored: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Inside [`run`]'s command, just before the command's transaction
+/// commits: stores `response()` with `status` in that transaction. Outside
+/// [`run`] it does nothing (and does not build the response).
+pub async fn store_in(
+    platform: &Platform,
+    txn: &DatabaseTransaction,
+    status: StatusCode,
+    response: impl FnOnce() -> Value,
+) -> Result<(), DbErr> {
+    let Ok(scope) = SCOPE.try_with(Scope::clone) else {
+        return Ok(());
+    };
+    store(platform, txn, &scope, status, &response()).await?;
+    scope
+        .stored
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+/// Records the response of the claim's request (encrypted).
+async fn store(
+    platform: &Platform,
+    conn: &impl ConnectionTrait,
+    scope: &Scope,
+    status: StatusCode,
+    body: &Value,
+) -> Result<(), DbErr> {
+    let sealed = platform
+        .code_sealer()
+        .encrypt_at_rest(&body.to_string(), &context(&scope.instance_id, &scope.key));
+    db::exec(
+        conn,
+        "UPDATE platform_idempotency SET status = $3, body = $4 \
+         WHERE instance_id = $1 AND idem_key = $2 AND claim = $5",
+        vec![
+            scope.instance_id.clone().into(),
+            scope.key.clone().into(),
+            i32::from(status.as_u16()).into(),
+            sealed.into(),
+            scope.claim.clone().into(),
+        ],
+    )
+    .await
+    .map(|_| ())
+}
+
+/// What a stored response is bound to: another instance's or key's row
+/// does not open under this one.
+fn context(instance_id: &str, key: &str) -> String {
+    format!("idempotency:{instance_id}:{key}")
+}
 
 /// The key sent with this request, validated.
 pub fn key_of(req: &HttpRequest) -> ApiResult<Option<String>> {
@@ -104,7 +176,13 @@ where
     if claimed == 0 {
         return replay(platform, instance_id, &key, &fingerprint).await;
     }
-    let outcome = command().await;
+    let scope = Scope {
+        instance_id: instance_id.to_owned(),
+        key,
+        claim,
+        stored: Default::default(),
+    };
+    let outcome = SCOPE.scope(scope.clone(), command()).await;
     let (status, body) = match &outcome {
         Ok((status, body)) => (*status, body.clone()),
         // A lost race is worth retrying under the same key: not remembered.
@@ -114,26 +192,29 @@ where
         Err(_) => {
             db::exec(
                 db,
-                "DELETE FROM platform_idempotency WHERE instance_id = $1 AND idem_key = $2 AND claim = $3",
-                vec![instance_id.into(), key.into(), claim.into()],
+                // Unless the command stored its response before failing.
+                "DELETE FROM platform_idempotency WHERE instance_id = $1 AND idem_key = $2 \
+                 AND claim = $3 AND status = $4",
+                vec![
+                    scope.instance_id.into(),
+                    scope.key.into(),
+                    scope.claim.into(),
+                    IN_PROGRESS.into(),
+                ],
             )
             .await?;
             return outcome.map(|_| HttpResponse::InternalServerError().finish());
         }
     };
-    db::exec(
-        db,
-        "UPDATE platform_idempotency SET status = $3, body = $4 \
-         WHERE instance_id = $1 AND idem_key = $2 AND claim = $5",
-        vec![
-            instance_id.into(),
-            key.into(),
-            i32::from(status.as_u16()).into(),
-            body.to_string().into(),
-            claim.into(),
-        ],
-    )
-    .await?;
+    if outcome.is_ok() && platform.settings().test_crash_after_commit {
+        tracing::error!("--test-crash-after-commit: aborting after an idempotent command");
+        std::process::abort();
+    }
+    // Errors, and commands that changed nothing (so did not commit a
+    // response), store it here.
+    if !(outcome.is_ok() && scope.stored.load(std::sync::atomic::Ordering::Relaxed)) {
+        store(platform, db, &scope, status, &body).await?;
+    }
     let (status, body) = outcome?;
     Ok(HttpResponse::build(status).json(body))
 }
@@ -172,7 +253,15 @@ async fn replay(
             "A request with this Idempotency-Key is being processed; retry shortly.",
         ));
     }
-    let body: String = col(&row, "body")?;
+    let stored: String = col(&row, "body")?;
+    let body = platform
+        .code_sealer()
+        .decrypt_at_rest(&stored, &context(instance_id, key))
+        .ok_or_else(|| {
+            ApiError::internal(
+                "a stored idempotent response cannot be decrypted with this process's secret",
+            )
+        })?;
     let body: Value = serde_json::from_str(&body).map_err(ApiError::internal)?;
     let status = u16::try_from(status)
         .ok()

@@ -4,8 +4,9 @@
 //! thumbprint of the public key.
 //!
 //! Keys are created on first use. Each process caches the active key per
-//! instance for a short time and verification keys by id for as long as it
-//! lives (a key id never changes meaning).
+//! instance for a short time, the published JWKS for a shorter one, and
+//! verification keys by id for as long as it lives (a key id never changes
+//! meaning).
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, RwLock};
@@ -42,6 +43,14 @@ type ActiveCache = RwLock<HashMap<String, (Arc<SigningKey>, Instant)>>;
 static ACTIVE: LazyLock<ActiveCache> = LazyLock::new(Default::default);
 static VERIFYING: LazyLock<RwLock<HashMap<String, Arc<VerifyingKey>>>> =
     LazyLock::new(Default::default);
+
+/// How long a process serves a JWKS document without reading the keys
+/// again. Well under what clients may cache it for (`max-age=300`).
+const JWKS_TTL: Duration = Duration::from_secs(5);
+/// Cached documents past which expired entries are dropped.
+const JWKS_CACHE_SWEEP: usize = 10_000;
+type JwksCache = RwLock<HashMap<String, (actix_web::web::Bytes, Instant)>>;
+static JWKS: LazyLock<JwksCache> = LazyLock::new(Default::default);
 
 fn err(e: impl std::fmt::Display) -> DbErr {
     DbErr::Custom(format!("signing key: {e}"))
@@ -107,7 +116,11 @@ async fn insert(
     alg: Algorithm,
     now_ms: i64,
 ) -> Result<String, DbErr> {
-    let (kid, pem, jwk) = generate(alg)?;
+    // An RSA key takes from a few milliseconds to seconds to find: off
+    // the async workers, whose other connections would stall meanwhile.
+    let (kid, pem, jwk) = tokio::task::spawn_blocking(move || generate(alg))
+        .await
+        .map_err(err)??;
     let pem = sealer.encrypt_at_rest(&pem, &kid);
     let jwk = serde_json::to_string(&jwk).map_err(err)?;
     // Two processes may race to create an instance's first key: the unique
@@ -224,7 +237,39 @@ pub async fn rotate(
     if let Ok(mut cache) = ACTIVE.write() {
         cache.remove(instance_id);
     }
+    if let Ok(mut cache) = JWKS.write() {
+        cache.remove(instance_id);
+    }
     Ok(kid)
+}
+
+/// The instance's JWKS document (`{"keys":[…]}`), serialized, making sure
+/// it has a key to publish first; from a per-process cache of
+/// [`JWKS_TTL`].
+pub async fn jwks_document(
+    conn: &impl ConnectionTrait,
+    sealer: &CodeSealer,
+    instance_id: &str,
+    now_ms: i64,
+) -> Result<actix_web::web::Bytes, DbErr> {
+    if let Ok(cache) = JWKS.read()
+        && let Some((doc, at)) = cache.get(instance_id)
+        && at.elapsed() < JWKS_TTL
+    {
+        return Ok(doc.clone());
+    }
+    active(conn, sealer, instance_id, now_ms).await?;
+    let keys = jwks(conn, instance_id, now_ms).await?;
+    let doc = actix_web::web::Bytes::from(
+        serde_json::to_vec(&serde_json::json!({ "keys": keys })).map_err(err)?,
+    );
+    if let Ok(mut cache) = JWKS.write() {
+        if cache.len() >= JWKS_CACHE_SWEEP {
+            cache.retain(|_, (_, at)| at.elapsed() < JWKS_TTL);
+        }
+        cache.insert(instance_id.to_owned(), (doc.clone(), Instant::now()));
+    }
+    Ok(doc)
 }
 
 /// A verification key by id, with the instance it belongs to.

@@ -61,6 +61,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .get(verify::userinfo)
             .post(verify::userinfo),
     )
+    .service(web::resource("/v1/jwks").get(verify::backend_jwks))
     .service(web::resource("/oauth_applications/access_tokens/revoke").post(verify::backend_revoke))
     .service(
         web::resource("/v1/oauth_applications/access_tokens/revoke").post(verify::backend_revoke),

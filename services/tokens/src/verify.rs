@@ -81,19 +81,35 @@ pub async fn jwks(
     path: web::Path<String>,
 ) -> Result<HttpResponse, OAuthError> {
     let instance = instance(&platform, &path).await?;
-    let now = platform.now_ms();
-    // Make sure the instance has a key to publish before anyone needs one.
-    keys::active(
+    let doc = keys::jwks_document(
         platform.db(),
         platform.code_sealer(),
         instance.id.as_str(),
-        now,
+        platform.now_ms(),
     )
     .await?;
-    let keys = keys::jwks(platform.db(), instance.id.as_str(), now).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "public, max-age=300"))
-        .json(json!({ "keys": keys })))
+        .content_type("application/json")
+        .body(doc))
+}
+
+/// `GET /v1/jwks` (Backend API, Clerk's shape): the instance's JWKS for a
+/// holder of its secret key, the same document as the public one.
+pub async fn backend_jwks(
+    InstanceKey(auth): InstanceKey,
+    platform: web::Data<Platform>,
+) -> ApiResult<HttpResponse> {
+    let doc = keys::jwks_document(
+        platform.db(),
+        platform.code_sealer(),
+        auth.instance.id.as_str(),
+        platform.now_ms(),
+    )
+    .await?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(doc))
 }
 
 /// What introspection and revocation both read: the instance, the

@@ -203,10 +203,7 @@ fn updated(mut next: State, before: &State, now: i64) -> Decision {
         changed.push("disabled".to_owned());
     }
     if changed.is_empty() {
-        return Decision {
-            events: vec![],
-            state: Some(next),
-        };
+        return Decision::none(next);
     }
     next.updated_at_ms = now;
     Decision {

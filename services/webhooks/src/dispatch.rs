@@ -1,24 +1,31 @@
-//! Delivery: claims due deliveries from the durable queue
-//! (`webhooks_deliveries`; `FOR UPDATE SKIP LOCKED` on PostgreSQL, so any
-//! number of processes share it), sends each as a Standard Webhooks request,
-//! records the attempt and schedules the next one. A claim is a lease: a
-//! process that dies mid-delivery leaves the row due again after
-//! [`LEASE_MS`], so nothing is lost (at-least-once; receivers dedupe on
-//! `webhook-id`, which is the message id on every attempt).
+//! Delivery: each webhooks process claims due deliveries from the durable
+//! queue (`webhooks_deliveries`) in batches, sends each as a Standard
+//! Webhooks request and records the attempts in batches, scheduling the
+//! next one. A claim is a lease (`leased_until`, with `next_attempt_at`
+//! moved to the same time): a process that dies
+//! mid-delivery leaves the row due again after [`LEASE_MS`], so nothing is
+//! lost (at-least-once; receivers dedupe on `webhook-id`, which is the
+//! message id on every attempt). Claims are serialized across processes (an
+//! advisory lock on PostgreSQL, the write lock on SQLite) and count the
+//! leases of every process, which is what makes [`PER_ENDPOINT`] a limit of
+//! the whole deployment.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use gatehouse_platform::Platform;
 use gatehouse_platform::client_metadata::{PublicResolver, refused_as_private};
-use gatehouse_platform::db::{self, col};
-use gatehouse_platform::tenancy::{self, Environment};
+use gatehouse_platform::db::{self, col, placeholders};
+use gatehouse_platform::tenancy::{self, Environment, Instance};
 use gatehouse_proto::v1::WebhookEndpointState;
 use hmac::{Hmac, Mac};
 use prost::Message;
-use sea_orm::DbErr;
+use sea_orm::{DbErr, Value};
 use sha2::Sha256;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::endpoints;
 
@@ -31,11 +38,31 @@ pub const LEASE_MS: i64 = 60_000;
 /// An endpoint whose every attempt has failed for this long is disabled.
 pub const DISABLE_AFTER_MS: i64 = 5 * 24 * 3600 * 1000;
 pub const TIMEOUT: Duration = Duration::from_secs(15);
-const BATCH: i64 = 64;
-/// Claim-and-deliver loops per process.
-pub const LOOPS: usize = 4;
-/// Requests one process has in flight to one endpoint at most.
-pub const PER_ENDPOINT: usize = 8;
+/// Deliveries leased to one endpoint at most, counted over every process:
+/// a receiver never has more requests than this open at once. A lease runs
+/// from the claim until the result is recorded, a few tens of
+/// milliseconds longer than the request itself; with 8, that bookkeeping
+/// held a fast receiver near 200 deliveries a second (docs/benchmarks.md).
+pub const PER_ENDPOINT: i64 = 16;
+/// Deliveries one process has in flight (sent, or waiting to be recorded).
+const CAPACITY: usize = 256;
+/// Deliveries one claim takes at most.
+const CLAIM_MAX: usize = 128;
+/// Due deliveries one claim reads at most, oldest first, in index order;
+/// only when this many due rows all belong to endpoints at their limit does
+/// a younger delivery to another endpoint wait for the next claim.
+const CLAIM_SCAN: i64 = 20_000;
+/// Of those, the deliveries to endpoints with room that a claim ranks.
+const CLAIM_WINDOW: i64 = 512;
+/// Attempts recorded in one transaction at most.
+const RECORD_BATCH: usize = 256;
+/// A batch of results the database refused is tried this often; after that
+/// its leases run out and the deliveries are sent again.
+const RECORD_TRIES: usize = 3;
+/// Any key, the same in every process: claims take this PostgreSQL advisory
+/// lock so two processes never count an endpoint's in-flight deliveries at
+/// once.
+const CLAIM_LOCK: i64 = 0x6761_7465_7768_6b31;
 const EXCERPT_BYTES: usize = 1024;
 
 /// The Standard Webhooks signature header value: `v1,<base64 HMAC-SHA256 of
@@ -66,12 +93,15 @@ pub fn next_attempt(now: i64, attempts: usize) -> Option<i64> {
 
 pub struct Dispatcher {
     platform: Platform,
-    /// How long an idle loop waits before looking again.
-    idle: Duration,
     /// Production endpoints: public addresses only, checked at connect time.
     public: reqwest::Client,
     /// Development endpoints (localhost allowed).
     local: reqwest::Client,
+    /// One permit per delivery this process may have in flight; a permit
+    /// goes back when the attempt is recorded and the lease released.
+    slots: Arc<Semaphore>,
+    /// Signalled when recorded attempts released their leases.
+    released: Notify,
 }
 
 fn client(allow_private: bool) -> reqwest::Client {
@@ -93,19 +123,89 @@ struct Outcome {
     duration_ms: i64,
 }
 
+impl Outcome {
+    fn ok(&self) -> bool {
+        self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+}
+
+/// Message bodies and instance ids by message id.
+type Messages = HashMap<String, (Arc<str>, String)>;
+
+/// What a claim picks: the oldest due deliveries of enabled endpoints,
+/// ranked per endpoint so that no endpoint goes over [`PER_ENDPOINT`]
+/// leases counting those it already has. `$1` now, `$2` how many, `$3`
+/// [`PER_ENDPOINT`], `$4` [`CLAIM_WINDOW`], `$6` [`CLAIM_SCAN`].
+const CLAIM_PICK: &str = "WITH busy AS ( \
+       SELECT endpoint_id, COUNT(*) AS k FROM webhooks_deliveries \
+       WHERE leased_until IS NOT NULL AND leased_until > $1 AND status = 'pending' \
+       GROUP BY endpoint_id \
+     ), due AS ( \
+       SELECT d.message_id, d.endpoint_id, d.next_attempt_at, COALESCE(b.k, 0) AS k \
+       FROM (SELECT message_id, endpoint_id, next_attempt_at FROM webhooks_deliveries \
+             WHERE status = 'pending' AND next_attempt_at <= $1 \
+             ORDER BY next_attempt_at LIMIT $6) d \
+       LEFT JOIN busy b ON b.endpoint_id = d.endpoint_id \
+       WHERE COALESCE(b.k, 0) < $3 \
+         AND NOT EXISTS (SELECT 1 FROM webhooks_endpoints e \
+                         WHERE e.id = d.endpoint_id AND e.disabled) \
+       ORDER BY d.next_attempt_at LIMIT $4 \
+     ), ranked AS ( \
+       SELECT message_id, endpoint_id, next_attempt_at, k, ROW_NUMBER() OVER \
+         (PARTITION BY endpoint_id ORDER BY next_attempt_at, message_id) AS n \
+       FROM due \
+     ), pick AS ( \
+       SELECT message_id, endpoint_id FROM ranked WHERE n + k <= $3 \
+       ORDER BY next_attempt_at LIMIT $2 \
+     )";
+
+/// Leases what [`CLAIM_PICK`] picked until `$5`.
+const CLAIM_UPDATE: &str = "UPDATE webhooks_deliveries SET leased_until = $5, next_attempt_at = $5 \
+     WHERE (message_id, endpoint_id) IN (SELECT message_id, endpoint_id FROM pick) \
+     RETURNING message_id, endpoint_id, attempts";
+
+/// A claimed delivery.
+struct Job {
+    message_id: String,
+    endpoint_id: String,
+    /// Attempts made before this one.
+    attempts: i32,
+}
+
+/// Where and how a batch's deliveries to one endpoint go.
+struct Target {
+    url: String,
+    secrets: Vec<String>,
+    instance: Instance,
+}
+
+/// An attempt made, waiting to be recorded.
+struct Done {
+    job: Job,
+    target: Arc<Target>,
+    outcome: Outcome,
+    _slot: OwnedSemaphorePermit,
+}
+
 impl Dispatcher {
-    /// The first loop of a process looks for due work every 100 ms when
-    /// idle; the extra ones, there for throughput, every second.
-    pub fn new(platform: Platform, first: bool) -> Self {
+    pub fn new(platform: Platform) -> Self {
         Self {
             platform,
-            idle: Duration::from_millis(if first { 100 } else { 1000 }),
             public: client(false),
             local: client(true),
+            slots: Arc::new(Semaphore::new(CAPACITY)),
+            released: Notify::new(),
         }
     }
 
+    /// Claims and sends, and records what was sent, until the process ends.
     pub async fn run(self) {
+        let this = Arc::new(self);
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::join!(this.clone().claim_loop(tx), this.record_loop(rx));
+    }
+
+    async fn claim_loop(self: Arc<Self>, tx: mpsc::UnboundedSender<Done>) {
         let mut gauges_at: Option<Instant> = None;
         loop {
             if gauges_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
@@ -114,12 +214,89 @@ impl Dispatcher {
                     tracing::debug!(error = %e, "webhook queue gauges not updated");
                 }
             }
-            match self.tick().await {
-                Ok(0) => tokio::time::sleep(self.idle).await,
-                Ok(_) => {}
+            let free = self.slots.available_permits().min(CLAIM_MAX);
+            if free == 0 {
+                self.released.notified().await;
+                continue;
+            }
+            match self.claim(free).await {
+                Ok(claimed) => {
+                    let short = claimed.len() < free;
+                    for (job, body, target) in claimed {
+                        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+                            break; // never: this loop is the only taker
+                        };
+                        let (this, tx) = (self.clone(), tx.clone());
+                        tokio::spawn(async move {
+                            let outcome = this.send(&target, &job.message_id, &body).await;
+                            let _ = tx.send(Done {
+                                job,
+                                target,
+                                outcome,
+                                _slot: slot,
+                            });
+                        });
+                    }
+                    if short {
+                        // Nothing more is due, or every endpoint with work
+                        // is at its limit: look again when a lease is
+                        // released, or soon.
+                        let _ = tokio::time::timeout(
+                            Duration::from_millis(100),
+                            self.released.notified(),
+                        )
+                        .await;
+                    }
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "webhook dispatch failed; retrying");
+                    tracing::warn!(error = %e, "claiming webhook deliveries failed; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn record_loop(self: Arc<Self>, mut rx: mpsc::UnboundedReceiver<Done>) {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < RECORD_BATCH {
+                match rx.try_recv() {
+                    Ok(d) => batch.push(d),
+                    Err(_) => break,
+                }
+            }
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                match self.record(&batch).await {
+                    Ok(()) => break,
+                    Err(e) if tries < RECORD_TRIES => {
+                        tracing::warn!(error = %e, "recording webhook attempts failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, attempts = batch.len(), "webhook attempts not recorded; their deliveries are sent again when the lease ends");
+                        break;
+                    }
+                }
+            }
+            let failing: HashMap<String, Instance> = batch
+                .iter()
+                .filter(|d| !d.outcome.ok())
+                .map(|d| (d.job.endpoint_id.clone(), d.target.instance.clone()))
+                .collect();
+            drop(batch); // gives the slots back
+            self.released.notify_one();
+            for (endpoint_id, instance) in failing {
+                let disable = match self.failing_for_days(&endpoint_id).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        tracing::warn!(error = %e, endpoint_id, "webhook failure history unreadable");
+                        false
+                    }
+                };
+                if disable && let Err(e) = self.disable(instance, &endpoint_id).await {
+                    tracing::warn!(error = %e, endpoint_id, "webhook endpoint not disabled");
                 }
             }
         }
@@ -145,156 +322,165 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Claims what is due and delivers it; returns how many were claimed.
-    /// Endpoints are served in parallel, each with at most
-    /// [`PER_ENDPOINT`] requests in flight from this process.
-    pub async fn tick(&self) -> Result<usize, DbErr> {
-        let claimed = self.claim().await?;
-        let mut limits: std::collections::HashMap<&str, tokio::sync::Semaphore> =
-            std::collections::HashMap::new();
-        for (_, endpoint) in &claimed {
-            limits
-                .entry(endpoint.as_str())
-                .or_insert_with(|| tokio::sync::Semaphore::new(PER_ENDPOINT));
-        }
-        let results =
-            futures_util::future::join_all(claimed.iter().filter_map(|(message, endpoint)| {
-                let limit = limits.get(endpoint.as_str())?;
-                Some(self.deliver_limited(limit, message, endpoint))
-            }))
-            .await;
-        for r in results {
-            r?;
-        }
-        Ok(claimed.len())
-    }
-
-    async fn deliver_limited(
-        &self,
-        limit: &tokio::sync::Semaphore,
-        message_id: &str,
-        endpoint_id: &str,
-    ) -> Result<(), DbErr> {
-        let _permit = limit
-            .acquire()
-            .await
-            .map_err(|e| DbErr::Custom(e.to_string()))?;
-        self.deliver(message_id, endpoint_id).await
-    }
-
-    async fn claim(&self) -> Result<Vec<(String, String)>, DbErr> {
+    /// Leases up to `want` due deliveries, oldest first, leaving out
+    /// disabled endpoints and keeping every endpoint within
+    /// [`PER_ENDPOINT`] leases; returns them ready to send, each with its
+    /// message body and target.
+    async fn claim(&self, want: usize) -> Result<Vec<(Job, Arc<str>, Arc<Target>)>, DbErr> {
         let now = self.platform.now_ms();
         let txn = db::begin_write(self.platform.db()).await?;
-        let lock = if db::is_postgres(&txn) {
-            " FOR UPDATE SKIP LOCKED"
+        let postgres = db::is_postgres(&txn);
+        if postgres {
+            // A lost claim only means the delivery is claimed again: no need
+            // to wait for the disk.
+            db::exec(
+                &txn,
+                "SELECT pg_advisory_xact_lock($1), \
+                 set_config('synchronous_commit', 'off', true)",
+                vec![CLAIM_LOCK.into()],
+            )
+            .await?;
+        }
+        let sql = if postgres {
+            // The messages come back with the claim.
+            format!(
+                "{CLAIM_PICK}, claimed AS ({CLAIM_UPDATE}) \
+                 SELECT c.message_id, c.endpoint_id, c.attempts, m.body, m.instance_id \
+                 FROM claimed c LEFT JOIN webhooks_messages m ON m.id = c.message_id"
+            )
         } else {
-            ""
+            format!("{CLAIM_PICK} {CLAIM_UPDATE}")
         };
         let rows = db::query_all(
             &txn,
-            &format!(
-                "SELECT message_id, endpoint_id FROM webhooks_deliveries \
-                 WHERE status = 'pending' AND next_attempt_at <= $1 \
-                 ORDER BY next_attempt_at LIMIT $2{lock}"
-            ),
-            vec![now.into(), BATCH.into()],
+            &sql,
+            vec![
+                now.into(),
+                (want as i64).into(),
+                PER_ENDPOINT.into(),
+                CLAIM_WINDOW.into(),
+                (now + LEASE_MS).into(),
+                CLAIM_SCAN.into(),
+            ],
         )
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let (m, e): (String, String) = (col(&r, "message_id")?, col(&r, "endpoint_id")?);
-            db::exec(
-                &txn,
-                "UPDATE webhooks_deliveries SET next_attempt_at = $3 \
-                 WHERE message_id = $1 AND endpoint_id = $2",
-                vec![m.clone().into(), e.clone().into(), (now + LEASE_MS).into()],
-            )
-            .await?;
-            out.push((m, e));
-        }
         txn.commit().await?;
-        Ok(out)
+        let mut jobs = Vec::with_capacity(rows.len());
+        let mut messages = Messages::new();
+        for r in rows {
+            let job = Job {
+                message_id: col(&r, "message_id")?,
+                endpoint_id: col(&r, "endpoint_id")?,
+                attempts: col(&r, "attempts")?,
+            };
+            if postgres
+                && !messages.contains_key(&job.message_id)
+                && let (Some(body), Some(instance_id)) = (
+                    col::<Option<String>>(&r, "body")?,
+                    col::<Option<String>>(&r, "instance_id")?,
+                )
+            {
+                messages.insert(job.message_id.clone(), (body.into(), instance_id));
+            }
+            jobs.push(job);
+        }
+        self.prepare(jobs, messages, postgres).await
     }
 
-    async fn deliver(&self, message_id: &str, endpoint_id: &str) -> Result<(), DbErr> {
+    /// Reads the endpoints of claimed deliveries, and their messages unless
+    /// the claim brought them: one query each for the batch. A delivery
+    /// whose message, endpoint or instance is gone is cancelled; one whose
+    /// endpoint was disabled since the claim goes back to the queue.
+    async fn prepare(
+        &self,
+        jobs: Vec<Job>,
+        mut messages: Messages,
+        messages_read: bool,
+    ) -> Result<Vec<(Job, Arc<str>, Arc<Target>)>, DbErr> {
+        if jobs.is_empty() {
+            return Ok(vec![]);
+        }
         let db = self.platform.db();
-        let Some(m) = db::query_one(
-            db,
-            "SELECT body, instance_id FROM webhooks_messages WHERE id = $1",
-            vec![message_id.into()],
-        )
-        .await?
-        else {
-            return self.close(message_id, endpoint_id, "cancelled").await;
-        };
-        let (body, instance_id): (String, String) = (col(&m, "body")?, col(&m, "instance_id")?);
-        let endpoint = db::query_one(
-            db,
-            "SELECT state FROM webhooks_endpoints WHERE id = $1 AND instance_id = $2",
-            vec![endpoint_id.into(), instance_id.clone().into()],
-        )
-        .await?
-        .map(|r| col::<Vec<u8>>(&r, "state"))
-        .transpose()?
-        .and_then(|b| WebhookEndpointState::decode(b.as_slice()).ok());
-        let instance = tenancy::active_instance_cached(&self.platform, &instance_id).await?;
-        let (Some(endpoint), Some(instance)) = (endpoint, instance) else {
-            return self.close(message_id, endpoint_id, "cancelled").await;
-        };
-        if endpoint.disabled {
-            // Kept for when the endpoint is enabled again.
-            return self.postpone(message_id, endpoint_id).await;
+        let message_ids: Vec<&str> = unique(jobs.iter().map(|j| j.message_id.as_str()));
+        let endpoint_ids: Vec<&str> = unique(jobs.iter().map(|j| j.endpoint_id.as_str()));
+        if !messages_read {
+            let rows = db::query_all(
+                db,
+                &format!(
+                    "SELECT id, body, instance_id FROM webhooks_messages WHERE id IN ({})",
+                    placeholders(1, message_ids.len())
+                ),
+                message_ids.iter().map(|&id| id.into()).collect(),
+            )
+            .await?;
+            for r in rows {
+                let body: String = col(&r, "body")?;
+                messages.insert(col(&r, "id")?, (body.into(), col(&r, "instance_id")?));
+            }
         }
         let now = self.platform.now_ms();
-        let secrets: Vec<String> = endpoints::signing_secrets(&self.platform, &endpoint, now)
-            .into_iter()
-            .flatten()
-            .collect();
-        let outcome = self
-            .send(
-                &endpoint.url,
-                instance.environment,
-                message_id,
-                &body,
-                &secrets,
-            )
-            .await;
-        let ok = outcome.status.is_some_and(|s| (200..300).contains(&s));
-        let label = match (ok, outcome.status) {
-            (true, _) => "succeeded",
-            (false, Some(_)) => "failed_http",
-            (false, None) => "failed_network",
-        };
-        let m = self.platform.metrics();
-        m.webhook_deliveries.with_label_values(&[label]).inc();
-        m.webhook_attempt_duration
-            .with_label_values(&[label])
-            .observe(outcome.duration_ms as f64 / 1000.0);
-        self.record(message_id, endpoint_id, &instance_id, outcome)
-            .await?;
-        if !ok && self.failing_for_days(endpoint_id).await? {
-            self.disable(instance, endpoint_id).await?;
+        // None: the endpoint is disabled.
+        let mut targets: HashMap<String, Option<Arc<Target>>> = HashMap::new();
+        for r in db::query_all(
+            db,
+            &format!(
+                "SELECT id, instance_id, state FROM webhooks_endpoints WHERE id IN ({})",
+                placeholders(1, endpoint_ids.len())
+            ),
+            endpoint_ids.iter().map(|&id| id.into()).collect(),
+        )
+        .await?
+        {
+            let id: String = col(&r, "id")?;
+            let instance_id: String = col(&r, "instance_id")?;
+            let Some(state) =
+                WebhookEndpointState::decode(col::<Vec<u8>>(&r, "state")?.as_slice()).ok()
+            else {
+                continue;
+            };
+            let Some(instance) =
+                tenancy::active_instance_cached(&self.platform, &instance_id).await?
+            else {
+                continue;
+            };
+            let target = (!state.disabled).then(|| {
+                Arc::new(Target {
+                    secrets: endpoints::signing_secrets(&self.platform, &state, now)
+                        .into_iter()
+                        .flatten()
+                        .collect(),
+                    url: state.url,
+                    instance,
+                })
+            });
+            targets.insert(id, target);
         }
-        Ok(())
+        let mut ready = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let message = messages.get(&job.message_id);
+            match (message, targets.get(&job.endpoint_id)) {
+                (Some((body, instance_id)), Some(Some(t)))
+                    if t.instance.id.as_str() == instance_id =>
+                {
+                    ready.push((job, body.clone(), t.clone()));
+                }
+                (Some(_), Some(None)) => self.release(&job).await?,
+                _ => self.cancel(&job).await?,
+            }
+        }
+        Ok(ready)
     }
 
-    async fn send(
-        &self,
-        url: &str,
-        env: Environment,
-        message_id: &str,
-        body: &str,
-        secrets: &[String],
-    ) -> Outcome {
+    async fn send(&self, target: &Target, message_id: &str, body: &str) -> Outcome {
         let started = Instant::now();
         let timestamp = self.platform.now_ms() / 1000;
-        let sig = signature(secrets, message_id, timestamp, body);
-        let client = match env {
+        let sig = signature(&target.secrets, message_id, timestamp, body);
+        let client = match target.instance.environment {
             Environment::Production => &self.public,
             Environment::Development => &self.local,
         };
         let res = client
-            .post(url)
+            .post(&target.url)
             .header("content-type", "application/json")
             .header("webhook-id", message_id)
             .header("webhook-timestamp", timestamp.to_string())
@@ -340,92 +526,102 @@ impl Dispatcher {
         out
     }
 
-    async fn record(
-        &self,
-        message_id: &str,
-        endpoint_id: &str,
-        instance_id: &str,
-        o: Outcome,
-    ) -> Result<(), DbErr> {
+    /// Records a batch of attempts in one transaction: each delivery's new
+    /// state (lease released) and its attempt row.
+    async fn record(&self, batch: &[Done]) -> Result<(), DbErr> {
         let now = self.platform.now_ms();
-        let txn = db::begin_write(self.platform.db()).await?;
-        let attempts: i64 = match db::query_one(
-            &txn,
-            "SELECT attempts FROM webhooks_deliveries WHERE message_id = $1 AND endpoint_id = $2",
-            vec![message_id.into(), endpoint_id.into()],
-        )
-        .await?
-        {
-            Some(r) => col::<i32>(&r, "attempts")? as i64 + 1,
-            None => return Ok(()),
-        };
-        let ok = o.status.is_some_and(|s| (200..300).contains(&s));
-        let next = if ok {
-            None
-        } else {
-            next_attempt(now, attempts as usize)
-        };
-        let status = match (ok, next) {
-            (true, _) => "succeeded",
-            (false, Some(_)) => "pending",
-            (false, None) => "failed",
-        };
-        db::exec(
-            &txn,
-            "UPDATE webhooks_deliveries SET status = $3, attempts = $4, next_attempt_at = $5, \
-             updated_at = $6 WHERE message_id = $1 AND endpoint_id = $2",
-            vec![
-                message_id.into(),
-                endpoint_id.into(),
+        let mut updates: Vec<Value> = Vec::with_capacity(batch.len() * 5);
+        let mut update_rows = Vec::with_capacity(batch.len());
+        let mut inserts: Vec<Value> = Vec::with_capacity(batch.len() * 10);
+        let mut insert_rows = Vec::with_capacity(batch.len());
+        for d in batch {
+            let o = &d.outcome;
+            let attempts = d.job.attempts + 1;
+            let next = if o.ok() {
+                None
+            } else {
+                next_attempt(now, attempts as usize)
+            };
+            let status = match (o.ok(), next) {
+                (true, _) => "succeeded",
+                (false, Some(_)) => "pending",
+                (false, None) => "failed",
+            };
+            update_rows.push(format!("({})", placeholders(updates.len() + 1, 5)));
+            updates.extend([
+                d.job.message_id.clone().into(),
+                d.job.endpoint_id.clone().into(),
                 status.into(),
-                (attempts as i32).into(),
+                attempts.into(),
                 next.unwrap_or(now).into(),
-                now.into(),
-            ],
-        )
-        .await?;
-        db::exec(
-            &txn,
-            "INSERT INTO webhooks_attempts (id, message_id, endpoint_id, instance_id, status_code, \
-             response_excerpt, error, duration_ms, attempted_at, next_attempt_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            vec![
+            ]);
+            insert_rows.push(format!("({})", placeholders(inserts.len() + 1, 10)));
+            inserts.extend([
                 format!("atmpt_{}", gatehouse_platform::ids::random_base62(22)).into(),
-                message_id.into(),
-                endpoint_id.into(),
-                instance_id.into(),
+                d.job.message_id.clone().into(),
+                d.job.endpoint_id.clone().into(),
+                d.target.instance.id.as_str().into(),
                 o.status.map(i32::from).into(),
-                o.excerpt.into(),
-                o.error.into(),
+                o.excerpt.clone().into(),
+                o.error.clone().into(),
                 o.duration_ms.into(),
                 now.into(),
                 next.into(),
-            ],
+            ]);
+        }
+        let n = updates.len();
+        updates.push(now.into());
+        let txn = db::begin_write(self.platform.db()).await?;
+        db::exec(
+            &txn,
+            &format!(
+                "WITH v (message_id, endpoint_id, status, attempts, next_at) AS (VALUES {}) \
+                 UPDATE webhooks_deliveries SET status = v.status, attempts = v.attempts, \
+                   next_attempt_at = v.next_at, leased_until = NULL, updated_at = ${} \
+                 FROM v WHERE webhooks_deliveries.message_id = v.message_id \
+                   AND webhooks_deliveries.endpoint_id = v.endpoint_id",
+                update_rows.join(", "),
+                n + 1
+            ),
+            updates,
         )
         .await?;
-        txn.commit().await
+        db::exec(
+            &txn,
+            &format!(
+                "INSERT INTO webhooks_attempts (id, message_id, endpoint_id, instance_id, \
+                 status_code, response_excerpt, error, duration_ms, attempted_at, \
+                 next_attempt_at) VALUES {}",
+                insert_rows.join(", ")
+            ),
+            inserts,
+        )
+        .await?;
+        txn.commit().await?;
+        let m = self.platform.metrics();
+        for d in batch {
+            let label = match (d.outcome.ok(), d.outcome.status) {
+                (true, _) => "succeeded",
+                (false, Some(_)) => "failed_http",
+                (false, None) => "failed_network",
+            };
+            m.webhook_deliveries.with_label_values(&[label]).inc();
+            m.webhook_attempt_duration
+                .with_label_values(&[label])
+                .observe(d.outcome.duration_ms as f64 / 1000.0);
+        }
+        Ok(())
     }
 
     /// Whether every attempt to the endpoint since its last success (or
     /// ever) failed, the first of them [`DISABLE_AFTER_MS`] ago or more.
     async fn failing_for_days(&self, endpoint_id: &str) -> Result<bool, DbErr> {
-        let db = self.platform.db();
-        let last_ok: i64 = match db::query_one(
-            db,
-            "SELECT MAX(attempted_at) AS t FROM webhooks_attempts WHERE endpoint_id = $1 \
-             AND status_code >= 200 AND status_code < 300",
-            vec![endpoint_id.into()],
-        )
-        .await?
-        {
-            Some(r) => col::<Option<i64>>(&r, "t")?.unwrap_or(0),
-            None => 0,
-        };
         let first_failure: Option<i64> = match db::query_one(
-            db,
+            self.platform.db(),
             "SELECT MIN(attempted_at) AS t FROM webhooks_attempts WHERE endpoint_id = $1 \
-             AND attempted_at > $2",
-            vec![endpoint_id.into(), last_ok.into()],
+             AND attempted_at > COALESCE((SELECT MAX(attempted_at) FROM webhooks_attempts \
+               WHERE endpoint_id = $1 AND status_code >= 200 AND status_code < 300), 0)",
+            vec![endpoint_id.into()],
         )
         .await?
         {
@@ -436,11 +632,7 @@ impl Dispatcher {
     }
 
     /// Disables the endpoint and records why (`webhook_endpoint.disabled`).
-    async fn disable(
-        &self,
-        instance: gatehouse_platform::tenancy::Instance,
-        endpoint_id: &str,
-    ) -> Result<(), DbErr> {
+    async fn disable(&self, instance: Instance, endpoint_id: &str) -> Result<(), DbErr> {
         let actor =
             gatehouse_platform::tenancy::Authed::other(instance, "system:webhooks".to_owned());
         let done = endpoints::mutate(&self.platform, &actor, endpoint_id, |e, now| {
@@ -479,15 +671,15 @@ impl Dispatcher {
         }
     }
 
-    async fn close(&self, message_id: &str, endpoint_id: &str, status: &str) -> Result<(), DbErr> {
+    /// The delivery's message, endpoint or instance is gone.
+    async fn cancel(&self, job: &Job) -> Result<(), DbErr> {
         db::exec(
             self.platform.db(),
-            "UPDATE webhooks_deliveries SET status = $3, updated_at = $4 \
-             WHERE message_id = $1 AND endpoint_id = $2",
+            "UPDATE webhooks_deliveries SET status = 'cancelled', leased_until = NULL, \
+             updated_at = $3 WHERE message_id = $1 AND endpoint_id = $2",
             vec![
-                message_id.into(),
-                endpoint_id.into(),
-                status.into(),
+                job.message_id.clone().into(),
+                job.endpoint_id.clone().into(),
                 self.platform.now_ms().into(),
             ],
         )
@@ -495,20 +687,28 @@ impl Dispatcher {
         .map(|_| ())
     }
 
-    async fn postpone(&self, message_id: &str, endpoint_id: &str) -> Result<(), DbErr> {
+    /// Back to the queue untried (its endpoint was disabled after the
+    /// claim; claims leave it alone until the endpoint is enabled).
+    async fn release(&self, job: &Job) -> Result<(), DbErr> {
         db::exec(
             self.platform.db(),
-            "UPDATE webhooks_deliveries SET next_attempt_at = $3 \
+            "UPDATE webhooks_deliveries SET leased_until = NULL, next_attempt_at = $3 \
              WHERE message_id = $1 AND endpoint_id = $2",
             vec![
-                message_id.into(),
-                endpoint_id.into(),
-                (self.platform.now_ms() + LEASE_MS).into(),
+                job.message_id.clone().into(),
+                job.endpoint_id.clone().into(),
+                self.platform.now_ms().into(),
             ],
         )
         .await
         .map(|_| ())
     }
+}
+
+/// The distinct values, in first-seen order.
+fn unique<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen = std::collections::HashSet::new();
+    values.filter(|v| seen.insert(*v)).collect()
 }
 
 #[cfg(test)]

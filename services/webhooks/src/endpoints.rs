@@ -160,11 +160,8 @@ pub async fn create(
     Ok((state, secret))
 }
 
-/// What a command decided: events to append and the state to answer with.
-pub struct Decision {
-    pub events: Vec<NewEvent>,
-    pub state: Option<State>,
-}
+/// What an endpoint command decided.
+pub type Decision = gatehouse_platform::eventstore::Decision<State>;
 
 /// Load, decide, append, project; retried from a fresh load when another
 /// request appended first, then 409. Another instance's endpoint is 404.

@@ -73,22 +73,28 @@ impl Projection for FanOut {
             vec![ev.instance_id.clone().into()],
         )
         .await?;
+        let mut rows = Vec::new();
+        let mut values: Vec<sea_orm::Value> =
+            vec![message_id.into(), ev.instance_id.clone().into(), now.into()];
         for r in endpoints {
             let (id, filter): (String, String) = (col(&r, "id")?, col(&r, "filter_types")?);
-            if !wants(&filter, &ev.event_type) {
-                continue;
+            if wants(&filter, &ev.event_type) {
+                values.push(id.into());
+                rows.push(format!(
+                    "($1, ${}, $2, 'pending', 0, $3, $3, $3)",
+                    values.len()
+                ));
             }
+        }
+        if !rows.is_empty() {
             db::exec(
                 txn,
-                "INSERT INTO webhooks_deliveries (message_id, endpoint_id, instance_id, status, \
-                 attempts, next_attempt_at, created_at, updated_at) \
-                 VALUES ($1, $2, $3, 'pending', 0, $4, $4, $4)",
-                vec![
-                    message_id.clone().into(),
-                    id.into(),
-                    ev.instance_id.clone().into(),
-                    now.into(),
-                ],
+                &format!(
+                    "INSERT INTO webhooks_deliveries (message_id, endpoint_id, instance_id, \
+                     status, attempts, next_attempt_at, created_at, updated_at) VALUES {}",
+                    rows.join(", ")
+                ),
+                values,
             )
             .await?;
         }

@@ -119,7 +119,8 @@ async fn attempts(
     Ok(HttpResponse::Ok().json(json!({ "data": data, "total_count": data.len() })))
 }
 
-/// Queues the message for the endpoint again, now (same `webhook-id`).
+/// Queues the message for the endpoint again, now (same `webhook-id`); a
+/// delivery being sent at this moment is left to that attempt.
 async fn resend(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -131,7 +132,9 @@ async fn resend(
     let now = platform.now_ms();
     let n = db::exec(
         platform.db(),
-        "UPDATE webhooks_deliveries SET status = 'pending', next_attempt_at = $4, updated_at = $4 \
+        "UPDATE webhooks_deliveries SET attempts = CASE WHEN status = 'pending' THEN attempts \
+         ELSE 0 END, status = 'pending', next_attempt_at = CASE \
+         WHEN leased_until > $4 THEN next_attempt_at ELSE $4 END, updated_at = $4 \
          WHERE message_id = $1 AND endpoint_id = $2 AND instance_id = $3",
         vec![
             message_id.clone().into(),
@@ -152,8 +155,11 @@ async fn resend(
     })))
 }
 
-/// Most messages one replay queues.
+/// Most messages one replay call reads; the answer says where the next
+/// call starts.
 const MAX_REPLAY: i64 = 10_000;
+/// Deliveries queued by one statement.
+const REPLAY_CHUNK: usize = 500;
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -183,33 +189,52 @@ async fn replay(
         .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
     let rows = db::query_all(
         platform.db(),
-        "SELECT id, event_type FROM webhooks_messages WHERE instance_id = $1 AND created_at >= $2 \
-         ORDER BY created_at, id LIMIT $3",
-        vec![instance_id.into(), b.since.into(), MAX_REPLAY.into()],
+        "SELECT id, event_type, created_at FROM webhooks_messages WHERE instance_id = $1 \
+         AND created_at >= $2 ORDER BY created_at, id LIMIT $3",
+        vec![instance_id.into(), b.since.into(), (MAX_REPLAY + 1).into()],
     )
     .await?;
+    // Where the next call starts when this one stops at the cap.
+    let next_since: Option<i64> = match rows.get(MAX_REPLAY as usize) {
+        Some(r) => Some(col(r, "created_at")?),
+        None => None,
+    };
+    let mut wanted = Vec::new();
+    for r in rows.iter().take(MAX_REPLAY as usize) {
+        let event_type: String = col(r, "event_type")?;
+        if endpoint.filter_types.is_empty() || endpoint.filter_types.contains(&event_type) {
+            wanted.push(col::<String>(r, "id")?);
+        }
+    }
     let now = platform.now_ms();
     let mut queued = 0u64;
-    for r in rows {
-        let event_type: String = col(&r, "event_type")?;
-        if !(endpoint.filter_types.is_empty() || endpoint.filter_types.contains(&event_type)) {
-            continue;
-        }
-        let message_id: String = col(&r, "id")?;
+    // A fresh retry schedule for what is queued again; received messages
+    // stay as they are.
+    for chunk in wanted.chunks(REPLAY_CHUNK) {
+        let mut values: Vec<sea_orm::Value> =
+            vec![path.as_str().into(), instance_id.into(), now.into()];
+        let rows: Vec<String> = chunk
+            .iter()
+            .map(|id| {
+                values.push(id.clone().into());
+                format!("(${}, $1, $2, 'pending', 0, $3, $3, $3)", values.len())
+            })
+            .collect();
         queued += db::exec(
             platform.db(),
-            "INSERT INTO webhooks_deliveries (message_id, endpoint_id, instance_id, status, \
-             attempts, next_attempt_at, created_at, updated_at) \
-             VALUES ($1, $2, $3, 'pending', 0, $4, $4, $4) \
-             ON CONFLICT (message_id, endpoint_id) DO UPDATE SET status = 'pending', \
-             next_attempt_at = $4, updated_at = $4 \
-             WHERE webhooks_deliveries.status <> 'succeeded'",
-            vec![
-                message_id.into(),
-                path.as_str().into(),
-                instance_id.into(),
-                now.into(),
-            ],
+            &format!(
+                "INSERT INTO webhooks_deliveries (message_id, endpoint_id, instance_id, status, \
+                 attempts, next_attempt_at, created_at, updated_at) VALUES {} \
+                 ON CONFLICT (message_id, endpoint_id) DO UPDATE SET \
+                 attempts = CASE WHEN webhooks_deliveries.status = 'pending' \
+                   THEN webhooks_deliveries.attempts ELSE 0 END, \
+                 status = 'pending', next_attempt_at = CASE \
+                   WHEN webhooks_deliveries.leased_until > $3 \
+                   THEN webhooks_deliveries.next_attempt_at ELSE $3 END, updated_at = $3 \
+                 WHERE webhooks_deliveries.status <> 'succeeded'",
+                rows.join(", ")
+            ),
+            values,
         )
         .await?;
     }
@@ -217,5 +242,7 @@ async fn replay(
         "object": "webhook_replay",
         "endpoint_id": path.as_str(),
         "queued": queued,
+        "complete": next_since.is_none(),
+        "next_since": next_since,
     })))
 }

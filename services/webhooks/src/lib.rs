@@ -1,10 +1,11 @@
-//! The webhooks service. This slice brings its endpoints: an event-sourced
-//! aggregate per endpoint (stream type `webhook_endpoint`, in
-//! `webhooks_events`, published on `gatehouse.webhooks`), the Backend API
-//! under `/v1/webhooks/endpoints`, signing secrets (`whsec_…`, encrypted at
-//! rest, the previous one signing alongside for 24 h after a rotation) and
-//! the URL rules that keep deliveries off private networks. Fan-out and
-//! delivery come next.
+//! The webhooks service: endpoints as an event-sourced aggregate (stream
+//! type `webhook_endpoint`, in `webhooks_events`, published on
+//! `gatehouse.webhooks`) with the Backend API under `/v1/webhooks/endpoints`
+//! and signing secrets (`whsec_…`, encrypted at rest, the previous one
+//! signing alongside for 24 h after a rotation); the event catalog; the
+//! fan-out consumer that queues a delivery per public event and matching
+//! endpoint; the dispatcher that sends them with retries; and the history
+//! (messages, attempts, resend, replay).
 //!
 //! Like every service it depends only on `gatehouse-platform` and
 //! `gatehouse-proto`.
@@ -58,12 +59,8 @@ pub fn workers(platform: &Platform) -> Vec<(&'static str, Worker)> {
         ("webhooks.outbox", Box::pin(publisher.run())),
         (fanout::NAME, Box::pin(fanout.run())),
     ];
-    // Several claim loops share the queue (SKIP LOCKED keeps them apart), so
-    // one slow batch does not hold up the next.
-    for n in 0..dispatch::LOOPS {
-        let dispatcher = dispatch::Dispatcher::new(platform.clone(), n == 0);
-        workers.push(("webhooks.dispatch", Box::pin(dispatcher.run())));
-    }
+    let dispatcher = dispatch::Dispatcher::new(platform.clone());
+    workers.push(("webhooks.dispatch", Box::pin(dispatcher.run())));
     workers
 }
 

@@ -1,6 +1,6 @@
 // The official SDK's idPOAuthAccessToken.verify against a running Gatehouse:
-// a client_credentials token from the token endpoint verifies, a revoked one
-// says so, a malformed one is a 404.
+// a client_credentials token from the token endpoint verifies (and its key is
+// in jwks.getJwks()), a revoked one says so, a malformed one is a 404.
 // Usage: GATEHOUSE_URL=… GATEHOUSE_SECRET_KEY=sk_test_… node access_tokens.mjs
 import { createClerkClient } from "@clerk/backend";
 import assert from "node:assert/strict";
@@ -32,6 +32,12 @@ for (let i = 0; i < 200; i++) {
 assert.equal(res.status, 200);
 const { access_token } = await res.json();
 step("token");
+
+// The keys behind it, as the SDK fetches them for networkless verification.
+const { kid } = JSON.parse(Buffer.from(access_token.split(".")[0], "base64url").toString());
+const jwks = await clerk.jwks.getJwks();
+assert.ok(jwks.keys.some((k) => k.kid === kid), JSON.stringify(jwks));
+step("jwks", { kid });
 
 const t = await clerk.idPOAuthAccessToken.verify(access_token, { audience: "https://api.example.com" });
 assert.equal(t.clientId, app.clientId);

@@ -282,10 +282,7 @@ async fn update(
             s.client_image_url = i.clone();
         }
         if changed.is_empty() {
-            return Ok(Decision {
-                events: vec![],
-                state: Some(app.state.clone()),
-            });
+            return Ok(Decision::none(app.state.clone()));
         }
         s.updated_at_ms = now.max(s.updated_at_ms);
         Ok(Decision {

@@ -20,6 +20,8 @@ pub enum DocumentError {
     Invalid(String),
     #[error("client scopes could not be read: {0}")]
     Store(#[from] sea_orm::DbErr),
+    #[error("this instance does not accept clients identified by a metadata document URL")]
+    Disabled,
 }
 
 /// The application a metadata-document `client_id` stands for in an instance.
@@ -28,6 +30,13 @@ pub async fn resolve(
     instance_id: &str,
     client_id: &str,
 ) -> Result<AppState, DocumentError> {
+    // Switched off: nothing is fetched.
+    if !super::registration::settings(platform.db(), instance_id)
+        .await?
+        .metadata_documents
+    {
+        return Err(DocumentError::Disabled);
+    }
     let doc = platform.client_metadata().fetch(client_id).await?;
     let known = scopes::known(platform.db(), instance_id).await?;
     to_client(client_id, Value::Object((*doc).clone()), &known).map_err(DocumentError::Invalid)

@@ -10,10 +10,12 @@ pub mod registration;
 pub mod scopes;
 pub mod validate;
 
+use actix_web::http::StatusCode;
 use gatehouse_platform::db;
 use gatehouse_platform::eventstore::{
     AppendError, Attempt, NewEvent, RecordedEvent, Stream, until_won,
 };
+use gatehouse_platform::idempotency;
 use gatehouse_platform::ids::OAuthApplicationId;
 use gatehouse_platform::tenancy::Authed;
 use gatehouse_platform::{ApiError, ApiResult, Platform};
@@ -106,6 +108,7 @@ pub async fn create(
     let secret = (!state.public).then(new_secret);
     state.client_secret_hash = secret.as_deref().map(hash_secret).unwrap_or_default();
     let txn = db::begin_write(platform.db()).await?;
+    scopes::hold_defined(&txn, auth.instance.id.as_str(), &state.scopes).await?;
     let events = [event(
         et::OAUTH_APPLICATION_CREATED,
         &v1::OAuthApplicationCreated {
@@ -115,16 +118,22 @@ pub async fn create(
     let recorded = append(&txn, platform, auth, id.as_str(), 0, &events)
         .await
         .map_err(|e| ApiError::internal(e.to_string()))?;
+    idempotency::store_in(platform, &txn, StatusCode::OK, || {
+        api::app_json(
+            platform,
+            auth.instance.id.as_str(),
+            &state,
+            secret.as_deref(),
+        )
+    })
+    .await?;
     txn.commit().await?;
     platform.events_committed(STORE.table(), &recorded);
     Ok((state, secret))
 }
 
-/// What a command decided.
-pub struct Decision {
-    pub events: Vec<NewEvent>,
-    pub state: Option<AppState>,
-}
+/// What an application command decided.
+pub type Decision = gatehouse_platform::eventstore::Decision<AppState>;
 
 /// Load, decide, append, project; retried from a fresh load when another
 /// request appended first, then 409.
@@ -149,6 +158,11 @@ where
         let decision = decide(&app, platform.now_ms())?;
         if decision.events.is_empty() {
             return Ok(Attempt::Done(decision.state));
+        }
+        if let Some(next) = &decision.state
+            && next.scopes != app.state.scopes
+        {
+            scopes::hold_defined(&txn, auth.instance.id.as_str(), &next.scopes).await?;
         }
         match append(&txn, platform, auth, id, app.version, &decision.events).await {
             Ok(recorded) => {

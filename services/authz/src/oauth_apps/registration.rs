@@ -51,19 +51,39 @@ fn settings_stream(instance_id: &str) -> String {
     format!("oauth_settings:{instance_id}")
 }
 
-pub async fn dcr_enabled(conn: &impl ConnectionTrait, instance_id: &str) -> Result<bool, DbErr> {
+/// An instance's OAuth settings, as its projection has them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    /// RFC 7591 registration at the issuer (off by default).
+    pub dynamic_registration: bool,
+    /// Clients identified by a metadata document URL (on by default).
+    pub metadata_documents: bool,
+}
+
+pub async fn settings(conn: &impl ConnectionTrait, instance_id: &str) -> Result<Settings, DbErr> {
     Ok(
         match db::query_one(
             conn,
-            "SELECT dynamic_client_registration FROM authz_oauth_settings WHERE instance_id = $1",
+            "SELECT dynamic_client_registration, metadata_documents_disabled \
+             FROM authz_oauth_settings WHERE instance_id = $1",
             vec![instance_id.into()],
         )
         .await?
         {
-            Some(r) => col(&r, "dynamic_client_registration")?,
-            None => false,
+            Some(r) => Settings {
+                dynamic_registration: col(&r, "dynamic_client_registration")?,
+                metadata_documents: !col::<bool>(&r, "metadata_documents_disabled")?,
+            },
+            None => Settings {
+                dynamic_registration: false,
+                metadata_documents: true,
+            },
         },
     )
+}
+
+pub async fn dcr_enabled(conn: &impl ConnectionTrait, instance_id: &str) -> Result<bool, DbErr> {
+    Ok(settings(conn, instance_id).await?.dynamic_registration)
 }
 
 pub async fn project_settings(
@@ -77,12 +97,14 @@ pub async fn project_settings(
         .map_err(|e| DbErr::Custom(format!("undecodable {}: {e}", ev.event_type)))?;
     db::exec(
         conn,
-        "INSERT INTO authz_oauth_settings (instance_id, dynamic_client_registration, updated_at) \
-         VALUES ($1, $2, $3) ON CONFLICT (instance_id) \
-         DO UPDATE SET dynamic_client_registration = $2, updated_at = $3",
+        "INSERT INTO authz_oauth_settings (instance_id, dynamic_client_registration, \
+         metadata_documents_disabled, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (instance_id) DO UPDATE SET dynamic_client_registration = $2, \
+         metadata_documents_disabled = $3, updated_at = $4",
         vec![
             ev.meta.instance_id.clone().into(),
             m.dynamic_client_registration.into(),
+            m.client_id_metadata_documents_disabled.into(),
             ev.recorded_at_ms.into(),
         ],
     )
@@ -101,22 +123,27 @@ pub async fn rebuild_settings(db: &DatabaseConnection) -> Result<u64, DbErr> {
         .await
 }
 
-fn settings_json(enabled: bool) -> Value {
-    json!({ "object": "oauth_application_settings", "dynamic_oauth_client_registration": enabled })
+fn settings_json(s: Settings) -> Value {
+    json!({
+        "object": "oauth_application_settings",
+        "dynamic_oauth_client_registration": s.dynamic_registration,
+        "client_id_metadata_documents": s.metadata_documents,
+    })
 }
 
 async fn get_settings(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
 ) -> ApiResult<HttpResponse> {
-    let enabled = dcr_enabled(platform.db(), auth.instance.id.as_str()).await?;
-    Ok(HttpResponse::Ok().json(settings_json(enabled)))
+    let s = settings(platform.db(), auth.instance.id.as_str()).await?;
+    Ok(HttpResponse::Ok().json(settings_json(s)))
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SettingsBody {
     dynamic_oauth_client_registration: Option<bool>,
+    client_id_metadata_documents: Option<bool>,
 }
 
 async fn patch_settings(
@@ -126,14 +153,19 @@ async fn patch_settings(
 ) -> ApiResult<HttpResponse> {
     let b: SettingsBody = parse_json(&body)?;
     let instance_id = auth.instance.id.to_string();
-    let Some(wanted) = b.dynamic_oauth_client_registration else {
-        let enabled = dcr_enabled(platform.db(), &instance_id).await?;
-        return Ok(HttpResponse::Ok().json(settings_json(enabled)));
-    };
     let sid = settings_stream(&instance_id);
     for attempt in 0..gatehouse_platform::eventstore::MAX_ATTEMPTS {
         let txn = db::begin_write(platform.db()).await?;
-        if dcr_enabled(&txn, &instance_id).await? == wanted {
+        let current = settings(&txn, &instance_id).await?;
+        let wanted = Settings {
+            dynamic_registration: b
+                .dynamic_oauth_client_registration
+                .unwrap_or(current.dynamic_registration),
+            metadata_documents: b
+                .client_id_metadata_documents
+                .unwrap_or(current.metadata_documents),
+        };
+        if current == wanted {
             return Ok(HttpResponse::Ok().json(settings_json(wanted)));
         }
         let version = STORE
@@ -150,7 +182,8 @@ async fn patch_settings(
         let ev = event(
             et::OAUTH_SETTINGS_CHANGED,
             &v1::OAuthSettingsChanged {
-                dynamic_client_registration: wanted,
+                dynamic_client_registration: wanted.dynamic_registration,
+                client_id_metadata_documents_disabled: !wanted.metadata_documents,
             },
         );
         let stream = Stream {
@@ -496,10 +529,7 @@ async fn update(
         s.grant_types = next.grant_types.clone();
         s.token_endpoint_auth_method = next.token_endpoint_auth_method.clone();
         if s == current.state {
-            return Ok(Decision {
-                events: vec![],
-                state: Some(s),
-            });
+            return Ok(Decision::none(s));
         }
         s.updated_at_ms = now.max(s.updated_at_ms);
         Ok(Decision {

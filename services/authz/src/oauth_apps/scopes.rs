@@ -13,7 +13,7 @@ use gatehouse_proto::event_types as et;
 use gatehouse_proto::stream_types as st;
 use gatehouse_proto::v1;
 use prost::Message;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -163,16 +163,60 @@ fn valid_description(d: &str) -> ApiResult<String> {
     Ok(d.to_owned())
 }
 
-/// Appends one scope event to the instance's scope stream, reloading on a race.
+/// Serializes, per instance, the removal of scopes against the application
+/// writes that list them: each takes this lock in its transaction before
+/// reading, so a removal never misses an application that is about to list
+/// the scope, and an application never lists one that is going (on SQLite
+/// the write lock does this already).
+pub async fn hold(txn: &DatabaseTransaction, instance_id: &str) -> Result<(), DbErr> {
+    if db::is_postgres(txn) {
+        db::exec(
+            txn,
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            vec![format!("authz.oauth_scopes:{instance_id}").into()],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Inside an application write's transaction: takes [`hold`], then checks
+/// that every scope in `scopes` (space-separated) is still defined.
+pub async fn hold_defined(
+    txn: &DatabaseTransaction,
+    instance_id: &str,
+    scopes: &str,
+) -> ApiResult<()> {
+    hold(txn, instance_id).await?;
+    super::validate::scopes(scopes, &known(txn, instance_id).await?).map(|_| ())
+}
+
+/// Appends the event `decide` makes of the current custom scopes to the
+/// instance's scope stream, reloading on a race. With
+/// `removing`, refuses (409) while an application lists that scope, checked
+/// under [`hold`] in the same transaction.
 async fn record(
     platform: &Platform,
     auth: &Authed,
+    removing: Option<&str>,
     decide: impl Fn(&[(String, String)]) -> ApiResult<gatehouse_platform::eventstore::NewEvent>,
 ) -> ApiResult<()> {
     let instance_id = auth.instance.id.to_string();
     let sid = stream_id(&instance_id);
     for attempt in 0..gatehouse_platform::eventstore::MAX_ATTEMPTS {
         let txn = db::begin_write(platform.db()).await?;
+        hold(&txn, &instance_id).await?;
+        if let Some(name) = removing {
+            let in_use = super::projection::apps_using_scope(&txn, &instance_id, name).await?;
+            if in_use > 0 {
+                return Err(ApiError::conflict(
+                    "scope_in_use",
+                    format!(
+                        "{in_use} OAuth application(s) still list the scope {name}; remove it from them first."
+                    ),
+                ));
+            }
+        }
         let version = STORE
             .load_stream(&txn, &sid)
             .await?
@@ -235,7 +279,7 @@ async fn define(
             format!("{} is a standard scope.", b.name),
         ));
     }
-    record(&platform, &auth, |current| {
+    record(&platform, &auth, None, |current| {
         if current.iter().any(|(n, _)| *n == b.name) {
             return Err(ApiError::conflict(
                 "scope_exists",
@@ -263,7 +307,7 @@ async fn describe(
     let b: DescribeBody = parse_json(&body)?;
     let description = valid_description(&b.description)?;
     let name = path.into_inner();
-    record(&platform, &auth, |current| {
+    record(&platform, &auth, None, |current| {
         if !current.iter().any(|(n, _)| *n == name) {
             return Err(ApiError::not_found("scope"));
         }
@@ -285,18 +329,7 @@ async fn remove(
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     let name = path.into_inner();
-    let in_use =
-        super::projection::apps_using_scope(platform.db(), auth.instance.id.as_str(), &name)
-            .await?;
-    if in_use > 0 {
-        return Err(ApiError::conflict(
-            "scope_in_use",
-            format!(
-                "{in_use} OAuth application(s) still list the scope {name}; remove it from them first."
-            ),
-        ));
-    }
-    record(&platform, &auth, |current| {
+    record(&platform, &auth, Some(&name), |current| {
         if !current.iter().any(|(n, _)| *n == name) {
             return Err(ApiError::not_found("scope"));
         }

@@ -12,12 +12,15 @@ pub mod password;
 pub mod projection;
 pub mod validate;
 
+use actix_web::http::StatusCode;
 use gatehouse_platform::db;
 use gatehouse_platform::eventstore::{
     AppendError, Attempt, EventStore, NewEvent, RecordedEvent, Stream, until_won,
 };
+use gatehouse_platform::idempotency;
 use gatehouse_platform::ids::{EmailAddressId, UserId};
 use gatehouse_platform::tenancy::Authed;
+use gatehouse_platform::wire::user_json;
 use gatehouse_platform::{ApiError, ApiResult, Platform};
 use gatehouse_proto::event_types as et;
 use gatehouse_proto::stream_types as st;
@@ -71,20 +74,8 @@ pub fn fold(events: &[RecordedEvent]) -> Option<User> {
     user
 }
 
-/// What a command decided: events to append (with the state after them).
-pub struct Decision {
-    pub events: Vec<NewEvent>,
-    pub state: Option<UserState>,
-}
-
-impl Decision {
-    pub fn none(state: UserState) -> Self {
-        Self {
-            events: vec![],
-            state: Some(state),
-        }
-    }
-}
+/// What a user command decided.
+pub type Decision = gatehouse_platform::eventstore::Decision<UserState>;
 
 pub use gatehouse_platform::eventstore::event;
 
@@ -219,6 +210,7 @@ pub async fn create(platform: &Platform, auth: &Authed, new: NewUser) -> ApiResu
     if let Some(hash) = &new.password_hash {
         password::store(&txn, instance_id, user_id.as_str(), hash, now).await?;
     }
+    idempotency::store_in(platform, &txn, StatusCode::OK, || user_json(&state)).await?;
     txn.commit().await?;
     platform.events_committed(STORE.table(), &recorded);
     Ok(state)
@@ -290,6 +282,10 @@ where
         {
             Ok(recorded) => {
                 side_effect(&txn, platform.now_ms()).await?;
+                if let Some(state) = &decision.state {
+                    idempotency::store_in(platform, &txn, StatusCode::OK, || user_json(state))
+                        .await?;
+                }
                 txn.commit().await?;
                 platform.events_committed(STORE.table(), &recorded);
                 Ok(Attempt::Done(decision.state))
