@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Gatehouse, TestDb, free_port, kafka_brokers, redis_url};
@@ -284,44 +283,6 @@ async fn embedded_default_limits_in_memory() {
     assert!(header(&refused.unwrap(), "retry-after") >= 1);
 }
 
-struct RedisServer(Child);
-
-impl RedisServer {
-    async fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Self(child)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 async fn metric(g: &Gatehouse, name: &str) -> f64 {
     let text = g
         .client
@@ -342,7 +303,7 @@ async fn metric(g: &Gatehouse, name: &str) -> f64 {
 #[tokio::test]
 async fn redis_outage_falls_back_locally_and_recovers() {
     let port = free_port();
-    let redis = RedisServer::start(port).await;
+    let redis = common::RedisServer::start(port).await;
     let g = Gatehouse::production_custom(
         TestDb::create().await,
         kafka_brokers(),
@@ -373,7 +334,7 @@ async fn redis_outage_falls_back_locally_and_recovers() {
         "logged once"
     );
 
-    let redis = RedisServer::start(port).await;
+    let redis = common::RedisServer::start(port).await;
     // Shared limiting resumes: decisions are recorded in Redis again.
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
     let key = format!("gatehouse:rl:{}", t.prod.id);

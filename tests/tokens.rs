@@ -817,6 +817,20 @@ async fn banned_flow(mode: Mode) {
 
 /// `n` client_credentials access tokens, once the token service knows the
 /// client.
+/// A confidential application: its client id and secret.
+async fn worker_app(g: &Gatehouse, key: &str) -> (String, String) {
+    let app = g
+        .create_app(
+            key,
+            json!({ "name": "Worker", "redirect_uris": [REDIRECT], "scopes": "openid" }),
+        )
+        .await;
+    (
+        app["client_id"].as_str().unwrap().to_owned(),
+        app["client_secret"].as_str().unwrap().to_owned(),
+    )
+}
+
 async fn client_credentials_tokens(o: &Oauth<'_>, id: &str, secret: &str, n: usize) -> Vec<String> {
     let mut issued = Vec::new();
     for _ in 0..300 {
@@ -844,16 +858,7 @@ async fn signing_keys_are_encrypted_at_rest() {
     let mut g = Gatehouse::embedded().await;
     let t = g.tenant().await;
     let (key, ins) = (t.dev.key.clone(), t.dev.id.clone());
-    let app = g
-        .create_app(
-            &key,
-            json!({ "name": "Worker", "redirect_uris": [REDIRECT], "scopes": "openid" }),
-        )
-        .await;
-    let (id, secret) = (
-        app["client_id"].as_str().unwrap().to_owned(),
-        app["client_secret"].as_str().unwrap().to_owned(),
-    );
+    let (id, secret) = worker_app(&g, &key).await;
     let before = {
         let o = Oauth {
             g: &g,
@@ -1044,3 +1049,98 @@ in_both_shapes!(backend_revocation_flow: backend_revocation_embedded, backend_re
 in_both_shapes!(userinfo_flow: userinfo_embedded, userinfo_production_shape);
 in_both_shapes!(banned_flow: banned_embedded, banned_production_shape);
 in_both_shapes!(tokens_flow: tokens_embedded, tokens_production_shape);
+
+/// Whether the Backend API verify says the token is revoked.
+async fn is_revoked(g: &Gatehouse, key: &str, token: &str) -> bool {
+    let (s, v) = verify(g, key, token, "/oauth_applications/access_tokens/verify").await;
+    assert_eq!(s, 200, "{v}");
+    v["revoked"].as_bool().unwrap()
+}
+
+/// Asks a Redis server for a value.
+async fn redis_get(url: &str, key: &str) -> Option<String> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// Waits until the deployment's revocation set is trusted again (its
+/// marker set after a refill).
+async fn revocation_set_ready(url: &str) {
+    for _ in 0..200 {
+        if redis_get(url, "gatehouse:tokrev:ready").await.is_some() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the revocation set was never refilled");
+}
+
+/// Verification asks the Redis revocation set, which every replica writes
+/// before a revocation commits. With Redis stopped, revoking still works
+/// and both processes answer from the database; a Redis that comes back
+/// empty is refilled from the database before it is trusted again.
+#[tokio::test]
+async fn revocation_set_survives_redis_loss() {
+    let port = common::free_port();
+    let redis_url = format!("redis://127.0.0.1:{port}");
+    let mut redis = Some(common::RedisServer::start(port).await);
+    let g = Gatehouse::production_custom(
+        common::TestDb::create().await,
+        common::kafka_brokers(),
+        redis_url.clone(),
+        common::high_limits(),
+    )
+    .await;
+    let g2 = g.sibling().await;
+    let t = g.tenant().await;
+    let key = t.prod.key.clone();
+    let o = Oauth {
+        g: &g,
+        ins: t.prod.id.clone(),
+    };
+    let (id, secret) = worker_app(&g, &key).await;
+    let issued = client_credentials_tokens(&o, &id, &secret, 3).await;
+    let family = |i: usize| {
+        let sid = jwt_part(&issued[i], 1)["sid"].as_str().unwrap().to_owned();
+        format!("gatehouse:tokrev:{sid}")
+    };
+    let revoke = "/v1/oauth_applications/access_tokens/revoke";
+    revocation_set_ready(&redis_url).await;
+
+    // Revoked on one process, at once revoked on the other, from the set.
+    let (s, v) = verify(&g, &key, &issued[0], revoke).await;
+    assert_eq!(s, 200, "{v}");
+    assert!(redis_get(&redis_url, &family(0)).await.is_some());
+    assert!(is_revoked(&g2, &key, &issued[0]).await);
+    assert!(!is_revoked(&g2, &key, &issued[1]).await);
+
+    // Redis stopped: revoking works, both processes answer from the database.
+    drop(redis.take());
+    let (s, v) = verify(&g, &key, &issued[1], revoke).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["revoked"], true);
+    for p in [&g, &g2] {
+        assert!(is_revoked(p, &key, &issued[0]).await);
+        assert!(is_revoked(p, &key, &issued[1]).await);
+        assert!(!is_revoked(p, &key, &issued[2]).await);
+    }
+
+    // Back, but empty: the database answers until the set is refilled
+    // with both revocations, the one made while it was down included.
+    let _redis = common::RedisServer::start(port).await;
+    assert!(is_revoked(&g2, &key, &issued[1]).await);
+    revocation_set_ready(&redis_url).await;
+    assert!(redis_get(&redis_url, &family(0)).await.is_some());
+    assert!(redis_get(&redis_url, &family(1)).await.is_some());
+    assert!(redis_get(&redis_url, &family(2)).await.is_none());
+    for p in [&g, &g2] {
+        assert!(is_revoked(p, &key, &issued[0]).await);
+        assert!(is_revoked(p, &key, &issued[1]).await);
+        assert!(!is_revoked(p, &key, &issued[2]).await);
+    }
+}

@@ -26,6 +26,7 @@ mod m0016_webhook_deliveries;
 mod m0017_delivery_leases;
 mod m0018_metadata_document_switch;
 mod m0019_attempts_by_endpoint;
+mod m0020_revoked_families;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -54,6 +55,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0017_delivery_leases::Migration),
             Box::new(m0018_metadata_document_switch::Migration),
             Box::new(m0019_attempts_by_endpoint::Migration),
+            Box::new(m0020_revoked_families::Migration),
         ]
     }
 }

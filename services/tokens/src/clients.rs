@@ -6,6 +6,10 @@
 //! deleted revokes every family it holds, a grant revoked revokes the
 //! families of that user × client.
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, RwLock};
+use std::time::{Duration, Instant};
+
 use actix_web::HttpRequest;
 use actix_web::http::StatusCode;
 use async_trait::async_trait;
@@ -69,9 +73,10 @@ impl Projection for Clients {
                     db::exec(
                         txn,
                         "DELETE FROM tokens_clients WHERE client_id = $1",
-                        vec![client_id.into()],
+                        vec![client_id.clone().into()],
                     )
                     .await?;
+                    forget(&client_id);
                 }
                 return Ok(());
             }
@@ -94,6 +99,7 @@ impl Projection for Clients {
         else {
             return Ok(());
         };
+        forget(&a.client_id);
         let uris =
             serde_json::to_string(&a.redirect_uris).map_err(|e| DbErr::Custom(e.to_string()))?;
         let grants =
@@ -133,6 +139,36 @@ impl Projection for Clients {
 const SELECT: &str = "SELECT client_id, instance_id, application_id, secret_hash, is_public, \
     scopes, grant_types FROM tokens_clients";
 
+/// How long a process reuses a client it has read for introspection and
+/// revocation. A change (new secret, deletion) reaches the read model
+/// through the bus; replicas other than the one applying it then see it
+/// within this. The token endpoint always reads the row: a client deleted
+/// a moment ago must not be issued a token its deletion did not revoke.
+const CACHE_TTL: Duration = Duration::from_secs(1);
+/// Cached clients past which expired entries are dropped.
+const CACHE_SWEEP: usize = 10_000;
+type Cache = RwLock<HashMap<String, (Client, Instant)>>;
+static CACHE: LazyLock<Cache> = LazyLock::new(Default::default);
+
+fn cache_key(instance_id: &str, client_id: &str) -> String {
+    format!("{instance_id} {client_id}")
+}
+
+fn forget(client_id: &str) {
+    if let Ok(mut cache) = CACHE.write() {
+        cache.retain(|_, (c, _)| c.client_id != client_id);
+    }
+}
+
+/// How a request finds its client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// The row as it is now.
+    Fresh,
+    /// The per-process cache of [`CACHE_TTL`].
+    Cached,
+}
+
 pub async fn get(
     conn: &impl ConnectionTrait,
     instance_id: &str,
@@ -145,6 +181,35 @@ pub async fn get(
         instance_id,
     )
     .await
+}
+
+/// A client of the instance, as `lookup` says.
+async fn find(
+    conn: &impl ConnectionTrait,
+    instance_id: &str,
+    client_id: &str,
+    lookup: Lookup,
+) -> Result<Option<Client>, DbErr> {
+    if lookup == Lookup::Fresh {
+        return get(conn, instance_id, client_id).await;
+    }
+    let key = cache_key(instance_id, client_id);
+    if let Ok(cache) = CACHE.read()
+        && let Some((client, at)) = cache.get(&key)
+        && at.elapsed() < CACHE_TTL
+    {
+        return Ok(Some(client.clone()));
+    }
+    let found = get(conn, instance_id, client_id).await?;
+    if let Some(client) = &found
+        && let Ok(mut cache) = CACHE.write()
+    {
+        if cache.len() >= CACHE_SWEEP {
+            cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+        }
+        cache.insert(key, (client.clone(), Instant::now()));
+    }
+    Ok(found)
 }
 
 /// The client of an application of the instance.
@@ -275,11 +340,12 @@ async fn known(
     conn: &impl ConnectionTrait,
     instance_id: &str,
     client_id: &str,
+    lookup: Lookup,
 ) -> Result<Option<Client>, DbErr> {
     let ours = client_id.len() == 24 && client_id.bytes().all(|b| b.is_ascii_alphanumeric());
     let deadline = std::time::Instant::now() + CATCH_UP;
     loop {
-        let found = get(conn, instance_id, client_id).await?;
+        let found = find(conn, instance_id, client_id, lookup).await?;
         if found.is_some() || !ours || std::time::Instant::now() >= deadline {
             return Ok(found);
         }
@@ -293,9 +359,10 @@ pub async fn authenticate(
     instance_id: &str,
     req: &HttpRequest,
     form: &[(String, String)],
+    lookup: Lookup,
 ) -> Result<Client, OAuthError> {
     let (id, secret) = credentials(req, form)?;
-    let client = match known(conn, instance_id, &id).await? {
+    let client = match known(conn, instance_id, &id, lookup).await? {
         Some(c) => c,
         None => metadata_document_client(instance_id, &id)
             .ok_or_else(|| invalid_client("unknown client or bad credentials"))?,

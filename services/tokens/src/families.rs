@@ -7,7 +7,9 @@
 //! revokes the whole family. The projections `tokens_families`,
 //! `tokens_access_tokens`, `tokens_refresh_tokens` are written in the
 //! append's transaction, so once a revoke call has returned every replica
-//! reading the database sees the tokens inactive.
+//! reading the database sees the tokens inactive; revocations also go to
+//! the Redis revocation set (`revocations`) before that transaction
+//! commits, which is what verification asks first.
 
 use std::collections::HashMap;
 
@@ -290,7 +292,7 @@ pub async fn revoke_matching(
         actor: format!("event:{}", cause.event_id),
         trace_id: String::new(),
     };
-    let mut n = 0;
+    let mut revoked = Vec::new();
     for id in ids {
         let family = fold(&STORE.load_stream(txn, &stream_id(&id)).await?);
         let (Some(origin), false) = (family.origin, family.revoked) else {
@@ -298,7 +300,7 @@ pub async fn revoke_matching(
         };
         // The consumer's transaction holds; a concurrent append makes it
         // fail and the whole event is retried.
-        append(
+        let recorded = append(
             txn,
             &id,
             family.version,
@@ -308,9 +310,26 @@ pub async fn revoke_matching(
         )
         .await
         .map_err(|e| DbErr::Custom(e.to_string()))?;
-        n += 1;
+        revoked.extend(revocations(&recorded));
     }
-    Ok(n)
+    // Into the revocation set before the consumer's transaction commits.
+    crate::revocations::get().record(&revoked).await;
+    Ok(revoked.len() as u64)
+}
+
+/// The revocations among recorded events, as the revocation set keeps
+/// them: (family, revoked at, reason), the time being the one the
+/// projection stores.
+pub fn revocations(recorded: &[RecordedEvent]) -> Vec<(String, i64, String)> {
+    recorded
+        .iter()
+        .filter(|ev| ev.event_type == et::TOKEN_FAMILY_REVOKED)
+        .filter_map(|ev| {
+            v1::TokenFamilyRevoked::decode(ev.payload.as_slice())
+                .ok()
+                .map(|m| (m.family_id, ev.recorded_at_ms, m.reason))
+        })
+        .collect()
 }
 
 /// A token's record: what verification answers besides the signature.
@@ -410,6 +429,9 @@ pub async fn commit(
 ) -> Result<bool, DbErr> {
     match append(&txn, family_id, version, events, meta, platform.now_ms()).await {
         Ok(recorded) => {
+            crate::revocations::get()
+                .record(&revocations(&recorded))
+                .await;
             txn.commit().await?;
             platform.events_committed(STORE.table(), &recorded);
             Ok(true)

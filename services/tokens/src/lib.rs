@@ -10,6 +10,7 @@
 pub mod clients;
 pub mod families;
 pub mod keys;
+pub mod revocations;
 pub mod token;
 pub mod users;
 pub mod verify;
@@ -124,8 +125,9 @@ async fn rotate_key(
 }
 
 /// Background tasks: the outbox of `tokens_events` and the clients and
-/// users consumers.
+/// users consumers. Also sets up the process's revocation set.
 pub fn workers(platform: &Platform) -> Vec<(&'static str, Worker)> {
+    revocations::install(platform);
     let publisher = OutboxPublisher {
         store: families::STORE,
         topic_for: |_| topics::TOKENS,

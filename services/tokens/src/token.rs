@@ -30,6 +30,9 @@ struct Claims<'a> {
     client_id: &'a str,
     scope: &'a str,
     jti: &'a str,
+    /// The token family (the grant's session): what revocation is kept
+    /// by, so verification can ask the revocation set without a lookup.
+    sid: &'a str,
     iat: i64,
     exp: i64,
 }
@@ -114,7 +117,14 @@ pub async fn token(
             format!("grant_type {grant_type:?} is not supported"),
         ));
     }
-    let client = clients::authenticate(platform.db(), instance.id.as_str(), &req, &form).await?;
+    let client = clients::authenticate(
+        platform.db(),
+        instance.id.as_str(),
+        &req,
+        &form,
+        clients::Lookup::Fresh,
+    )
+    .await?;
     if !client.grant_types.is_empty() && !client.grant_types.contains(&grant_type) {
         return Err(OAuthError::bad_request(
             "unauthorized_client",
@@ -178,6 +188,7 @@ async fn mint(
         client_id: &client.client_id,
         scope: &plan.scope,
         jti: &jti,
+        sid: &plan.family_id,
         iat: now / 1000,
         exp: exp_ms / 1000,
     };
