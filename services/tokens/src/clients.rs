@@ -6,9 +6,8 @@
 //! deleted revokes every family it holds, a grant revoked revokes the
 //! families of that user × client.
 
-use std::collections::HashMap;
-use std::sync::{LazyLock, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::LazyLock;
+use std::time::Duration;
 
 use actix_web::HttpRequest;
 use actix_web::http::StatusCode;
@@ -76,7 +75,7 @@ impl Projection for Clients {
                         vec![client_id.clone().into()],
                     )
                     .await?;
-                    forget(&client_id);
+                    forget(&event.instance_id, &client_id);
                 }
                 return Ok(());
             }
@@ -99,7 +98,7 @@ impl Projection for Clients {
         else {
             return Ok(());
         };
-        forget(&a.client_id);
+        forget(&event.instance_id, &a.client_id);
         let uris =
             serde_json::to_string(&a.redirect_uris).map_err(|e| DbErr::Custom(e.to_string()))?;
         let grants =
@@ -145,19 +144,18 @@ const SELECT: &str = "SELECT client_id, instance_id, application_id, secret_hash
 /// within this. The token endpoint always reads the row: a client deleted
 /// a moment ago must not be issued a token its deletion did not revoke.
 const CACHE_TTL: Duration = Duration::from_secs(1);
-/// Cached clients past which expired entries are dropped.
-const CACHE_SWEEP: usize = 10_000;
-type Cache = RwLock<HashMap<String, (Client, Instant)>>;
-static CACHE: LazyLock<Cache> = LazyLock::new(Default::default);
+/// Clients a process keeps at most.
+const CACHE_CAPACITY: u64 = 10_000;
+/// By (instance, client id).
+static CACHE: LazyLock<moka::sync::Cache<(String, String), Client>> = LazyLock::new(|| {
+    moka::sync::Cache::builder()
+        .max_capacity(CACHE_CAPACITY)
+        .time_to_live(CACHE_TTL)
+        .build()
+});
 
-fn cache_key(instance_id: &str, client_id: &str) -> String {
-    format!("{instance_id} {client_id}")
-}
-
-fn forget(client_id: &str) {
-    if let Ok(mut cache) = CACHE.write() {
-        cache.retain(|_, (c, _)| c.client_id != client_id);
-    }
+fn forget(instance_id: &str, client_id: &str) {
+    CACHE.invalidate(&(instance_id.to_owned(), client_id.to_owned()));
 }
 
 /// How a request finds its client.
@@ -193,21 +191,13 @@ async fn find(
     if lookup == Lookup::Fresh {
         return get(conn, instance_id, client_id).await;
     }
-    let key = cache_key(instance_id, client_id);
-    if let Ok(cache) = CACHE.read()
-        && let Some((client, at)) = cache.get(&key)
-        && at.elapsed() < CACHE_TTL
-    {
-        return Ok(Some(client.clone()));
+    let key = (instance_id.to_owned(), client_id.to_owned());
+    if let Some(client) = CACHE.get(&key) {
+        return Ok(Some(client));
     }
     let found = get(conn, instance_id, client_id).await?;
-    if let Some(client) = &found
-        && let Ok(mut cache) = CACHE.write()
-    {
-        if cache.len() >= CACHE_SWEEP {
-            cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
-        }
-        cache.insert(key, (client.clone(), Instant::now()));
+    if let Some(client) = &found {
+        CACHE.insert(key, client.clone());
     }
     Ok(found)
 }

@@ -47,10 +47,14 @@ static VERIFYING: LazyLock<RwLock<HashMap<String, Arc<VerifyingKey>>>> =
 /// How long a process serves a JWKS document without reading the keys
 /// again. Well under what clients may cache it for (`max-age=300`).
 const JWKS_TTL: Duration = Duration::from_secs(5);
-/// Cached documents past which expired entries are dropped.
-const JWKS_CACHE_SWEEP: usize = 10_000;
-type JwksCache = RwLock<HashMap<String, (actix_web::web::Bytes, Instant)>>;
-static JWKS: LazyLock<JwksCache> = LazyLock::new(Default::default);
+/// Documents a process keeps at most.
+const JWKS_CACHE_CAPACITY: u64 = 10_000;
+static JWKS: LazyLock<moka::sync::Cache<String, actix_web::web::Bytes>> = LazyLock::new(|| {
+    moka::sync::Cache::builder()
+        .max_capacity(JWKS_CACHE_CAPACITY)
+        .time_to_live(JWKS_TTL)
+        .build()
+});
 
 fn err(e: impl std::fmt::Display) -> DbErr {
     DbErr::Custom(format!("signing key: {e}"))
@@ -237,9 +241,7 @@ pub async fn rotate(
     if let Ok(mut cache) = ACTIVE.write() {
         cache.remove(instance_id);
     }
-    if let Ok(mut cache) = JWKS.write() {
-        cache.remove(instance_id);
-    }
+    JWKS.invalidate(instance_id);
     Ok(kid)
 }
 
@@ -252,23 +254,15 @@ pub async fn jwks_document(
     instance_id: &str,
     now_ms: i64,
 ) -> Result<actix_web::web::Bytes, DbErr> {
-    if let Ok(cache) = JWKS.read()
-        && let Some((doc, at)) = cache.get(instance_id)
-        && at.elapsed() < JWKS_TTL
-    {
-        return Ok(doc.clone());
+    if let Some(doc) = JWKS.get(instance_id) {
+        return Ok(doc);
     }
     active(conn, sealer, instance_id, now_ms).await?;
     let keys = jwks(conn, instance_id, now_ms).await?;
     let doc = actix_web::web::Bytes::from(
         serde_json::to_vec(&serde_json::json!({ "keys": keys })).map_err(err)?,
     );
-    if let Ok(mut cache) = JWKS.write() {
-        if cache.len() >= JWKS_CACHE_SWEEP {
-            cache.retain(|_, (_, at)| at.elapsed() < JWKS_TTL);
-        }
-        cache.insert(instance_id.to_owned(), (doc.clone(), Instant::now()));
-    }
+    JWKS.insert(instance_id.to_owned(), doc.clone());
     Ok(doc)
 }
 
