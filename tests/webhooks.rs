@@ -322,39 +322,47 @@ fn receiver(fail_first: usize) -> (String, Received) {
 /// [`receiver`], taking `delay_ms` over each answer.
 fn slow_receiver(fail_first: usize, delay_ms: u64) -> (String, Received) {
     let got: Received = Arc::new(Mutex::new(Vec::new()));
-    let port = common::free_port();
     let sink = got.clone();
-    let server = HttpServer::new(move || {
+    let url = serve(move |req: HttpRequest, body: web::Bytes| {
         let sink = sink.clone();
-        App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-            let sink = sink.clone();
-            async move {
-                tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
-                let headers = req
-                    .headers()
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-                    .collect();
-                let mut got = sink.lock().unwrap();
-                got.push((
-                    req.path().to_owned(),
-                    headers,
-                    String::from_utf8_lossy(&body).into_owned(),
-                ));
-                if got.len() <= fail_first {
-                    HttpResponse::InternalServerError().body("not now")
-                } else {
-                    HttpResponse::NoContent().finish()
-                }
+        async move {
+            tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+            let headers = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+                .collect();
+            let mut got = sink.lock().unwrap();
+            got.push((
+                req.path().to_owned(),
+                headers,
+                String::from_utf8_lossy(&body).into_owned(),
+            ));
+            if got.len() <= fail_first {
+                HttpResponse::InternalServerError().body("not now")
+            } else {
+                HttpResponse::NoContent().finish()
             }
-        }))
-    })
-    .workers(1)
-    .bind(("127.0.0.1", port))
-    .unwrap()
-    .run();
+        }
+    });
+    (url, got)
+}
+
+/// Serves `handler` for every request, on a free port; the base URL.
+fn serve<F, Args>(handler: F) -> String
+where
+    F: actix_web::Handler<Args> + Clone + Send + 'static,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    let port = common::free_port();
+    let server = HttpServer::new(move || App::new().default_service(web::to(handler.clone())))
+        .workers(1)
+        .bind(("127.0.0.1", port))
+        .unwrap()
+        .run();
     tokio::spawn(server);
-    (format!("http://127.0.0.1:{port}"), got)
+    format!("http://127.0.0.1:{port}")
 }
 
 /// The Standard Webhooks check, written here from the specification (not
@@ -797,28 +805,19 @@ struct Gate {
 fn gated_receiver(open: tokio::sync::watch::Receiver<bool>) -> (String, Gate) {
     use std::sync::atomic::Ordering::SeqCst;
     let gate = Gate::default();
-    let port = common::free_port();
     let g = gate.clone();
-    let server = HttpServer::new(move || {
-        let (g, open) = (g.clone(), open.clone());
-        App::new().default_service(web::to(move || {
-            let (g, mut open) = (g.clone(), open.clone());
-            async move {
-                let now = g.open_now.fetch_add(1, SeqCst) + 1;
-                g.most.fetch_max(now, SeqCst);
-                let _ = open.wait_for(|o| *o).await;
-                g.open_now.fetch_sub(1, SeqCst);
-                g.answered.fetch_add(1, SeqCst);
-                HttpResponse::NoContent().finish()
-            }
-        }))
-    })
-    .workers(1)
-    .bind(("127.0.0.1", port))
-    .unwrap()
-    .run();
-    tokio::spawn(server);
-    (format!("http://127.0.0.1:{port}"), gate)
+    let url = serve(move || {
+        let (g, mut open) = (g.clone(), open.clone());
+        async move {
+            let now = g.open_now.fetch_add(1, SeqCst) + 1;
+            g.most.fetch_max(now, SeqCst);
+            let _ = open.wait_for(|o| *o).await;
+            g.open_now.fetch_sub(1, SeqCst);
+            g.answered.fetch_add(1, SeqCst);
+            HttpResponse::NoContent().finish()
+        }
+    });
+    (url, gate)
 }
 
 /// An endpoint of `key`'s instance in front of a gated receiver: its path,
