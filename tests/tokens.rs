@@ -1144,3 +1144,146 @@ async fn revocation_set_survives_redis_loss() {
         assert!(!is_revoked(p, &key, &issued[2]).await);
     }
 }
+
+/// One number from the test's database.
+async fn count(url: &str, sql: &str, value: &str) -> i64 {
+    use sea_orm::ConnectionTrait;
+    let db = sea_orm::Database::connect(url).await.unwrap();
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            db.get_database_backend(),
+            sql,
+            [value.into()],
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    db.close().await.ok();
+    row.try_get("", "n").unwrap()
+}
+
+/// Concurrent client_credentials requests share transactions (group
+/// commit) on two processes; each token is still its own event with its
+/// own rows. A client read from a process's cache is checked against the
+/// row before its token commits: a secret rotated or a client deleted is
+/// refused at once on a replica whose cache still holds the old client,
+/// and the new secret works there at once.
+#[tokio::test]
+async fn client_credentials_group_commit() {
+    let g = Gatehouse::production().await;
+    let g2 = g.sibling().await;
+    let t = g.tenant().await;
+    let key = t.prod.key.clone();
+    let ins = t.prod.id.clone();
+    let (o, o2) = (
+        Oauth {
+            g: &g,
+            ins: ins.clone(),
+        },
+        Oauth {
+            g: &g2,
+            ins: ins.clone(),
+        },
+    );
+    let app = g
+        .create_app(
+            &key,
+            json!({ "name": "Worker", "redirect_uris": [REDIRECT], "scopes": "openid" }),
+        )
+        .await;
+    let field = |k: &str| app[k].as_str().unwrap().to_owned();
+    let (app_id, id, secret) = (field("id"), field("client_id"), field("client_secret"));
+    let mut issued = client_credentials_tokens(&o, &id, &secret, 1).await;
+    issued.extend(client_credentials_tokens(&o2, &id, &secret, 1).await);
+
+    let cc = [("grant_type", "client_credentials")];
+    let answers = futures_util::future::join_all((0..48).map(|i| {
+        let o = if i % 2 == 0 { &o } else { &o2 };
+        o.token(&cc, Some((&id, &secret)))
+    }))
+    .await;
+    for (s, b) in &answers {
+        assert_eq!(*s, 200, "{b}");
+        issued.push(b["access_token"].as_str().unwrap().to_owned());
+    }
+    let sids: std::collections::HashSet<String> = issued
+        .iter()
+        .map(|t| jwt_part(t, 1)["sid"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(sids.len(), 50, "every token has its own family");
+    let url = g.db_url.clone();
+    let events = "SELECT count(*) AS n FROM tokens_events \
+                  WHERE event_type = 'token.issued' AND instance_id = $1";
+    assert_eq!(count(&url, events, &ins).await, 50);
+    let families = "SELECT count(*) AS n FROM tokens_families f \
+                    JOIN tokens_access_tokens a ON a.family_id = f.id WHERE f.client_id = $1";
+    assert_eq!(count(&url, families, &id).await, 50);
+    for token in [&issued[2], &issued[49]] {
+        assert!(!is_revoked(&g2, &key, token).await);
+    }
+
+    // A new secret; the second process has just cached the old client.
+    let (s, _) = o2.token(&cc, Some((&id, &secret))).await;
+    assert_eq!(s, 200);
+    let old_hash = format!(
+        "{:x}",
+        <sha2::Sha256 as sha2::Digest>::digest(secret.as_bytes())
+    );
+    let (s, rotated) = g
+        .call(
+            &key,
+            Method::POST,
+            &format!("/v1/oauth_applications/{app_id}/rotate_secret"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{rotated}");
+    let new_secret = rotated["client_secret"].as_str().unwrap().to_owned();
+    let stale = "SELECT count(*) AS n FROM tokens_clients WHERE secret_hash = $1";
+    g.eventually("the read model has the new secret", 20, || async {
+        count(&url, stale, &old_hash).await == 0
+    })
+    .await;
+    let (s, b) = o2.token(&cc, Some((&id, &secret))).await;
+    assert_eq!(
+        (s, b["error"].as_str()),
+        (401, Some("invalid_client")),
+        "{b}"
+    );
+    let (s, b) = o2.token(&cc, Some((&id, &new_secret))).await;
+    assert_eq!(s, 200, "{b}");
+    issued.push(b["access_token"].as_str().unwrap().to_owned());
+    assert_eq!(count(&url, events, &ins).await, 52);
+
+    // Deleted: refused at once everywhere, and every token it held revoked.
+    let (s, _) = o2.token(&cc, Some((&id, &new_secret))).await;
+    assert_eq!(s, 200);
+    let (s, b) = g
+        .call(
+            &key,
+            Method::DELETE,
+            &format!("/v1/oauth_applications/{app_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let known = "SELECT count(*) AS n FROM tokens_clients WHERE client_id = $1";
+    g.eventually("the read model forgets the client", 20, || async {
+        count(&url, known, &id).await == 0
+    })
+    .await;
+    for o in [&o, &o2] {
+        let (s, b) = o.token(&cc, Some((&id, &new_secret))).await;
+        assert_eq!(
+            (s, b["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{b}"
+        );
+    }
+    let standing = "SELECT count(*) AS n FROM tokens_families \
+                    WHERE client_id = $1 AND revoked_at IS NULL";
+    assert_eq!(count(&url, standing, &id).await, 0);
+    for token in [&issued[0], &issued[30], issued.last().unwrap()] {
+        assert!(is_revoked(&g2, &key, token).await);
+    }
+}

@@ -1,6 +1,8 @@
 //! `Platform`: the handles every service gets — database, bus, clock,
 //! metrics, Redis (when configured), settings. Cheap to clone.
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,6 +52,8 @@ struct Inner {
     appended: Arc<Notify>,
     rate_limiter: RateLimiter,
     client_metadata: ClientMetadataFetcher,
+    /// A service's per-platform state, one value per type ([`Platform::shared`]).
+    shared: std::sync::Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
 }
 
 #[derive(Clone)]
@@ -79,7 +83,27 @@ impl Platform {
             settings,
             keys,
             appended: Arc::new(Notify::new()),
+            shared: std::sync::Mutex::new(HashMap::new()),
         }))
+    }
+
+    /// The one `T` of this platform, made with `T::default()` on first use:
+    /// per-process state a service keeps beside the platform (a queue, a
+    /// cache) without the platform knowing its type.
+    pub fn shared<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let mut map = self
+            .0
+            .shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = map
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(T::default()));
+        match entry.clone().downcast::<T>() {
+            Ok(value) => value,
+            // The key is T's own TypeId: the value is a T.
+            Err(_) => unreachable!("platform shared state keyed by another type"),
+        }
     }
 
     pub fn db(&self) -> &DatabaseConnection {

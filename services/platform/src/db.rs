@@ -91,6 +91,32 @@ pub fn placeholders(from: usize, n: usize) -> String {
         .join(", ")
 }
 
+/// `INSERT INTO <into> VALUES (…), (…)`: many rows in one statement,
+/// `into` being the table with its column list. Nothing for no rows.
+pub async fn insert_rows(
+    db: &impl ConnectionTrait,
+    into: &str,
+    rows: Vec<Vec<Value>>,
+) -> Result<u64, DbErr> {
+    let Some(width) = rows.first().map(Vec::len) else {
+        return Ok(0);
+    };
+    let mut values = Vec::with_capacity(rows.len() * width);
+    let mut tuples = Vec::with_capacity(rows.len());
+    for row in rows {
+        if row.len() != width {
+            return Err(DbErr::Custom(format!(
+                "insert into {into}: rows of {width} and {} values",
+                row.len()
+            )));
+        }
+        tuples.push(format!("({})", placeholders(values.len() + 1, width)));
+        values.extend(row);
+    }
+    let sql = format!("INSERT INTO {into} VALUES {}", tuples.join(", "));
+    exec(db, &sql, values).await
+}
+
 /// Reads a column by name, converting the driver's error into a `DbErr`.
 pub fn col<T: sea_orm::TryGetable>(row: &sea_orm::QueryResult, name: &str) -> Result<T, DbErr> {
     row.try_get("", name)

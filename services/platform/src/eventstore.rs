@@ -249,6 +249,81 @@ impl EventStore {
         Ok(recorded)
     }
 
+    /// Starts many streams of one kind at once, each with its first event,
+    /// in one statement: how a group commit writes what concurrent
+    /// commands decided. Must run inside a transaction; a stream that
+    /// exists already fails the whole statement with
+    /// [`AppendError::Conflict`] (callers use fresh random stream ids).
+    pub async fn start_streams(
+        &self,
+        conn: &impl ConnectionTrait,
+        kind: &str,
+        starts: &[(&str, &NewEvent, &EventMeta)],
+        now_ms: i64,
+    ) -> Result<Vec<RecordedEvent>, AppendError> {
+        if starts.is_empty() {
+            return Ok(Vec::new());
+        }
+        const WIDTH: usize = 9;
+        let mut rows = Vec::with_capacity(starts.len());
+        let mut values: Vec<Value> = Vec::with_capacity(starts.len() * WIDTH);
+        let mut recorded = Vec::with_capacity(starts.len());
+        for (stream_id, ev, meta) in starts {
+            let event_id = uuid::Uuid::now_v7().to_string();
+            let metadata = serde_json::to_string(meta).map_err(|e| DbErr::Custom(e.to_string()))?;
+            rows.push(format!("({})", db::placeholders(values.len() + 1, WIDTH)));
+            values.extend([
+                event_id.clone().into(),
+                (*stream_id).into(),
+                kind.into(),
+                1i64.into(),
+                ev.event_type.into(),
+                ev.payload.clone().into(),
+                metadata.into(),
+                meta.instance_id.clone().into(),
+                now_ms.into(),
+            ]);
+            recorded.push(RecordedEvent {
+                global_position: 0,
+                event_id,
+                stream_id: (*stream_id).to_owned(),
+                stream_type: kind.to_owned(),
+                stream_version: 1,
+                event_type: ev.event_type.to_owned(),
+                payload: ev.payload.clone(),
+                meta: (*meta).clone(),
+                recorded_at_ms: now_ms,
+            });
+        }
+        let sql = format!(
+            "INSERT INTO {} (event_id, stream_id, stream_type, stream_version, event_type, \
+             payload, metadata, instance_id, recorded_at) VALUES {} \
+             RETURNING event_id, global_position",
+            self.table,
+            rows.join(", ")
+        );
+        let returned = match db::query_all(conn, &sql, values).await {
+            Ok(rows) => rows,
+            Err(err) if db::is_unique_violation(&err) => {
+                return Err(AppendError::Conflict {
+                    stream_id: starts[0].0.to_owned(),
+                    expected: 0,
+                });
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let positions: std::collections::HashMap<String, i64> = returned
+            .iter()
+            .map(|r| Ok((col(r, "event_id")?, col(r, "global_position")?)))
+            .collect::<Result<_, DbErr>>()?;
+        for ev in &mut recorded {
+            ev.global_position = *positions.get(&ev.event_id).ok_or_else(|| {
+                DbErr::Custom("start_streams: a row came back without its position".into())
+            })?;
+        }
+        Ok(recorded)
+    }
+
     /// The next events after `from`, in commit order, and the checkpoint after
     /// the last one returned. Only committed events that no still-running
     /// transaction can precede are returned.

@@ -6,6 +6,7 @@
 //! deleted revokes every family it holds, a grant revoked revokes the
 //! families of that user × client.
 
+use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ pub const NAME: &str = "tokens.clients";
 
 pub struct Clients;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Client {
     pub client_id: String,
     pub instance_id: String,
@@ -67,14 +68,18 @@ impl Projection for Clients {
                 .await?;
                 if let Some(r) = row {
                     let client_id: String = col(&r, "client_id")?;
-                    families::revoke_matching(txn, event, Some(&client_id), None, "client_deleted")
-                        .await?;
+                    // The row first: the delete waits for every group commit
+                    // holding it (`current` with `lock`), so the families
+                    // they started are there to revoke; later ones find the
+                    // client gone.
                     db::exec(
                         txn,
                         "DELETE FROM tokens_clients WHERE client_id = $1",
                         vec![client_id.clone().into()],
                     )
                     .await?;
+                    families::revoke_matching(txn, event, Some(&client_id), None, "client_deleted")
+                        .await?;
                     forget(&event.instance_id, &client_id);
                 }
                 return Ok(());
@@ -138,11 +143,13 @@ impl Projection for Clients {
 const SELECT: &str = "SELECT client_id, instance_id, application_id, secret_hash, is_public, \
     scopes, grant_types FROM tokens_clients";
 
-/// How long a process reuses a client it has read for introspection and
-/// revocation. A change (new secret, deletion) reaches the read model
-/// through the bus; replicas other than the one applying it then see it
-/// within this. The token endpoint always reads the row: a client deleted
-/// a moment ago must not be issued a token its deletion did not revoke.
+/// How long a process reuses a client it has read, for introspection,
+/// revocation and `client_credentials`. A change (new secret, deletion)
+/// reaches the read model through the bus; replicas other than the one
+/// applying it then see it within this, except that credentials the
+/// cached client refuses are checked against the row at once, and a
+/// `client_credentials` token is committed only if the row still is the
+/// cached client (`group`). The code and refresh grants read the row.
 const CACHE_TTL: Duration = Duration::from_secs(1);
 /// Clients a process keeps at most.
 const CACHE_CAPACITY: u64 = 10_000;
@@ -154,7 +161,7 @@ static CACHE: LazyLock<moka::sync::Cache<(String, String), Client>> = LazyLock::
         .build()
 });
 
-fn forget(instance_id: &str, client_id: &str) {
+pub(crate) fn forget(instance_id: &str, client_id: &str) {
     CACHE.invalidate(&(instance_id.to_owned(), client_id.to_owned()));
 }
 
@@ -202,6 +209,39 @@ async fn find(
     Ok(found)
 }
 
+/// The clients of `keys` (instance, client id) as they are now, for a
+/// group commit to check what its requests decided on. With `lock` (on
+/// PostgreSQL) the rows are held `FOR SHARE` until the transaction ends,
+/// so a deletion waits for it and then revokes what it issued.
+pub async fn current(
+    conn: &impl ConnectionTrait,
+    keys: &[(String, String)],
+    lock: bool,
+) -> Result<HashMap<(String, String), Client>, DbErr> {
+    let mut ids: Vec<&str> = keys.iter().map(|(_, c)| c.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut sql = format!(
+        "{SELECT} WHERE client_id IN ({})",
+        db::placeholders(1, ids.len())
+    );
+    if lock && db::is_postgres(conn) {
+        sql.push_str(" FOR SHARE");
+    }
+    let values = ids.into_iter().map(Into::into).collect();
+    db::query_all(conn, &sql, values)
+        .await?
+        .iter()
+        .map(|r| {
+            let c = from_row(r)?;
+            Ok(((c.instance_id.clone(), c.client_id.clone()), c))
+        })
+        .collect()
+}
+
 /// The client of an application of the instance.
 pub async fn by_application(
     conn: &impl ConnectionTrait,
@@ -225,24 +265,26 @@ async fn one(
 ) -> Result<Option<Client>, DbErr> {
     db::query_one(conn, sql, vec![key.into(), instance_id.into()])
         .await?
-        .map(|r| {
-            let scopes: String = col(&r, "scopes")?;
-            let grants: String = col(&r, "grant_types")?;
-            Ok(Client {
-                client_id: col(&r, "client_id")?,
-                instance_id: col(&r, "instance_id")?,
-                application_id: col(&r, "application_id")?,
-                secret_hash: col(&r, "secret_hash")?,
-                public: col(&r, "is_public")?,
-                scopes: scopes
-                    .split(' ')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect(),
-                grant_types: serde_json::from_str(&grants).unwrap_or_default(),
-            })
-        })
+        .map(|r| from_row(&r))
         .transpose()
+}
+
+fn from_row(r: &sea_orm::QueryResult) -> Result<Client, DbErr> {
+    let scopes: String = col(r, "scopes")?;
+    let grants: String = col(r, "grant_types")?;
+    Ok(Client {
+        client_id: col(r, "client_id")?,
+        instance_id: col(r, "instance_id")?,
+        application_id: col(r, "application_id")?,
+        secret_hash: col(r, "secret_hash")?,
+        public: col(r, "is_public")?,
+        scopes: scopes
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        grant_types: serde_json::from_str(&grants).unwrap_or_default(),
+    })
 }
 
 /// A client identified by its metadata document URL: public, limited to
@@ -343,7 +385,9 @@ async fn known(
     }
 }
 
-/// Authenticates the client of a request within an instance.
+/// Authenticates the client of a request within an instance. A cached
+/// client that does not match the credentials is read afresh before the
+/// request is refused, so a secret rotated a moment ago works at once.
 pub async fn authenticate(
     conn: &impl ConnectionTrait,
     instance_id: &str,
@@ -352,9 +396,28 @@ pub async fn authenticate(
     lookup: Lookup,
 ) -> Result<Client, OAuthError> {
     let (id, secret) = credentials(req, form)?;
-    let client = match known(conn, instance_id, &id, lookup).await? {
+    let found = known(conn, instance_id, &id, lookup).await?;
+    match checked(instance_id, &id, found, secret.as_deref()) {
+        Err(_) if lookup == Lookup::Cached => {
+            forget(instance_id, &id);
+            let found = known(conn, instance_id, &id, Lookup::Fresh).await?;
+            checked(instance_id, &id, found, secret.as_deref())
+        }
+        outcome => outcome,
+    }
+}
+
+/// The client `id` of the read model (or of a metadata document) when the
+/// request's secret, or its lack of one, fits it.
+fn checked(
+    instance_id: &str,
+    id: &str,
+    found: Option<Client>,
+    secret: Option<&str>,
+) -> Result<Client, OAuthError> {
+    let client = match found {
         Some(c) => c,
-        None => metadata_document_client(instance_id, &id)
+        None => metadata_document_client(instance_id, id)
             .ok_or_else(|| invalid_client("unknown client or bad credentials"))?,
     };
     match (client.public, secret) {

@@ -117,47 +117,98 @@ pub fn revoked_event(origin: &IssuedToken, reason: &str) -> NewEvent {
     )
 }
 
+const FAMILIES: &str = "tokens_families (id, instance_id, client_id, user_id, created_at)";
+const ACCESS_TOKENS: &str = "tokens_access_tokens (jti, instance_id, family_id, client_id, subject, \
+     user_id, scope, audience, created_at, expires_at)";
+const REFRESH_TOKENS: &str = "tokens_refresh_tokens (token_hash, instance_id, family_id, \
+     access_token_id, client_id, created_at, expires_at)";
+
+/// The rows a token adds, appended to `access` and (when it has a refresh
+/// token) `refresh`.
+fn token_rows(
+    instance_id: &str,
+    t: &IssuedToken,
+    now_ms: i64,
+    access: &mut Vec<Vec<sea_orm::Value>>,
+    refresh: &mut Vec<Vec<sea_orm::Value>>,
+) {
+    access.push(vec![
+        t.token_id.clone().into(),
+        instance_id.into(),
+        t.family_id.clone().into(),
+        t.client_id.clone().into(),
+        t.subject.clone().into(),
+        t.user_id.clone().into(),
+        t.scope.clone().into(),
+        t.audience.clone().into(),
+        now_ms.into(),
+        t.expires_at_ms.into(),
+    ]);
+    if !t.refresh_token_hash.is_empty() {
+        refresh.push(vec![
+            t.refresh_token_hash.clone().into(),
+            instance_id.into(),
+            t.family_id.clone().into(),
+            t.token_id.clone().into(),
+            t.client_id.clone().into(),
+            now_ms.into(),
+            t.refresh_expires_at_ms.into(),
+        ]);
+    }
+}
+
+fn family_row(instance_id: &str, t: &IssuedToken, at: i64) -> Vec<sea_orm::Value> {
+    vec![
+        t.family_id.clone().into(),
+        instance_id.into(),
+        t.client_id.clone().into(),
+        t.user_id.clone().into(),
+        at.into(),
+    ]
+}
+
 async fn insert_token(
     conn: &impl ConnectionTrait,
     instance_id: &str,
     t: &IssuedToken,
     now_ms: i64,
 ) -> Result<(), DbErr> {
-    db::exec(
-        conn,
-        "INSERT INTO tokens_access_tokens (jti, instance_id, family_id, client_id, subject, user_id, \
-         scope, audience, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        vec![
-            t.token_id.clone().into(),
-            instance_id.into(),
-            t.family_id.clone().into(),
-            t.client_id.clone().into(),
-            t.subject.clone().into(),
-            t.user_id.clone().into(),
-            t.scope.clone().into(),
-            t.audience.clone().into(),
-            now_ms.into(),
-            t.expires_at_ms.into(),
-        ],
-    )
-    .await?;
-    if !t.refresh_token_hash.is_empty() {
-        db::exec(
-            conn,
-            "INSERT INTO tokens_refresh_tokens (token_hash, instance_id, family_id, access_token_id, \
-             client_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            vec![
-                t.refresh_token_hash.clone().into(),
-                instance_id.into(),
-                t.family_id.clone().into(),
-                t.token_id.clone().into(),
-                t.client_id.clone().into(),
-                now_ms.into(),
-                t.refresh_expires_at_ms.into(),
-            ],
-        )
-        .await?;
+    let (mut access, mut refresh) = (Vec::new(), Vec::new());
+    token_rows(instance_id, t, now_ms, &mut access, &mut refresh);
+    db::insert_rows(conn, ACCESS_TOKENS, access).await?;
+    db::insert_rows(conn, REFRESH_TOKENS, refresh).await?;
+    Ok(())
+}
+
+fn issued_token(ev: &RecordedEvent) -> Result<IssuedToken, DbErr> {
+    v1::TokenIssued::decode(ev.payload.as_slice())
+        .map_err(|e| DbErr::Custom(format!("undecodable {}: {e}", ev.event_type)))?
+        .token
+        .ok_or_else(|| DbErr::Custom("token.issued without a token".into()))
+}
+
+/// [`project`] for many `token.issued` events (families just started), with
+/// one INSERT per table: what a group commit writes.
+pub async fn project_started(
+    conn: &impl ConnectionTrait,
+    recorded: &[RecordedEvent],
+) -> Result<(), DbErr> {
+    let (mut families, mut access, mut refresh) = (Vec::new(), Vec::new(), Vec::new());
+    for ev in recorded {
+        if ev.event_type != et::TOKEN_ISSUED {
+            return Err(DbErr::Custom(format!(
+                "a family starts with token.issued, not {}",
+                ev.event_type
+            )));
+        }
+        let t = issued_token(ev)?;
+        let instance = ev.meta.instance_id.as_str();
+        families.push(family_row(instance, &t, ev.recorded_at_ms));
+        token_rows(instance, &t, ev.recorded_at_ms, &mut access, &mut refresh);
     }
+    db::insert_rows(conn, FAMILIES, families).await?;
+    db::insert_rows(conn, ACCESS_TOKENS, access).await?;
+    db::insert_rows(conn, REFRESH_TOKENS, refresh).await?;
     Ok(())
 }
 
@@ -167,23 +218,8 @@ pub async fn project(conn: &impl ConnectionTrait, ev: &RecordedEvent) -> Result<
     let at = ev.recorded_at_ms;
     match ev.event_type.as_str() {
         et::TOKEN_ISSUED => {
-            let m = v1::TokenIssued::decode(ev.payload.as_slice()).map_err(bad)?;
-            let Some(t) = m.token else {
-                return Err(DbErr::Custom("token.issued without a token".into()));
-            };
-            db::exec(
-                conn,
-                "INSERT INTO tokens_families (id, instance_id, client_id, user_id, created_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-                vec![
-                    t.family_id.clone().into(),
-                    instance.into(),
-                    t.client_id.clone().into(),
-                    t.user_id.clone().into(),
-                    at.into(),
-                ],
-            )
-            .await?;
+            let t = issued_token(ev)?;
+            db::insert_rows(conn, FAMILIES, vec![family_row(instance, &t, at)]).await?;
             insert_token(conn, instance, &t, at).await?;
         }
         et::TOKEN_REFRESHED => {

@@ -9,6 +9,7 @@
 
 pub mod clients;
 pub mod families;
+pub mod group;
 pub mod keys;
 pub mod revocations;
 pub mod token;

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::clients::{self, Client};
 use crate::families::{self, STORE};
-use crate::{ACCESS_TOKEN_TTL_MS, REFRESH_TOKEN_TTL_MS, keys, users};
+use crate::{ACCESS_TOKEN_TTL_MS, REFRESH_TOKEN_TTL_MS, group, keys, users};
 
 /// RFC 9068 access token claims.
 #[derive(Serialize)]
@@ -117,24 +117,34 @@ pub async fn token(
             format!("grant_type {grant_type:?} is not supported"),
         ));
     }
-    let client = clients::authenticate(
-        platform.db(),
-        instance.id.as_str(),
-        &req,
-        &form,
-        clients::Lookup::Fresh,
-    )
-    .await?;
-    if !client.grant_types.is_empty() && !client.grant_types.contains(&grant_type) {
-        return Err(OAuthError::bad_request(
-            "unauthorized_client",
-            format!("this client may not use {grant_type}"),
-        ));
-    }
-    let body = match grant_type.as_str() {
-        "authorization_code" => code_grant(&platform, &instance, &client, &form).await?,
-        "refresh_token" => refresh_grant(&platform, &instance, &client, &form).await?,
-        _ => client_credentials(&platform, &instance, &client, &form).await?,
+    // client_credentials decides on the cached client; its group commit
+    // checks the row and sends a request whose client changed back here
+    // to read it afresh.
+    let mut lookup = if grant_type == "client_credentials" {
+        clients::Lookup::Cached
+    } else {
+        clients::Lookup::Fresh
+    };
+    let body = loop {
+        let client =
+            clients::authenticate(platform.db(), instance.id.as_str(), &req, &form, lookup).await?;
+        if !client.grant_types.is_empty() && !client.grant_types.contains(&grant_type) {
+            return Err(OAuthError::bad_request(
+                "unauthorized_client",
+                format!("this client may not use {grant_type}"),
+            ));
+        }
+        match grant_type.as_str() {
+            "authorization_code" => break code_grant(&platform, &instance, &client, &form).await?,
+            "refresh_token" => break refresh_grant(&platform, &instance, &client, &form).await?,
+            _ => {
+                let grouped = lookup == clients::Lookup::Cached;
+                match client_credentials(&platform, &instance, &client, &form, grouped).await? {
+                    Some(body) => break body,
+                    None => lookup = clients::Lookup::Fresh,
+                }
+            }
+        }
     };
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "no-store"))
@@ -489,7 +499,8 @@ async fn client_credentials(
     instance: &Instance,
     client: &Client,
     form: &[(String, String)],
-) -> Result<serde_json::Value, OAuthError> {
+    grouped: bool,
+) -> Result<Option<serde_json::Value>, OAuthError> {
     if client.public {
         return Err(OAuthError::bad_request(
             "unauthorized_client",
@@ -540,6 +551,19 @@ async fn client_credentials(
             token: Some(issued),
         },
     );
+    if grouped {
+        let start = group::Start {
+            family_id,
+            event: ev,
+            meta: meta(instance, client),
+            client: client.clone(),
+        };
+        return match group::start(platform, start).await {
+            group::Outcome::Committed => Ok(Some(body)),
+            group::Outcome::Stale => Ok(None),
+            group::Outcome::Failed(err) => Err(OAuthError::internal(err)),
+        };
+    }
     let txn = db::begin_write(platform.db()).await?;
     let recorded = families::append(
         &txn,
@@ -553,7 +577,7 @@ async fn client_credentials(
     .map_err(OAuthError::internal)?;
     txn.commit().await?;
     platform.events_committed(STORE.table(), &recorded);
-    Ok(body)
+    Ok(Some(body))
 }
 
 #[cfg(test)]

@@ -11,6 +11,9 @@
 //! the token's row is read from the database instead; either way a
 //! revocation committed by any replica is seen by every other at once.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use gatehouse_platform::eventstore::{EventMeta, MAX_ATTEMPTS};
@@ -21,6 +24,7 @@ use gatehouse_platform::{ApiError, ApiResult, Platform, db};
 use jsonwebtoken::{Validation, decode, decode_header};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::clients::{self, Client};
 use crate::families::{self, STORE, TokenRecord};
@@ -29,7 +33,7 @@ use crate::revocations::{self, Standing};
 use crate::token::{hash, instance, read_form};
 use crate::users;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 struct JwtClaims {
     iss: String,
     jti: String,
@@ -81,6 +85,28 @@ impl JwtClaims {
     }
 }
 
+/// Tokens whose signature this process has checked, by the SHA-256 of the
+/// token: a resource server asks about the same token again and again, and
+/// a signature that verified once verifies for the token's whole life
+/// (keys are retired only after their tokens expire). Expiry and
+/// revocation are still checked on every request.
+pub struct Verified(moka::sync::Cache<[u8; 32], Arc<(String, JwtClaims)>>);
+
+/// How long a checked signature is remembered, and how many at most.
+const VERIFIED_TTL: Duration = Duration::from_secs(300);
+const VERIFIED_CAPACITY: u64 = 100_000;
+
+impl Default for Verified {
+    fn default() -> Self {
+        Self(
+            moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_CAPACITY)
+                .time_to_live(VERIFIED_TTL)
+                .build(),
+        )
+    }
+}
+
 /// The record of a validly signed access token of `instance_id` (revoked
 /// or expired ones included); `None` for anything else.
 pub async fn inspect(
@@ -91,6 +117,38 @@ pub async fn inspect(
     if token.len() > 8192 {
         return Ok(None);
     }
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    let verified = platform.shared::<Verified>();
+    let claims = match verified.0.get(&digest) {
+        Some(hit) if hit.0 == instance_id => hit.1.clone(),
+        Some(_) => return Ok(None),
+        None => match signed_claims(platform, instance_id, token).await? {
+            Some(claims) => {
+                verified
+                    .0
+                    .insert(digest, Arc::new((instance_id.to_owned(), claims.clone())));
+                claims
+            }
+            None => return Ok(None),
+        },
+    };
+    if let Some(family) = claims.sid.clone()
+        && let Some(standing) = revocations::get().check(&family).await
+    {
+        return Ok(Some(claims.record(instance_id, family, standing)));
+    }
+    Ok(families::access_token(platform.db(), &claims.jti)
+        .await?
+        .filter(|r| r.instance_id == instance_id))
+}
+
+/// The claims of an access token signed by a key of `instance_id` and
+/// issued by it (expired ones included); `None` for anything else.
+async fn signed_claims(
+    platform: &Platform,
+    instance_id: &str,
+    token: &str,
+) -> Result<Option<JwtClaims>, sea_orm::DbErr> {
     let Ok(header) = decode_header(token) else {
         return Ok(None);
     };
@@ -118,14 +176,7 @@ pub async fn inspect(
     if data.claims.iss != issuer {
         return Ok(None);
     }
-    if let Some(family) = data.claims.sid.clone()
-        && let Some(standing) = revocations::get().check(&family).await
-    {
-        return Ok(Some(data.claims.record(instance_id, family, standing)));
-    }
-    Ok(families::access_token(platform.db(), &data.claims.jti)
-        .await?
-        .filter(|r| r.instance_id == instance_id))
+    Ok(Some(data.claims))
 }
 
 fn active(r: &TokenRecord, now_ms: i64) -> bool {
