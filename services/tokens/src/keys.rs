@@ -5,12 +5,11 @@
 //!
 //! Keys are created on first use. Each process caches the active key per
 //! instance for a short time, the published JWKS for a shorter one, and
-//! verification keys by id for as long as it lives (a key id never changes
-//! meaning).
+//! verification keys by id while they are in use (a key id never changes
+//! meaning); each cache is bounded.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use gatehouse_platform::db::{self, col};
 use gatehouse_platform::oauth_code::CodeSealer;
@@ -39,10 +38,24 @@ pub struct VerifyingKey {
     pub decoding: DecodingKey,
 }
 
-type ActiveCache = RwLock<HashMap<String, (Arc<SigningKey>, Instant)>>;
-static ACTIVE: LazyLock<ActiveCache> = LazyLock::new(Default::default);
-static VERIFYING: LazyLock<RwLock<HashMap<String, Arc<VerifyingKey>>>> =
-    LazyLock::new(Default::default);
+/// Instances (active keys) and key ids (verification keys) a process keeps
+/// at most.
+const KEY_CACHE_CAPACITY: u64 = 10_000;
+/// Active keys by instance.
+static ACTIVE: LazyLock<moka::sync::Cache<String, Arc<SigningKey>>> = LazyLock::new(|| {
+    moka::sync::Cache::builder()
+        .max_capacity(KEY_CACHE_CAPACITY)
+        .time_to_live(ACTIVE_TTL)
+        .build()
+});
+/// Verification keys by id; one unused for an hour is dropped (and read
+/// again if a token signed by it comes back).
+static VERIFYING: LazyLock<moka::sync::Cache<String, Arc<VerifyingKey>>> = LazyLock::new(|| {
+    moka::sync::Cache::builder()
+        .max_capacity(KEY_CACHE_CAPACITY)
+        .time_to_idle(Duration::from_secs(3600))
+        .build()
+});
 
 /// How long a process serves a JWKS document without reading the keys
 /// again. Well under what clients may cache it for (`max-age=300`).
@@ -188,11 +201,8 @@ pub async fn active(
     instance_id: &str,
     now_ms: i64,
 ) -> Result<Arc<SigningKey>, DbErr> {
-    if let Ok(cache) = ACTIVE.read()
-        && let Some((k, at)) = cache.get(instance_id)
-        && at.elapsed() < ACTIVE_TTL
-    {
-        return Ok(k.clone());
+    if let Some(k) = ACTIVE.get(instance_id) {
+        return Ok(k);
     }
     let key = match load_active(conn, sealer, instance_id).await? {
         Some(Ok(k)) => k,
@@ -216,9 +226,7 @@ pub async fn active(
         }
     };
     let key = Arc::new(key);
-    if let Ok(mut cache) = ACTIVE.write() {
-        cache.insert(instance_id.to_owned(), (key.clone(), Instant::now()));
-    }
+    ACTIVE.insert(instance_id.to_owned(), key.clone());
     Ok(key)
 }
 
@@ -238,9 +246,7 @@ pub async fn rotate(
     )
     .await?;
     let kid = insert(conn, sealer, instance_id, alg, now_ms).await?;
-    if let Ok(mut cache) = ACTIVE.write() {
-        cache.remove(instance_id);
-    }
+    ACTIVE.invalidate(instance_id);
     JWKS.invalidate(instance_id);
     Ok(kid)
 }
@@ -271,10 +277,8 @@ pub async fn verifying(
     conn: &impl ConnectionTrait,
     kid: &str,
 ) -> Result<Option<Arc<VerifyingKey>>, DbErr> {
-    if let Ok(cache) = VERIFYING.read()
-        && let Some(k) = cache.get(kid)
-    {
-        return Ok(Some(k.clone()));
+    if let Some(k) = VERIFYING.get(kid) {
+        return Ok(Some(k));
     }
     if kid.len() > 100 {
         return Ok(None);
@@ -294,9 +298,7 @@ pub async fn verifying(
         alg: parse_alg(&col::<String>(&r, "alg")?),
         decoding: DecodingKey::from_jwk(&jwk).map_err(err)?,
     });
-    if let Ok(mut cache) = VERIFYING.write() {
-        cache.insert(kid.to_owned(), key.clone());
-    }
+    VERIFYING.insert(kid.to_owned(), key.clone());
     Ok(Some(key))
 }
 
