@@ -104,10 +104,17 @@ pub async fn start(platform: &Platform, start: Start) -> Outcome {
             let batch = queue.take_all();
             if !batch.is_empty() {
                 // Spawned: a request that goes away must not abandon the
-                // batch it carries for others.
+                // batch it carries for others. The writer goes on with what
+                // queued meanwhile before it lets its slot go, so nothing
+                // waits for a request that is no longer there.
                 let platform = platform.clone();
+                let queue = queue.clone();
                 tokio::spawn(async move {
-                    write(&platform, batch).await;
+                    let mut batch = batch;
+                    while !batch.is_empty() {
+                        write(&platform, batch).await;
+                        batch = queue.take_all();
+                    }
                     drop(permit);
                 });
             }
