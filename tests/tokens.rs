@@ -1221,6 +1221,18 @@ async fn client_credentials_group_commit() {
     for token in [&issued[2], &issued[49]] {
         assert!(!is_revoked(&g2, &key, token).await);
     }
+    // Every one of them went through a group commit, on one process or the other.
+    let mut grouped = 0.0;
+    for p in [&g, &g2] {
+        let metrics = p.client.get(p.url("/metrics")).send().await.unwrap();
+        let text = metrics.text().await.unwrap();
+        let sum = text
+            .lines()
+            .find_map(|l| l.strip_prefix("gatehouse_token_group_commit_size_sum "))
+            .unwrap_or_else(|| panic!("no group commit metric in {text}"));
+        grouped += sum.trim().parse::<f64>().unwrap();
+    }
+    assert_eq!(grouped, 50.0);
 
     // A new secret; the second process has just cached the old client.
     let (s, _) = o2.token(&cc, Some((&id, &secret))).await;

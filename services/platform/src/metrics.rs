@@ -26,6 +26,7 @@ pub struct Metrics {
     pub webhook_attempt_duration: HistogramVec,
     pub webhook_queue_depth: Gauge,
     pub webhook_oldest_pending_seconds: Gauge,
+    pub token_group_commit_size: prometheus::Histogram,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -83,7 +84,21 @@ impl Metrics {
             )
             .expect("valid metric definition"),
         );
+        let token_group_commit_size = register(
+            &registry,
+            prometheus::Histogram::with_opts(
+                HistogramOpts::new(
+                    "gatehouse_token_group_commit_size",
+                    "Tokens committed per client_credentials group-commit transaction",
+                )
+                .buckets(vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0,
+                ]),
+            )
+            .expect("valid metric definition"),
+        );
         Self {
+            token_group_commit_size,
             webhook_deliveries: counter(
                 &registry,
                 "gatehouse_webhook_attempts_total",

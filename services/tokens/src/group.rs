@@ -182,5 +182,9 @@ async fn commit(platform: &Platform, batch: &[Waiting]) -> Result<Vec<Outcome>, 
     families::project_started(&txn, &recorded).await?;
     txn.commit().await?;
     platform.events_committed(STORE.table(), &recorded);
+    platform
+        .metrics()
+        .token_group_commit_size
+        .observe(recorded.len() as f64);
     Ok(outcomes)
 }
