@@ -39,10 +39,10 @@ impl MigratorTrait for Migrator {
             Box::new(m0001_platform::Migration),
             Box::new(m0002_tenancy::Migration),
             Box::new(m0003_authz::Migration),
-            Box::new(m0004_rate_limits::Migration),
+            Box::new(m0004_rate_limits::MIGRATION),
             Box::new(m0005_oauth_applications::Migration),
-            Box::new(m0006_idempotency_claims::Migration),
-            Box::new(m0007_unique_usernames::Migration),
+            Box::new(m0006_idempotency_claims::MIGRATION),
+            Box::new(m0007_unique_usernames::MIGRATION),
             Box::new(m0008_consumer_generations::Migration),
             Box::new(m0009_dynamic_registration::Migration),
             Box::new(m0010_sessions::Migration),
@@ -53,14 +53,40 @@ impl MigratorTrait for Migrator {
             Box::new(m0015_webhooks::Migration),
             Box::new(m0016_webhook_deliveries::Migration),
             Box::new(m0017_delivery_leases::Migration),
-            Box::new(m0018_metadata_document_switch::Migration),
-            Box::new(m0019_attempts_by_endpoint::Migration),
-            Box::new(m0020_revoked_families::Migration),
+            Box::new(m0018_metadata_document_switch::MIGRATION),
+            Box::new(m0019_attempts_by_endpoint::MIGRATION),
+            Box::new(m0020_revoked_families::MIGRATION),
         ]
     }
 }
 
 /// Runs each statement of a `;`-separated script.
+/// A migration whose `up` and `down` are one script each, the same on both
+/// backends. Named as `DeriveMigrationName` names a module's migration: by
+/// the stem of the file it is declared in (`file: file!()`).
+pub(crate) struct Script {
+    pub file: &'static str,
+    pub up: &'static str,
+    pub down: &'static str,
+}
+
+impl MigrationName for Script {
+    fn name(&self) -> &str {
+        sea_orm_migration::util::get_file_stem(self.file)
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Script {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, self.up).await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        run_script(manager, self.down).await
+    }
+}
+
 pub(crate) async fn run_script(manager: &SchemaManager<'_>, script: &str) -> Result<(), DbErr> {
     let conn = manager.get_connection();
     for stmt in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
@@ -113,4 +139,43 @@ pub(crate) fn drop_tables(tables: &[&str]) -> String {
         .map(|t| format!("DROP TABLE IF EXISTS {t}"))
         .collect::<Vec<_>>()
         .join(";")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Names are what a database records as applied: they never change.
+    #[test]
+    fn migration_names_are_their_modules() {
+        let names: Vec<String> = Migrator::migrations()
+            .iter()
+            .map(|m| m.name().to_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "m0001_platform",
+                "m0002_tenancy",
+                "m0003_authz",
+                "m0004_rate_limits",
+                "m0005_oauth_applications",
+                "m0006_idempotency_claims",
+                "m0007_unique_usernames",
+                "m0008_consumer_generations",
+                "m0009_dynamic_registration",
+                "m0010_sessions",
+                "m0011_oauth_grants",
+                "m0012_tokens",
+                "m0013_grant_client_names",
+                "m0014_tokens_users",
+                "m0015_webhooks",
+                "m0016_webhook_deliveries",
+                "m0017_delivery_leases",
+                "m0018_metadata_document_switch",
+                "m0019_attempts_by_endpoint",
+                "m0020_revoked_families",
+            ]
+        );
+    }
 }
