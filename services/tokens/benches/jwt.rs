@@ -1,6 +1,7 @@
 //! Signing and local verification of access tokens as Gatehouse makes them
-//! (RFC 9068 claims, `at+jwt`), ES256 against RS256, with the library and
-//! backend the token service uses. `cargo bench -p gatehouse-tokens`.
+//! (RFC 9068 claims, `at+jwt`), ES256 against RS256, with the library,
+//! backend and signer (keys parsed once) the token service uses.
+//! `cargo bench -p gatehouse-tokens`.
 #![allow(clippy::unwrap_used)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -34,6 +35,7 @@ fn keys(alg: Algorithm) -> (Header, EncodingKey, DecodingKey) {
 }
 
 fn jwt(c: &mut Criterion) {
+    gatehouse_tokens::keys::install_signer();
     let claims = claims();
     for (name, alg) in [("ES256", Algorithm::ES256), ("RS256", Algorithm::RS256)] {
         let (header, encoding, decoding) = keys(alg);

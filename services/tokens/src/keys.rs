@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use gatehouse_platform::db::{self, col};
 use gatehouse_platform::oauth_code::CodeSealer;
+use jsonwebtoken::crypto::{CryptoProvider, JwtSigner};
 use jsonwebtoken::jwk::{Jwk, ThumbprintHash};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, EncodingKey};
 use p256::pkcs8::{EncodePrivateKey, LineEnding};
 use rand::RngCore;
 use sea_orm::{ConnectionTrait, DbErr};
@@ -56,6 +57,103 @@ static VERIFYING: LazyLock<moka::sync::Cache<String, Arc<VerifyingKey>>> = LazyL
         .time_to_idle(Duration::from_secs(3600))
         .build()
 });
+
+/// Private keys parsed once, by their PKCS#8 bytes. jsonwebtoken's own
+/// signers parse the key on every signature (and validate it: most of an
+/// RS256 signature's cost, about half of an ES256 one's); [`install_signer`]
+/// makes ES256 and RS256 sign with a key from here instead.
+static PARSED: LazyLock<moka::sync::Cache<Vec<u8>, Arc<Parsed>>> = LazyLock::new(|| {
+    moka::sync::Cache::builder()
+        .max_capacity(KEY_CACHE_CAPACITY)
+        .time_to_idle(Duration::from_secs(3600))
+        .build()
+});
+
+enum Parsed {
+    Ec(aws_lc_rs::signature::EcdsaKeyPair),
+    Rsa(aws_lc_rs::signature::RsaKeyPair),
+}
+
+/// A [`JwtSigner`] over a parsed key.
+struct ParsedSigner {
+    alg: Algorithm,
+    key: Arc<Parsed>,
+}
+
+impl jsonwebtoken::signature::Signer<Vec<u8>> for ParsedSigner {
+    fn try_sign(&self, msg: &[u8]) -> Result<Vec<u8>, jsonwebtoken::signature::Error> {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let failed = jsonwebtoken::signature::Error::from_source;
+        match &*self.key {
+            Parsed::Ec(pair) => Ok(pair.sign(&rng, msg).map_err(failed)?.as_ref().to_vec()),
+            Parsed::Rsa(pair) => {
+                let mut signature = vec![0; pair.public_modulus_len()];
+                pair.sign(
+                    &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                    &rng,
+                    msg,
+                    &mut signature,
+                )
+                .map_err(failed)?;
+                Ok(signature)
+            }
+        }
+    }
+}
+
+impl JwtSigner for ParsedSigner {
+    fn algorithm(&self) -> Algorithm {
+        self.alg
+    }
+}
+
+fn parsed_signer(
+    alg: &Algorithm,
+    key: &EncodingKey,
+) -> jsonwebtoken::errors::Result<Box<dyn JwtSigner>> {
+    use jsonwebtoken::errors::ErrorKind;
+    let der = key.as_bytes();
+    let parsed = match (alg, key.family()) {
+        (Algorithm::ES256, AlgorithmFamily::Ec) => PARSED.try_get_with_by_ref(der, || {
+            aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+                &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                der,
+            )
+            .map(|pair| Arc::new(Parsed::Ec(pair)))
+            .map_err(|_| ErrorKind::InvalidEcdsaKey)
+        }),
+        (Algorithm::RS256, AlgorithmFamily::Rsa) => PARSED.try_get_with_by_ref(der, || {
+            aws_lc_rs::signature::RsaKeyPair::from_der(der)
+                .map(|pair| Arc::new(Parsed::Rsa(pair)))
+                .map_err(|e| ErrorKind::InvalidRsaKey(e.to_string()))
+        }),
+        // Anything else (not a kind of key Gatehouse makes) as jsonwebtoken
+        // signs it.
+        _ => return (jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER.signer_factory)(alg, key),
+    };
+    let key = parsed.map_err(|e| jsonwebtoken::errors::Error::from((*e).clone()))?;
+    Ok(Box::new(ParsedSigner { alg: *alg, key }))
+}
+
+static PROVIDER: LazyLock<CryptoProvider> = LazyLock::new(|| {
+    let aws = &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER;
+    CryptoProvider {
+        signer_factory: parsed_signer,
+        verifier_factory: aws.verifier_factory,
+        key_utils: aws.key_utils.clone(),
+    }
+});
+
+/// Makes jsonwebtoken sign ES256 and RS256 with keys parsed once (its
+/// aws-lc-rs provider otherwise). Process-wide; call before the first
+/// token is made or checked (later calls do nothing, and a process that
+/// used jsonwebtoken before keeps its provider: only slower).
+pub fn install_signer() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = PROVIDER.install_default();
+    });
+}
 
 /// How long a process serves a JWKS document without reading the keys
 /// again. Well under what clients may cache it for (`max-age=300`).
@@ -319,4 +417,37 @@ pub async fn jwks(
     .iter()
     .map(|r| serde_json::from_str(&col::<String>(r, "public_jwk")?).map_err(err))
     .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Tokens signed through the installed provider use the parsed key and
+    /// verify with the published JWK; a token of another key does not.
+    #[test]
+    fn installed_signer_signs_with_parsed_keys() {
+        install_signer();
+        let claims = serde_json::json!({"sub": "user_1", "exp": 4_102_444_800_i64});
+        for alg in [Algorithm::ES256, Algorithm::RS256] {
+            let (kid, pem, jwk) = generate(alg).unwrap();
+            let (_, _, other) = generate(alg).unwrap();
+            let encoding = encoding_key(alg, &pem).unwrap();
+            let mut header = jsonwebtoken::Header::new(alg);
+            header.kid = Some(kid);
+            let token = jsonwebtoken::encode(&header, &claims, &encoding).unwrap();
+            assert!(PARSED.contains_key(encoding.as_bytes()), "{alg:?}");
+            let mut validation = jsonwebtoken::Validation::new(alg);
+            validation.validate_aud = false;
+            let ok = DecodingKey::from_jwk(&jwk).unwrap();
+            let got = jsonwebtoken::decode::<Value>(&token, &ok, &validation).unwrap();
+            assert_eq!(got.claims["sub"], "user_1");
+            let wrong = DecodingKey::from_jwk(&other).unwrap();
+            assert!(jsonwebtoken::decode::<Value>(&token, &wrong, &validation).is_err());
+            // A second signature reuses the parsed key and still verifies.
+            let again = jsonwebtoken::encode(&header, &claims, &encoding).unwrap();
+            jsonwebtoken::decode::<Value>(&again, &ok, &validation).unwrap();
+        }
+    }
 }

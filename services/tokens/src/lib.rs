@@ -36,6 +36,7 @@ pub const ACCESS_TOKEN_TTL_MS: i64 = 60 * 60 * 1000;
 pub const REFRESH_TOKEN_TTL_MS: i64 = 30 * 24 * 60 * 60 * 1000;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    keys::install_signer();
     let at = |p: &str| format!("/i/{{instance_id}}{p}");
     cfg.service(
         web::resource(at(paths::TOKEN))
