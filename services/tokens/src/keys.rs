@@ -58,7 +58,7 @@ static VERIFYING: LazyLock<moka::sync::Cache<String, Arc<VerifyingKey>>> = LazyL
         .build()
 });
 
-/// Private keys parsed once, by their PKCS#8 bytes. jsonwebtoken's own
+/// Private keys parsed once, by their DER bytes. jsonwebtoken's own
 /// signers parse the key on every signature (and validate it: most of an
 /// RS256 signature's cost, about half of an ES256 one's); [`install_signer`]
 /// makes ES256 and RS256 sign with a key from here instead.
