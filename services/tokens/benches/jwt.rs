@@ -23,11 +23,7 @@ fn claims() -> Value {
 
 fn keys(alg: Algorithm) -> (Header, EncodingKey, DecodingKey) {
     let (kid, pem, jwk) = gatehouse_tokens::keys::generate(alg).unwrap();
-    let encoding = match alg {
-        Algorithm::RS256 => EncodingKey::from_rsa_pem(pem.as_bytes()),
-        _ => EncodingKey::from_ec_pem(pem.as_bytes()),
-    }
-    .unwrap();
+    let encoding = gatehouse_tokens::keys::encoding_key(alg, &pem).unwrap();
     let mut header = Header::new(alg);
     header.typ = Some("at+jwt".into());
     header.kid = Some(kid);

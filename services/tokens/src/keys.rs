@@ -216,7 +216,8 @@ pub fn generate(alg: Algorithm) -> Result<(String, String, Jwk), DbErr> {
     Ok((kid, pem, jwk))
 }
 
-fn encoding_key(alg: Algorithm, pem: &str) -> Result<EncodingKey, DbErr> {
+/// The signing key of a private PEM made by [`generate`].
+pub fn encoding_key(alg: Algorithm, pem: &str) -> Result<EncodingKey, DbErr> {
     match alg {
         Algorithm::RS256 => EncodingKey::from_rsa_pem(pem.as_bytes()),
         _ => EncodingKey::from_ec_pem(pem.as_bytes()),
