@@ -55,6 +55,12 @@ pub struct EmbeddedArgs {
     pub rate_limits: RateLimitArgs,
     #[command(flatten)]
     pub client_metadata: ClientMetadataArgs,
+    /// Let development instances' webhook endpoints point at this machine's
+    /// localhost, 127.0.0.1 or [::1]. Every tenant can then make this
+    /// process call local services and read their answers in the attempt
+    /// log: for a developer's own machine only.
+    #[arg(long, env = "GATEHOUSE_WEBHOOKS_ALLOW_LOOPBACK")]
+    pub webhooks_allow_loopback: bool,
     /// Run on a clock the admin API can move forward
     /// (`POST /admin/v1/test/clock/advance`). End-to-end tests only.
     #[arg(long, env = "GATEHOUSE_TEST_CLOCK", hide = true)]
@@ -193,6 +199,11 @@ pub struct ServeArgs {
     pub rate_limits: RateLimitArgs,
     #[command(flatten)]
     pub client_metadata: ClientMetadataArgs,
+    /// Deliver development instances' webhooks to loopback endpoints, so
+    /// the production-shaped end-to-end tests can run their receivers on
+    /// this machine. End-to-end tests only: a deployment never sets it.
+    #[arg(long, env = "GATEHOUSE_TEST_WEBHOOKS_ALLOW_LOOPBACK", hide = true)]
+    pub test_webhooks_allow_loopback: bool,
     /// Run on a clock the admin API can move forward
     /// (`POST /admin/v1/test/clock/advance`). End-to-end tests only.
     #[arg(long, env = "GATEHOUSE_TEST_CLOCK", hide = true)]

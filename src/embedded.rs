@@ -139,6 +139,7 @@ pub async fn run(args: EmbeddedArgs) -> anyhow::Result<()> {
             key_cache_ttl: Duration::from_secs(2),
             rate_limits: args.rate_limits.settings()?,
             client_metadata: args.client_metadata.settings()?,
+            webhooks_allow_loopback: args.webhooks_allow_loopback,
             test_clock,
             test_crash_after_commit: args.test_crash_after_commit,
             code_sealer: code_sealer(&args)?,

@@ -196,6 +196,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.admin_token.is_none() {
         tracing::warn!("no --admin-token: this process serves no admin API");
     }
+    if args.test_webhooks_allow_loopback {
+        tracing::warn!("--test-webhooks-allow-loopback: webhooks go to this host's loopback");
+    }
     let (clock, test_clock) = clocks(args.test_clock);
     let platform = Platform::new(
         db,
@@ -208,6 +211,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             key_cache_ttl: Duration::from_secs(args.key_cache_seconds),
             rate_limits: args.rate_limits.settings()?,
             client_metadata: args.client_metadata.settings()?,
+            webhooks_allow_loopback: args.test_webhooks_allow_loopback,
             test_clock,
             test_crash_after_commit: args.test_crash_after_commit,
             code_sealer,

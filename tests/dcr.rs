@@ -261,6 +261,165 @@ async fn registration_lifecycle(mode: Mode) {
     assert!(h.get("retry-after").is_some());
 }
 
+/// POSTs a token request form with HTTP Basic client authentication.
+async fn token_basic(
+    g: &Gatehouse,
+    instance: &str,
+    id: &str,
+    secret: &str,
+    form: &str,
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let res = g
+        .client
+        .post(g.url(&format!("/i/{instance}/oauth/token")))
+        .basic_auth(id, Some(secret))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    (status, res.json().await.unwrap_or(Value::Null), headers)
+}
+
+/// What open registration may get: no `client_credentials` client and no
+/// custom scope unless the instance allows them, and tokens only for the
+/// resources the instance declared (RFC 8707), by the `/authorize` rules.
+async fn open_registration_policy(mode: Mode) {
+    let g = Gatehouse::start(mode).await;
+    let t = g.tenant().await;
+    let (key, instance) = (t.dev.key.as_str(), t.dev.id.as_str());
+    g.enable_registration(key).await;
+    g.define_scope(key, "files:read", "Read your files").await;
+    let register = format!("/i/{instance}/oauth/register");
+    let machine = json!({ "client_name": "bot", "grant_types": ["client_credentials"],
+                          "scope": "files:read" })
+    .to_string();
+    let (s, e, h) = post(&g, &register, &machine).await;
+    assert_eq!(s, 400, "{e}");
+    assert_rfc_error(s, &e, &h, "invalid_client_metadata");
+    let custom = json!({ "redirect_uris": ["https://c.example/cb"], "scope": "openid files:read" })
+        .to_string();
+    let (s, e, h) = post(&g, &register, &custom).await;
+    assert_eq!(s, 400, "{e}");
+    assert_rfc_error(s, &e, &h, "invalid_client_metadata");
+
+    // Browser-based clients may register: CORS on the endpoint.
+    let res = g
+        .client
+        .request(Method::OPTIONS, g.url(&register))
+        .header("origin", "https://inspector.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success(), "{}", res.status());
+    assert_eq!(res.headers()["access-control-allow-origin"], "*");
+
+    // The instance opts in, and declares its one resource.
+    let settings = "/v1/instance/oauth_application_settings";
+    for (bad, param) in [
+        (
+            json!({ "resource_indicators": ["a:b"] }),
+            "resource_indicators[0]",
+        ),
+        (
+            json!({ "resource_indicators": ["https://ok.example/", "https://x.example/#f"] }),
+            "resource_indicators[1]",
+        ),
+        (
+            json!({ "resource_indicators": "https://ok.example/" }),
+            "resource_indicators",
+        ),
+        (
+            json!({ "registration_client_credentials": "yes" }),
+            "registration_client_credentials",
+        ),
+    ] {
+        let (s, e) = g
+            .call(key, Method::PATCH, settings, Some(bad.clone()))
+            .await;
+        assert_eq!(s, 422, "{bad}: {e}");
+        assert_eq!(e["errors"][0]["meta"]["param_name"], param, "{e}");
+    }
+    let (s, b) = g
+        .call(
+            key,
+            Method::PATCH,
+            settings,
+            Some(json!({ "registration_client_credentials": true,
+                           "registration_custom_scopes": true,
+                           "resource_indicators": ["https://mcp.example/mcp"] })),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["resource_indicators"], json!(["https://mcp.example/mcp"]));
+    let (s, bot, _) = post(&g, &register, &machine).await;
+    assert_eq!(s, 201, "{bot}");
+    assert_eq!(bot["scope"], "files:read");
+    let (id, secret) = (
+        bot["client_id"].as_str().unwrap(),
+        bot["client_secret"].as_str().unwrap(),
+    );
+
+    // The token service learns of the client and the resources through
+    // the bus.
+    let good = "grant_type=client_credentials&resource=https%3A%2F%2Fmcp.example%2Fmcp";
+    let mut last = (0, Value::Null);
+    for _ in 0..100 {
+        let (s, b, _) = token_basic(&g, instance, id, secret, good).await;
+        last = (s, b);
+        if s == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(last.0, 200, "{}", last.1);
+    for form in [
+        "grant_type=client_credentials&resource=https%3A%2F%2Fother.example%2F",
+        "grant_type=client_credentials&resource=a%3Ab",
+        "grant_type=client_credentials&resource=mcp.example",
+    ] {
+        let (s, e, h) = token_basic(&g, instance, id, secret, form).await;
+        assert_eq!(s, 400, "{form}: {e}");
+        assert_rfc_error(s, &e, &h, "invalid_target");
+    }
+    // A NUL never reaches the database.
+    let (s, e, h) = token_basic(
+        &g,
+        instance,
+        id,
+        secret,
+        "grant_type=client_credentials&scope=%00",
+    )
+    .await;
+    assert_eq!(s, 400, "{e}");
+    assert_rfc_error(s, &e, &h, "invalid_request");
+    // A client that failed Basic authentication is told the Basic scheme.
+    let (s, e, h) = token_basic(&g, instance, id, "wrong", good).await;
+    assert_eq!(s, 401, "{e}");
+    assert_rfc_error(s, &e, &h, "invalid_client");
+    assert!(
+        h["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic "),
+        "{h:?}"
+    );
+}
+
+#[tokio::test]
+async fn open_registration_policy_embedded() {
+    open_registration_policy(Mode::Embedded).await;
+}
+
+#[tokio::test]
+async fn open_registration_policy_production_shape() {
+    open_registration_policy(Mode::Production).await;
+}
+
 #[tokio::test]
 async fn registration_embedded() {
     registration_lifecycle(Mode::Embedded).await;

@@ -304,6 +304,26 @@ async fn tokens_flow(mode: Mode) {
     let (s, tok) = send(exchange(code, VERIFIER)).await;
     assert_eq!(s, 200);
     let r1 = tok["refresh_token"].as_str().unwrap().to_owned();
+    // RFC 8707: a refresh names the granted resource or none; another one,
+    // or one that is no absolute URI, is invalid_target (the token unspent).
+    for other in ["https://other.example/api", "a:b"] {
+        let (s, e) = o
+            .token(
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", &r1),
+                    ("client_id", &pub_id),
+                    ("resource", other),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(
+            (s, e["error"].as_str().unwrap()),
+            (400, "invalid_target"),
+            "{other}: {e}"
+        );
+    }
     let refresh_with = |r: String| {
         let o = &o;
         let id = pub_id.clone();

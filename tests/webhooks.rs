@@ -903,6 +903,79 @@ async fn resend_during_an_attempt_does_not_send_twice_at_once() {
     .await;
 }
 
+/// Loopback endpoints are the operator's switch, off by default: without it
+/// a development instance can neither save a localhost, 127.0.0.1 or [::1]
+/// endpoint nor have one saved earlier called, so no tenant reads this
+/// host's local services through the attempt log.
+async fn loopback_switch_flow(mode: Mode) {
+    let mut g = Gatehouse::start(mode).await;
+    let t = g.tenant().await;
+    let key = t.dev.key.clone();
+    let hits = Arc::new(Mutex::new(0usize));
+    let counted = hits.clone();
+    let url = serve(move || {
+        let counted = counted.clone();
+        async move {
+            *counted.lock().unwrap() += 1;
+            HttpResponse::Ok().body("internal admin page")
+        }
+    });
+    let path = user_created_endpoint(&g, &key, &format!("{url}/saved")).await;
+
+    g.kill();
+    g.webhook_loopback = false;
+    g.spawn().await;
+    for url in [
+        format!("{url}/new"),
+        "http://localhost:9/x".to_owned(),
+        "https://localhost/x".to_owned(),
+        "https://127.0.0.1/x".to_owned(),
+        "https://[::1]:8443/x".to_owned(),
+        "https://127.0.0.2/x".to_owned(),
+        "https://ip6-localhost/x".to_owned(),
+    ] {
+        let (s, b) = g
+            .call(&key, Method::POST, BASE, Some(json!({ "url": url })))
+            .await;
+        assert_eq!(s, 422, "{url}: {b}");
+        assert_eq!(b["errors"][0]["meta"]["param_name"], "url", "{b}");
+    }
+
+    g.create_user(&key, "looped@example.com").await;
+    let messages = format!("{path}/messages");
+    let mut attempt = Value::Null;
+    for _ in 0..200 {
+        let (_, l) = g.call(&key, Method::GET, &messages, None).await;
+        if let Some(id) = l["data"][0]["id"].as_str() {
+            let (_, a) = g
+                .call(
+                    &key,
+                    Method::GET,
+                    &format!("{messages}/{id}/attempts"),
+                    None,
+                )
+                .await;
+            attempt = a["data"][0].clone();
+            if !attempt.is_null() {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(attempt["status_code"].is_null(), "{attempt}");
+    assert_eq!(attempt["response"], "", "{attempt}");
+    assert!(
+        attempt["error"].as_str().unwrap().contains("loopback"),
+        "{attempt}"
+    );
+    assert_eq!(
+        *hits.lock().unwrap(),
+        0,
+        "nothing reached the local service"
+    );
+}
+
+in_both_shapes!(loopback_switch_flow: loopback_switch_embedded, loopback_switch_production_shape);
 in_both_shapes!(endpoints_flow: endpoints_embedded, endpoints_production_shape);
 in_both_shapes!(delivery_flow: delivery_embedded, delivery_production_shape);
 in_both_shapes!(retry_flow: retry_embedded, retry_production_shape);

@@ -27,6 +27,7 @@ mod m0017_delivery_leases;
 mod m0018_metadata_document_switch;
 mod m0019_attempts_by_endpoint;
 mod m0020_revoked_families;
+mod m0021_registration_policy;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -56,6 +57,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0018_metadata_document_switch::MIGRATION),
             Box::new(m0019_attempts_by_endpoint::MIGRATION),
             Box::new(m0020_revoked_families::MIGRATION),
+            Box::new(m0021_registration_policy::MIGRATION),
         ]
     }
 }
@@ -175,6 +177,7 @@ mod tests {
                 "m0018_metadata_document_switch",
                 "m0019_attempts_by_endpoint",
                 "m0020_revoked_families",
+                "m0021_registration_policy",
             ]
         );
     }

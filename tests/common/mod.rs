@@ -167,6 +167,10 @@ pub struct Gatehouse {
     /// `--public-url` when it is not this process's own address (replicas
     /// of one deployment share it, and so share issuers).
     pub public_url: Option<String>,
+    /// Whether development instances may deliver webhooks to loopback
+    /// receivers (the operator's switch; on for the tests, whose receivers
+    /// all run on this machine).
+    pub webhook_loopback: bool,
     port: u16,
     child: Option<Child>,
     log: PathBuf,
@@ -206,6 +210,7 @@ impl Gatehouse {
             redis_url: String::new(),
             extra_args,
             public_url: None,
+            webhook_loopback: true,
             port,
             child: None,
             log: log_path("embedded-"),
@@ -248,6 +253,7 @@ impl Gatehouse {
             redis_url: redis,
             extra_args,
             public_url: None,
+            webhook_loopback: true,
             port,
             child: None,
             log: log_path("serve-"),
@@ -290,6 +296,10 @@ impl Gatehouse {
         cmd.args(["--listen", &format!("127.0.0.1:{}", self.port)])
             .args(["--admin-token", &self.admin_token])
             .args(&self.extra_args)
+            .args(self.webhook_loopback.then_some(match self.mode {
+                Mode::Embedded => "--webhooks-allow-loopback",
+                Mode::Production => "--test-webhooks-allow-loopback",
+            }))
             .args(
                 self.public_url
                     .iter()
@@ -339,6 +349,7 @@ impl Gatehouse {
             redis_url: self.redis_url.clone(),
             extra_args: self.extra_args.clone(),
             public_url: Some(self.public_url.clone().unwrap_or_else(|| self.base.clone())),
+            webhook_loopback: self.webhook_loopback,
             port,
             child: None,
             log: log_path("serve-sibling-"),

@@ -33,6 +33,10 @@ pub struct Settings {
     pub code_sealer: CodeSealer,
     /// How client ID metadata documents are fetched.
     pub client_metadata: ClientMetadataSettings,
+    /// The operator's switch letting development instances' webhook
+    /// endpoints point at this host's loopback interface. `false` unless
+    /// the embedded default was started with `--webhooks-allow-loopback`.
+    pub webhooks_allow_loopback: bool,
     /// `--test-clock`: the clock, which the admin API may then move forward.
     /// `None` in every real deployment.
     pub test_clock: Option<Arc<crate::clock::OffsetClock>>,

@@ -24,6 +24,24 @@ pub struct ApiError {
     pub items: Vec<ErrorItem>,
 }
 
+/// Input echoed in a message is cut to this many characters.
+pub const ECHO_CHARS: usize = 100;
+/// No message is longer than this, whatever it quotes.
+const MAX_MESSAGE_CHARS: usize = 400;
+
+/// `s` cut to at most `max` characters, with `…` where it was cut.
+pub fn clip_to(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        None => s.to_owned(),
+        Some((i, _)) => format!("{}…", &s[..i]),
+    }
+}
+
+/// Input quoted in an error message: at most [`ECHO_CHARS`] characters.
+pub fn clip(s: &str) -> String {
+    clip_to(s, ECHO_CHARS)
+}
+
 impl ApiError {
     pub fn new(
         status: StatusCode,
@@ -36,7 +54,7 @@ impl ApiError {
             items: vec![ErrorItem {
                 code: code.to_owned(),
                 message: message.to_owned(),
-                long_message: long_message.into(),
+                long_message: clip_to(&long_message.into(), MAX_MESSAGE_CHARS),
                 meta: json!({}),
             }],
         }
@@ -61,7 +79,7 @@ impl ApiError {
             "is invalid",
             long_message,
         )
-        .with_meta(json!({ "param_name": param }))
+        .with_meta(json!({ "param_name": clip(param) }))
     }
 
     pub fn unauthorized(long_message: impl Into<String>) -> Self {

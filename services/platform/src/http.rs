@@ -219,25 +219,91 @@ pub fn json_config() -> web::JsonConfig {
 /// A body that is not the JSON an endpoint expects: 400 when it is not
 /// JSON at all, 422 naming the field when it is JSON of the wrong shape.
 pub fn json_error(e: &serde_json::Error) -> ApiError {
-    if e.is_data() {
-        ApiError::invalid_param(&field_of(&e.to_string()), e.to_string())
-    } else {
-        ApiError::bad_request(
+    json_error_at(e, "")
+}
+
+/// [`json_error`] for a failure at `path` (`a.b[0]`, empty at the top).
+fn json_error_at(e: &serde_json::Error, path: &str) -> ApiError {
+    let msg = e.to_string();
+    if !e.is_data() {
+        return ApiError::bad_request(
             "malformed_request",
-            format!("The request body is not valid JSON: {e}"),
-        )
+            format!(
+                "The request body is not valid JSON: {}",
+                crate::error::clip(&msg)
+            ),
+        );
     }
+    // A missing field is named in the message, below `path` (an unknown
+    // one is at `path` already); any other failure is the value at `path`.
+    let missing = msg.starts_with("missing field");
+    let param = match (missing, path.is_empty()) {
+        (true, true) => field_of(&msg),
+        (true, false) => format!("{path}.{}", field_of(&msg)),
+        (false, true) if msg.starts_with("unknown field") => field_of(&msg),
+        (false, true) => "body".to_owned(),
+        (false, false) => path.to_owned(),
+    };
+    ApiError::invalid_param(&param, clip_quoted(&msg))
+}
+
+/// A serde message with each quoted input (`"…"` or `` `…` ``) cut to
+/// [`crate::error::ECHO_CHARS`] characters.
+fn clip_quoted(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len().min(512));
+    let mut rest = msg;
+    while let Some(i) = rest.find(['"', '`']) {
+        let quote = rest.as_bytes()[i] as char;
+        out.push_str(&rest[..=i]);
+        rest = &rest[i + 1..];
+        match rest.find(quote) {
+            Some(j) => {
+                out.push_str(&crate::error::clip(&rest[..j]));
+                out.push(quote);
+                rest = &rest[j + 1..];
+            }
+            None => {
+                out.push_str(&crate::error::clip(rest));
+                return out;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Whether an urlencoded form carries a NUL, raw or as `%00`: PostgreSQL
+/// text cannot hold one, so such a form is refused before it is read.
+pub fn form_has_nul(body: &[u8]) -> bool {
+    body.contains(&0) || body.windows(3).any(|w| w == b"%00")
 }
 
 /// Parses a raw body (for handlers that also need the bytes, such as the
-/// idempotency fingerprint). An empty body reads as `{}`.
+/// idempotency fingerprint). An empty body reads as `{}`. Every body is a
+/// JSON object: an array is not read into a struct's fields by position.
 pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
         body
     };
-    serde_json::from_slice(body).map_err(|e| json_error(&e))
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+            return Err(json_error(&e));
+        }
+        return Err(ApiError::invalid_param(
+            "body",
+            "The request body must be a JSON object.",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        json_error_at(e.inner(), &path)
+    })?;
+    de.end().map_err(|e| json_error(&e))?;
+    Ok(value)
 }
 
 /// An `offset` query parameter: a non-negative integer the database accepts.
@@ -351,5 +417,67 @@ mod tests {
     fn field_is_taken_from_serde_message() {
         assert_eq!(field_of("unknown field `foo`, expected one of `a`"), "foo");
         assert_eq!(field_of("invalid type: integer"), "body");
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        first_name: Option<String>,
+        inner: Option<Inner>,
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        tags: Vec<String>,
+    }
+
+    fn param_of(body: &str) -> (u16, String) {
+        let e = parse_json::<Body>(body.as_bytes()).expect_err(body);
+        let meta = &e.items[0].meta;
+        (
+            e.status.as_u16(),
+            meta["param_name"].as_str().unwrap_or("").to_owned(),
+        )
+    }
+
+    #[test]
+    fn param_name_is_the_path_of_the_failing_field() {
+        assert_eq!(
+            param_of(r#"{"first_name":123}"#),
+            (422, "first_name".into())
+        );
+        assert_eq!(
+            param_of(r#"{"inner":{"tags":[1]}}"#),
+            (422, "inner.tags[0]".into())
+        );
+        assert_eq!(param_of(r#"{"inner":{}}"#), (422, "inner.tags".into()));
+        assert_eq!(param_of(r#"{"colour":"blue"}"#), (422, "colour".into()));
+        assert_eq!(param_of(r#"{"first_name":"a"} x"#).0, 400);
+        assert_eq!(param_of("{").0, 400);
+    }
+
+    #[test]
+    fn an_array_is_not_an_object() {
+        assert_eq!(param_of(r#"["Ada", null]"#), (422, "body".into()));
+        assert_eq!(param_of("7"), (422, "body".into()));
+        assert_eq!(param_of("[").0, 400);
+    }
+
+    #[test]
+    fn echoed_input_is_cut() {
+        let long = "x".repeat(5000);
+        let e = parse_json::<Body>(format!(r#"{{"first_name":{{"{long}":1}}}}"#).as_bytes())
+            .expect_err("a map is no string");
+        assert!(
+            e.items[0].long_message.len() < 300,
+            "{}",
+            e.items[0].long_message
+        );
+        let e = parse_json::<Body>(format!(r#"{{"{long}":1}}"#).as_bytes()).expect_err("unknown");
+        assert!(e.items[0].long_message.chars().count() <= 400);
+        assert!(e.items[0].meta["param_name"].as_str().map_or(0, str::len) < 110);
     }
 }

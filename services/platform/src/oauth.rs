@@ -73,10 +73,14 @@ impl ResponseError for OAuthError {
             res.insert_header(("retry-after", secs.to_string()));
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            res.insert_header((
-                "www-authenticate",
-                format!("Bearer error=\"{}\"", self.error),
-            ));
+            // RFC 6749 §5.2: a client that failed to authenticate is told
+            // the scheme clients use (Basic); a bad bearer token, Bearer.
+            let challenge = if self.error == "invalid_client" {
+                "Basic realm=\"oauth\", charset=\"UTF-8\"".to_owned()
+            } else {
+                format!("Bearer error=\"{}\"", self.error)
+            };
+            res.insert_header(("www-authenticate", challenge));
         }
         res.json(json!({ "error": self.error, "error_description": self.description }))
     }
@@ -94,4 +98,56 @@ pub mod paths {
     pub const USERINFO: &str = "/oauth/userinfo";
     pub const JWKS: &str = "/.well-known/jwks.json";
     pub const REGISTER: &str = "/oauth/register";
+}
+
+/// A resource indicator as RFC 8707 §2 has it: an absolute URI without a
+/// fragment (here one with an authority or path base, as resource servers'
+/// URLs are, so `a:b` is not one; at most 2048 characters). The same rule at
+/// `/authorize`, at the token endpoint and in an instance's declared list.
+pub fn resource_indicator(raw: &str) -> Option<&str> {
+    if raw.is_empty() || raw.len() > 2048 {
+        return None;
+    }
+    let url = url::Url::parse(raw).ok()?;
+    if url.fragment().is_some() || url.cannot_be_a_base() {
+        return None;
+    }
+    Some(raw)
+}
+
+/// Whether a token may be bound to `resource` on an instance that declared
+/// `declared` (none declared: any valid indicator).
+pub fn resource_allowed(declared: &[String], resource: &str) -> bool {
+    resource_indicator(resource).is_some()
+        && (declared.is_empty() || declared.iter().any(|d| d == resource))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resource_indicators_are_absolute_uris_without_fragments_rfc_8707_section_2() {
+        assert!(resource_indicator("https://mcp.example/mcp").is_some());
+        for bad in [
+            "",
+            "a:b",
+            "urn:example:api",
+            "mcp.example",
+            "/relative",
+            "https://a.example/#f",
+        ] {
+            assert!(resource_indicator(bad).is_none(), "{bad} accepted");
+        }
+        assert!(resource_indicator(&format!("https://a.example/{}", "x".repeat(2048))).is_none());
+    }
+
+    #[test]
+    fn a_declared_list_admits_only_its_own_resources() {
+        let declared = vec!["https://mcp.example/mcp".to_owned()];
+        assert!(resource_allowed(&declared, "https://mcp.example/mcp"));
+        assert!(!resource_allowed(&declared, "https://other.example/"));
+        assert!(resource_allowed(&[], "https://other.example/"));
+        assert!(!resource_allowed(&[], "a:b"));
+    }
 }

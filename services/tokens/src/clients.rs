@@ -43,6 +43,24 @@ pub struct Client {
     pub grant_types: Vec<String>,
 }
 
+/// The resource indicators an instance declared (RFC 8707); empty: any.
+pub async fn declared_resources(
+    conn: &impl ConnectionTrait,
+    instance_id: &str,
+) -> Result<Vec<String>, DbErr> {
+    let row = db::query_one(
+        conn,
+        "SELECT resource_indicators FROM tokens_instance_resources WHERE instance_id = $1",
+        vec![instance_id.into()],
+    )
+    .await?;
+    match row {
+        None => Ok(Vec::new()),
+        Some(r) => serde_json::from_str(&col::<String>(&r, "resource_indicators")?)
+            .map_err(|e| DbErr::Custom(format!("resource_indicators: {e}"))),
+    }
+}
+
 #[async_trait]
 impl Projection for Clients {
     fn name(&self) -> &'static str {
@@ -82,6 +100,20 @@ impl Projection for Clients {
                         .await?;
                     forget(&event.instance_id, &client_id);
                 }
+                return Ok(());
+            }
+            et::OAUTH_SETTINGS_CHANGED => {
+                let m = v1::OAuthSettingsChanged::decode(event.payload.as_slice()).map_err(bad)?;
+                let declared = serde_json::to_string(&m.resource_indicators)
+                    .map_err(|e| DbErr::Custom(e.to_string()))?;
+                db::exec(
+                    txn,
+                    "INSERT INTO tokens_instance_resources (instance_id, resource_indicators) \
+                     VALUES ($1, $2) ON CONFLICT (instance_id) DO UPDATE SET \
+                     resource_indicators = $2",
+                    vec![event.instance_id.clone().into(), declared.into()],
+                )
+                .await?;
                 return Ok(());
             }
             et::OAUTH_GRANT_REVOKED => {
@@ -136,6 +168,7 @@ impl Projection for Clients {
 
     async fn reset(&self, txn: &DatabaseTransaction) -> Result<(), DbErr> {
         db::exec(txn, "DELETE FROM tokens_clients", vec![]).await?;
+        db::exec(txn, "DELETE FROM tokens_instance_resources", vec![]).await?;
         Ok(())
     }
 }
@@ -366,28 +399,60 @@ pub fn credentials(
 /// and at once redeems a code must not be told it does not exist.
 const CATCH_UP: std::time::Duration = std::time::Duration::from_millis(1500);
 
-/// [`get`], waiting up to [`CATCH_UP`] for an id that looks like one of
-/// ours (24 base62 characters) to arrive from the bus.
+/// Requests that may wait for a client at once, per process; the others
+/// look once and go.
+const CATCH_UP_WAITERS: usize = 64;
+/// How long an id that did not arrive in time is not waited for again.
+const UNKNOWN_TTL: Duration = Duration::from_secs(10);
+
+static WAITERS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(CATCH_UP_WAITERS);
+/// Ids recently waited for in vain, by (instance, client id).
+static UNKNOWN: LazyLock<moka::sync::Cache<(String, String), ()>> = LazyLock::new(|| {
+    moka::sync::Cache::builder()
+        .max_capacity(CACHE_CAPACITY)
+        .time_to_live(UNKNOWN_TTL)
+        .build()
+});
+
+/// [`find`], waiting up to [`CATCH_UP`] for an id that looks like one of
+/// ours (24 base62 characters) to arrive from the bus: at most once per id
+/// in [`UNKNOWN_TTL`], by at most [`CATCH_UP_WAITERS`] requests at once,
+/// reading the row at growing intervals (about eight reads in all).
 async fn known(
     conn: &impl ConnectionTrait,
     instance_id: &str,
     client_id: &str,
     lookup: Lookup,
 ) -> Result<Option<Client>, DbErr> {
+    let found = find(conn, instance_id, client_id, lookup).await?;
     let ours = client_id.len() == 24 && client_id.bytes().all(|b| b.is_ascii_alphanumeric());
+    let key = (instance_id.to_owned(), client_id.to_owned());
+    if found.is_some() || !ours || UNKNOWN.contains_key(&key) {
+        return Ok(found);
+    }
+    let Ok(_permit) = WAITERS.try_acquire() else {
+        return Ok(None);
+    };
     let deadline = std::time::Instant::now() + CATCH_UP;
+    let mut pause = Duration::from_millis(25);
     loop {
-        let found = find(conn, instance_id, client_id, lookup).await?;
-        if found.is_some() || !ours || std::time::Instant::now() >= deadline {
-            return Ok(found);
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            UNKNOWN.insert(key, ());
+            return Ok(None);
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        tokio::time::sleep(pause.min(left)).await;
+        pause = (pause * 2).min(Duration::from_millis(400));
+        if let Some(c) = find(conn, instance_id, client_id, Lookup::Fresh).await? {
+            return Ok(Some(c));
+        }
     }
 }
 
 /// Authenticates the client of a request within an instance. A cached
 /// client that does not match the credentials is read afresh before the
-/// request is refused, so a secret rotated a moment ago works at once.
+/// request is refused, so a secret rotated a moment ago works at once; an
+/// unknown one is not looked for twice.
 pub async fn authenticate(
     conn: &impl ConnectionTrait,
     instance_id: &str,
@@ -397,10 +462,11 @@ pub async fn authenticate(
 ) -> Result<Client, OAuthError> {
     let (id, secret) = credentials(req, form)?;
     let found = known(conn, instance_id, &id, lookup).await?;
+    let was_cached = found.is_some() && lookup == Lookup::Cached;
     match checked(instance_id, &id, found, secret.as_deref()) {
-        Err(_) if lookup == Lookup::Cached => {
+        Err(_) if was_cached => {
             forget(instance_id, &id);
-            let found = known(conn, instance_id, &id, Lookup::Fresh).await?;
+            let found = get(conn, instance_id, &id).await?;
             checked(instance_id, &id, found, secret.as_deref())
         }
         outcome => outcome,

@@ -78,6 +78,12 @@ pub fn read_form(req: &HttpRequest, body: &[u8]) -> Result<Vec<(String, String)>
             "the body must be application/x-www-form-urlencoded",
         ));
     }
+    if gatehouse_platform::http::form_has_nul(body) {
+        return Err(OAuthError::bad_request(
+            "invalid_request",
+            "the form contains a NUL character",
+        ));
+    }
     let pairs: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
     for (i, (k, _)) in pairs.iter().enumerate() {
         if pairs[..i].iter().any(|(p, _)| p == k) {
@@ -329,15 +335,48 @@ fn checked_code(
         }
         (None, None) => {}
     }
-    if let Some(r) = field(form, "resource")
-        && code.resource.as_deref() != Some(r)
-    {
-        return Err(OAuthError::bad_request(
-            "invalid_target",
-            "resource differs from the one granted",
-        ));
+    if let Some(r) = field(form, "resource") {
+        well_formed_resource(r)?;
+        if code.resource.as_deref() != Some(r) {
+            return Err(OAuthError::bad_request(
+                "invalid_target",
+                "resource differs from the one granted",
+            ));
+        }
     }
     Ok(code)
+}
+
+/// RFC 8707 §2, by the same rule as `/authorize`.
+fn well_formed_resource(r: &str) -> Result<(), OAuthError> {
+    match gatehouse_platform::oauth::resource_indicator(r) {
+        Some(_) => Ok(()),
+        None => Err(OAuthError::bad_request(
+            "invalid_target",
+            "resource must be an absolute URI without a fragment",
+        )),
+    }
+}
+
+/// A token bound to `audience` must name one of the instance's declared
+/// resources, if it declared any.
+async fn declared_resource(
+    platform: &Platform,
+    instance: &Instance,
+    audience: &str,
+) -> Result<(), OAuthError> {
+    if audience.is_empty() {
+        return Ok(());
+    }
+    well_formed_resource(audience)?;
+    let declared = clients::declared_resources(platform.db(), instance.id.as_str()).await?;
+    if !gatehouse_platform::oauth::resource_allowed(&declared, audience) {
+        return Err(OAuthError::bad_request(
+            "invalid_target",
+            "resource is not one of this issuer's resources",
+        ));
+    }
+    Ok(())
 }
 
 /// A banned or deleted user gets no new tokens, even from a code or family
@@ -364,6 +403,7 @@ async fn code_grant(
 ) -> Result<serde_json::Value, OAuthError> {
     let code = checked_code(platform, instance, client, form)?;
     refuse_removed_user(platform, instance, &code.user_id).await?;
+    declared_resource(platform, instance, code.resource.as_deref().unwrap_or("")).await?;
     let plan = Plan {
         family_id: code.id.clone(),
         subject: code.user_id.clone(),
@@ -450,6 +490,17 @@ async fn refresh_grant(
             return Err(invalid_grant("the refresh token has expired"));
         }
         refuse_removed_user(platform, instance, &origin.user_id).await?;
+        // RFC 8707 §2.2: a refresh may name the resource, never another one.
+        if let Some(r) = field(form, "resource") {
+            well_formed_resource(r)?;
+            if r != origin.audience {
+                return Err(OAuthError::bad_request(
+                    "invalid_target",
+                    "resource differs from the one granted",
+                ));
+            }
+        }
+        declared_resource(platform, instance, &origin.audience).await?;
         let granted: Vec<&str> = origin.scope.split(' ').filter(|s| !s.is_empty()).collect();
         let scope = match field(form, "scope") {
             Some(s) => {
@@ -524,15 +575,13 @@ async fn client_credentials(
         None => client.scopes.join(" "),
     };
     let audience = match field(form, "resource") {
-        Some(r) if r.len() <= 2048 && r.contains(':') && !r.contains('#') => r.to_owned(),
-        Some(_) => {
-            return Err(OAuthError::bad_request(
-                "invalid_target",
-                "resource must be an absolute URI without a fragment",
-            ));
+        Some(r) => {
+            well_formed_resource(r)?;
+            r.to_owned()
         }
         None => String::new(),
     };
+    declared_resource(platform, instance, &audience).await?;
     let family_id = gatehouse_platform::ids::random_base62(22);
     let plan = Plan {
         family_id: family_id.clone(),

@@ -107,7 +107,12 @@ async fn create(
 ) -> ApiResult<HttpResponse> {
     let b: CreateBody = parse_json(&body)?;
     let state = State {
-        url: urls::check(&b.url, auth.instance.environment).await?,
+        url: urls::check(
+            &b.url,
+            auth.instance.environment,
+            platform.settings().webhooks_allow_loopback,
+        )
+        .await?,
         description: description(b.description)?,
         filter_types: filter_types(b.filter_types)?,
         disabled: b.disabled.unwrap_or(false),
@@ -226,7 +231,14 @@ async fn update(
 ) -> ApiResult<HttpResponse> {
     let b: UpdateBody = parse_json(&body)?;
     let url = match b.url {
-        Some(u) => Some(urls::check(&u, auth.instance.environment).await?),
+        Some(u) => Some(
+            urls::check(
+                &u,
+                auth.instance.environment,
+                platform.settings().webhooks_allow_loopback,
+            )
+            .await?,
+        ),
         None => None,
     };
     let desc = b.description.map(|d| description(Some(d))).transpose()?;

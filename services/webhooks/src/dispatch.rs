@@ -27,7 +27,7 @@ use sea_orm::{DbErr, Value};
 use sha2::Sha256;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::endpoints;
+use crate::{endpoints, urls};
 
 /// Waits after a failed attempt, in order: 5 s, 5 min, 30 min, 2 h, 5 h,
 /// 10 h, 10 h; after the last one the delivery has failed.
@@ -95,8 +95,11 @@ pub struct Dispatcher {
     platform: Platform,
     /// Production endpoints: public addresses only, checked at connect time.
     public: reqwest::Client,
-    /// Development endpoints (localhost allowed).
-    local: reqwest::Client,
+    /// Loopback endpoints of development instances, where the operator
+    /// switched them on: `localhost` connects to 127.0.0.1 or ::1 and no
+    /// name is ever looked up.
+    loopback: reqwest::Client,
+    allow_loopback: bool,
     /// One permit per delivery this process may have in flight; a permit
     /// goes back when the attempt is recorded and the lease released.
     slots: Arc<Semaphore>,
@@ -104,16 +107,40 @@ pub struct Dispatcher {
     released: Notify,
 }
 
-fn client(allow_private: bool) -> reqwest::Client {
+fn client_with<R: reqwest::dns::Resolve + 'static>(resolver: Arc<R>) -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(TIMEOUT)
         .connect_timeout(Duration::from_secs(5))
         .user_agent(concat!("Gatehouse-Webhooks/", env!("CARGO_PKG_VERSION")))
-        .dns_resolver(PublicResolver::new(allow_private))
+        .dns_resolver(resolver)
         .build()
         .unwrap_or_default()
+}
+
+/// Answers `localhost` with the loopback addresses and refuses every other
+/// name, so a loopback endpoint reaches this machine's loopback interface
+/// and nothing a resolver could be made to say.
+struct LoopbackResolver;
+
+impl reqwest::dns::Resolve for LoopbackResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let found = name.as_str() == "localhost";
+        Box::pin(async move {
+            if !found {
+                return Err("only localhost is delivered to without a public address".into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(
+                [
+                    std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                    std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0)),
+                ]
+                .into_iter(),
+            );
+            Ok(addrs)
+        })
+    }
 }
 
 struct Outcome {
@@ -190,9 +217,10 @@ struct Done {
 impl Dispatcher {
     pub fn new(platform: Platform) -> Self {
         Self {
+            allow_loopback: platform.settings().webhooks_allow_loopback,
             platform,
-            public: client(false),
-            local: client(true),
+            public: client_with(PublicResolver::new(false)),
+            loopback: client_with(Arc::new(LoopbackResolver)),
             slots: Arc::new(Semaphore::new(CAPACITY)),
             released: Notify::new(),
         }
@@ -475,9 +503,21 @@ impl Dispatcher {
         let started = Instant::now();
         let timestamp = self.platform.now_ms() / 1000;
         let sig = signature(&target.secrets, message_id, timestamp, body);
-        let client = match target.instance.environment {
-            Environment::Production => &self.public,
-            Environment::Development => &self.local,
+        let mut out = Outcome {
+            status: None,
+            excerpt: String::new(),
+            error: None,
+            duration_ms: 0,
+        };
+        let loopback = url::Url::parse(&target.url).is_ok_and(|u| urls::is_loopback_url(&u));
+        let client = match (loopback, target.instance.environment) {
+            (false, _) => &self.public,
+            (true, Environment::Development) if self.allow_loopback => &self.loopback,
+            // Saved while the switch was on, or before it existed.
+            (true, _) => {
+                out.error = Some("loopback endpoints are switched off on this deployment".into());
+                return out;
+            }
         };
         let res = client
             .post(&target.url)
@@ -491,12 +531,6 @@ impl Dispatcher {
             .body(body.to_owned())
             .send()
             .await;
-        let mut out = Outcome {
-            status: None,
-            excerpt: String::new(),
-            error: None,
-            duration_ms: 0,
-        };
         match res {
             Ok(mut r) => {
                 out.status = Some(r.status().as_u16());

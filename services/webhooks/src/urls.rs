@@ -1,9 +1,13 @@
 //! Which URLs may receive webhooks: https, to a host that is not and does
 //! not resolve to a loopback, private, link-local, shared, metadata or
 //! otherwise non-public address (checked here when the endpoint is saved,
-//! and again at delivery against DNS rebinding). The one exception:
-//! development instances may use http or https on localhost, 127.0.0.1 and
-//! [::1]. Credentials in the URL and fragments are refused everywhere.
+//! and again at delivery against DNS rebinding). The one exception is an
+//! operator's switch (`--webhooks-allow-loopback`, off by default and not a
+//! flag of `serve`): with it, development instances may use http or https on
+//! `localhost`, `127.0.0.1` and `[::1]`, and only those. Any tenant has a
+//! development instance, so without the switch no tenant can make the
+//! platform call (and show it the answers of) services on its own host.
+//! Credentials in the URL and fragments are refused everywhere.
 
 use std::net::IpAddr;
 
@@ -17,13 +21,21 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::invalid_param("url", message)
 }
 
-fn is_loopback_name(host: &str) -> bool {
+/// The loopback names a switched-on deployment delivers to. `localhost` is
+/// never looked up: it connects to 127.0.0.1 or ::1 only.
+pub fn is_loopback_name(host: &str) -> bool {
     matches!(host, "localhost" | "127.0.0.1" | "[::1]")
 }
 
+/// Whether `url` is one of the loopback endpoints of [`is_loopback_name`].
+pub fn is_loopback_url(url: &url::Url) -> bool {
+    url.host_str().is_some_and(is_loopback_name)
+}
+
 /// Checks `raw` for an endpoint of an instance in `env`, resolving its host
-/// for production; returns it unchanged when acceptable.
-pub async fn check(raw: &str, env: Environment) -> Result<String, ApiError> {
+/// unless it is an allowed loopback one; returns it unchanged when
+/// acceptable. `allow_loopback` is the operator's switch.
+pub async fn check(raw: &str, env: Environment, allow_loopback: bool) -> Result<String, ApiError> {
     if raw.is_empty() || raw.len() > MAX_URL_LEN || raw.chars().any(char::is_whitespace) {
         return Err(invalid(
             "`url` must be an absolute URL of at most 2048 characters.",
@@ -41,11 +53,12 @@ pub async fn check(raw: &str, env: Environment) -> Result<String, ApiError> {
         .filter(|h| !h.is_empty())
         .ok_or_else(|| invalid("`url` must have a host."))?;
     let production = env == Environment::Production;
+    let loopback_ok = allow_loopback && !production;
     match url.scheme() {
-        "https" | "http" if !production && is_loopback_name(host) => return Ok(raw.to_owned()),
+        "https" | "http" if loopback_ok && is_loopback_name(host) => return Ok(raw.to_owned()),
         "https" => {}
-        "http" if production => {
-            return Err(invalid("Production endpoints must use https."));
+        "http" if production || !allow_loopback => {
+            return Err(invalid("`url` must use https."));
         }
         "http" => {
             return Err(invalid(

@@ -134,6 +134,17 @@ async fn parse(
 ) -> Result<AuthorizeRequest, Rejection> {
     let (params, repeated) = request::known_params(pairs);
     let client_id = request::client_id(&params, &repeated)?;
+    let declared = match crate::oauth_apps::registration::settings(platform.db(), instance_id).await
+    {
+        Ok(s) => s.resource_indicators,
+        Err(e) => {
+            tracing::error!(error = %e, "settings lookup failed");
+            return Err(Rejection::Page {
+                title: "Unavailable".into(),
+                message: "Please try again shortly.".into(),
+            });
+        }
+    };
     if client_metadata::is_metadata_url(&client_id) {
         let client = documents::resolve(platform, instance_id, &client_id)
             .await
@@ -150,7 +161,7 @@ async fn parse(
                     message: format!("{e}. You have not been sent anywhere."),
                 },
             })?;
-        return request::check(client, params, &repeated);
+        return request::check(client, params, &repeated, &declared);
     }
     let client = match apps::by_client_id(platform.db(), instance_id, &client_id).await {
         Ok(Some(c)) => c,
@@ -170,7 +181,7 @@ async fn parse(
             });
         }
     };
-    request::check(client, params, &repeated)
+    request::check(client, params, &repeated, &declared)
 }
 
 /// The signed-in user of this browser, if any (banned users are not).
@@ -414,6 +425,9 @@ async fn decide(
         Ok(i) => i,
         Err(res) => return res,
     };
+    if gatehouse_platform::http::form_has_nul(&body) {
+        return crate::hosted::pages::nul_refused();
+    }
     let pairs: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
     let field = |name: &str| {
         pairs
@@ -523,7 +537,9 @@ async fn revoke_grant(
         Ok(i) => i,
         Err(res) => return res,
     };
-    let f = crate::hosted::pages::form(&body);
+    let Some(f) = crate::hosted::pages::form(&body) else {
+        return crate::hosted::pages::nul_refused();
+    };
     if !csrf_ok(&http, f.get("csrf_token").map(String::as_str)) {
         return message(
             StatusCode::FORBIDDEN,

@@ -115,6 +115,7 @@ pub fn check(
     client: AppState,
     params: Vec<(String, String)>,
     repeated: &[String],
+    declared_resources: &[String],
 ) -> Result<AuthorizeRequest, Rejection> {
     if repeated.iter().any(|r| r == "redirect_uri") {
         return Err(page(
@@ -124,7 +125,14 @@ pub fn check(
     }
     let given = get(&params, "redirect_uri").map(str::to_owned);
     let redirect_uri = match &given {
-        Some(uri) if client.redirect_uris.iter().any(|r| r == uri) => uri.clone(),
+        Some(uri)
+            if client
+                .redirect_uris
+                .iter()
+                .any(|r| redirect_matches(r, uri)) =>
+        {
+            uri.clone()
+        }
         Some(_) => {
             return Err(page(
                 "Invalid redirect URI",
@@ -242,7 +250,15 @@ pub fn check(
     }
     let resource = match get(&params, "resource") {
         Some(r) => match valid_resource(r) {
-            Some(r) => Some(r),
+            Some(r) if gatehouse_platform::oauth::resource_allowed(declared_resources, &r) => {
+                Some(r)
+            }
+            Some(_) => {
+                return Err(fail(
+                    "invalid_target",
+                    "resource is not one of this issuer's resources".into(),
+                ));
+            }
             None => {
                 return Err(fail(
                     "invalid_target",
@@ -284,6 +300,38 @@ pub fn check(
     })
 }
 
+/// Whether `given` is the registered redirect URI: the same string, or for
+/// a loopback IP literal (`http://127.0.0.1`, `http://[::1]`) the same URI
+/// on any port, since native clients bind an ephemeral one (RFC 8252 §7.3).
+pub fn redirect_matches(registered: &str, given: &str) -> bool {
+    if registered == given {
+        return true;
+    }
+    let (Ok(r), Ok(g)) = (url::Url::parse(registered), url::Url::parse(given)) else {
+        return false;
+    };
+    let loopback_ip = |u: &url::Url| {
+        u.scheme() == "http"
+            && match u.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                _ => false,
+            }
+    };
+    loopback_ip(&r)
+        && r.host() == g.host()
+        && r.scheme() == g.scheme()
+        && r.path() == g.path()
+        && r.query() == g.query()
+        && r.fragment().is_none()
+        && g.fragment().is_none()
+        && g.username().is_empty()
+        && g.password().is_none()
+        // Only the port may differ; the given URI must be written as the
+        // registered one is otherwise (no userinfo, same path and query).
+        && given.starts_with("http://")
+}
+
 /// BASE64URL(SHA-256(verifier)) without padding is always 43 characters.
 fn valid_s256_challenge(c: &str) -> bool {
     c.len() == 43
@@ -293,14 +341,7 @@ fn valid_s256_challenge(c: &str) -> bool {
 
 /// RFC 8707 §2: an absolute URI, no fragment.
 fn valid_resource(raw: &str) -> Option<String> {
-    if raw.len() > 2048 {
-        return None;
-    }
-    let url = url::Url::parse(raw).ok()?;
-    if url.fragment().is_some() || url.cannot_be_a_base() {
-        return None;
-    }
-    Some(raw.to_owned())
+    gatehouse_platform::oauth::resource_indicator(raw).map(str::to_owned)
 }
 
 /// Where an error or a code goes: the redirect URI with parameters added
@@ -375,7 +416,7 @@ mod tests {
             ("resource", "https://mcp.example/mcp"),
             ("utm", "ignored"),
         ]);
-        let r = check(app(true), p, &rep).unwrap();
+        let r = check(app(true), p, &rep, &[]).unwrap();
         assert_eq!(r.scopes, ["openid", "files:read"]);
         assert_eq!(r.resource.as_deref(), Some("https://mcp.example/mcp"));
         assert_eq!(r.state.as_deref(), Some("xyz"));
@@ -387,7 +428,7 @@ mod tests {
     fn untrusted_redirects_are_pages_and_the_rest_redirect() {
         let (p, rep) = params(&[("redirect_uri", "https://evil.example/cb")]);
         assert!(matches!(
-            check(app(false), p, &rep),
+            check(app(false), p, &rep, &[]),
             Err(Rejection::Page { .. })
         ));
         let (p, rep) = params(&[
@@ -395,7 +436,7 @@ mod tests {
             ("redirect_uri", "https://evil.example/cb"),
         ]);
         assert!(matches!(
-            check(app(false), p, &rep),
+            check(app(false), p, &rep, &[]),
             Err(Rejection::Page { .. })
         ));
         let (p, rep) = params(&[("client_id", "a"), ("client_id", "b")]);
@@ -408,30 +449,63 @@ mod tests {
             params(&all)
         };
         let (p, rep) = with(&[]);
-        assert_eq!(error_of(check(app(true), p, &rep)), "invalid_request"); // no PKCE
+        assert_eq!(error_of(check(app(true), p, &rep, &[])), "invalid_request"); // no PKCE
         let (p, rep) = with(&[
             ("code_challenge", CHALLENGE),
             ("code_challenge_method", "plain"),
         ]);
-        assert_eq!(error_of(check(app(true), p, &rep)), "invalid_request");
+        assert_eq!(error_of(check(app(true), p, &rep, &[])), "invalid_request");
         let (p, rep) = with(&[("code_challenge", CHALLENGE)]);
-        assert_eq!(error_of(check(app(true), p, &rep)), "invalid_request");
+        assert_eq!(error_of(check(app(true), p, &rep, &[])), "invalid_request");
         let (p, rep) = with(&[("scope", "openid admin")]);
-        assert_eq!(error_of(check(app(false), p, &rep)), "invalid_scope");
+        assert_eq!(error_of(check(app(false), p, &rep, &[])), "invalid_scope");
         let (p, rep) = with(&[("resource", "https://a.example/#frag")]);
-        assert_eq!(error_of(check(app(false), p, &rep)), "invalid_target");
+        assert_eq!(error_of(check(app(false), p, &rep, &[])), "invalid_target");
         let (p, rep) = with(&[("resource", "a"), ("resource", "b")]);
-        assert_eq!(error_of(check(app(false), p, &rep)), "invalid_target");
+        assert_eq!(error_of(check(app(false), p, &rep, &[])), "invalid_target");
+        // RFC 8252 §7.3: a loopback IP redirect URI takes any port.
+        assert!(redirect_matches(
+            "http://127.0.0.1/cb",
+            "http://127.0.0.1:53121/cb"
+        ));
+        assert!(redirect_matches(
+            "http://127.0.0.1:8000/cb",
+            "http://127.0.0.1:9/cb"
+        ));
+        assert!(redirect_matches("http://[::1]/cb", "http://[::1]:4000/cb"));
+        for (registered, given) in [
+            ("http://127.0.0.1/cb", "http://127.0.0.1:5000/other"),
+            ("http://127.0.0.1/cb", "http://[::1]:5000/cb"),
+            ("http://localhost/cb", "http://localhost:5000/cb"),
+            ("https://app.example/cb", "https://app.example:8443/cb"),
+            ("http://127.0.0.1/cb", "http://u:p@127.0.0.1:5000/cb"),
+            ("http://127.0.0.1/cb?a=1", "http://127.0.0.1:5000/cb?a=2"),
+        ] {
+            assert!(
+                !redirect_matches(registered, given),
+                "{given} for {registered}"
+            );
+        }
+        // RFC 8707 §2: an instance that declared its resources takes no other.
+        let declared = ["https://mcp.example/mcp".to_owned()];
+        let (p, rep) = with(&[("resource", "https://other.example/api")]);
+        assert_eq!(
+            error_of(check(app(false), p, &rep, &declared)),
+            "invalid_target"
+        );
+        let (p, rep) = with(&[("resource", "https://mcp.example/mcp")]);
+        let r = check(app(false), p, &rep, &declared).unwrap();
+        assert_eq!(r.resource.as_deref(), Some("https://mcp.example/mcp"));
         let (p, rep) = with(&[("scope", "openid"), ("scope", "email")]);
-        assert_eq!(error_of(check(app(false), p, &rep)), "invalid_request");
+        assert_eq!(error_of(check(app(false), p, &rep, &[])), "invalid_request");
         let (p, rep) = params(&[("response_type", "token"), ("client_id", "cid")]);
         assert_eq!(
-            error_of(check(app(false), p, &rep)),
+            error_of(check(app(false), p, &rep, &[])),
             "unsupported_response_type"
         );
         // A confidential client may skip PKCE unless it is required.
         let (p, rep) = with(&[]);
-        let r = check(app(false), p, &rep).unwrap();
+        let r = check(app(false), p, &rep, &[]).unwrap();
         assert_eq!(r.scopes, ["openid", "email", "files:read"]);
         assert!(!r.redirect_uri_in_request);
     }

@@ -219,8 +219,22 @@ fn safe_redirect(instance: &str, raw: Option<&str>) -> String {
     }
 }
 
-pub(crate) fn form(body: &[u8]) -> std::collections::HashMap<String, String> {
-    form_urlencoded::parse(body).into_owned().collect()
+/// A hosted page's form; `None` for one carrying a NUL, which is refused
+/// with [`nul_refused`].
+pub(crate) fn form(body: &[u8]) -> Option<std::collections::HashMap<String, String>> {
+    if gatehouse_platform::http::form_has_nul(body) {
+        return None;
+    }
+    Some(form_urlencoded::parse(body).into_owned().collect())
+}
+
+pub(crate) fn nul_refused() -> HttpResponse {
+    message(
+        StatusCode::BAD_REQUEST,
+        "Invalid form",
+        "The form contains a NUL character. Please go back and try again.",
+        None,
+    )
 }
 
 pub(crate) fn query(req: &HttpRequest) -> std::collections::HashMap<String, String> {
@@ -334,7 +348,7 @@ impl Submitted {
         sign_up: bool,
     ) -> Result<Self, HttpResponse> {
         let instance = instance_of(platform, &id).await?;
-        let f = form(body);
+        let f = form(body).ok_or_else(nul_refused)?;
         if !csrf_ok(req, f.get("csrf_token").map(String::as_str)) {
             let (this, _) = form_paths(sign_up);
             return Err(message(
@@ -638,7 +652,9 @@ async fn sign_out(
         Ok(i) => i,
         Err(res) => return res,
     };
-    let f = form(&body);
+    let Some(f) = form(&body) else {
+        return nul_refused();
+    };
     if !csrf_ok(&req, f.get("csrf_token").map(String::as_str)) {
         return message(
             StatusCode::FORBIDDEN,

@@ -71,7 +71,7 @@ fn to_client(client_id: &str, doc: Value, known_scopes: &[String]) -> Result<App
         None => known_scopes.join(" "),
     };
     meta.scope = Some(scope);
-    let mut app = to_state(meta, known_scopes).map_err(|e| e.description)?;
+    let mut app = to_state(meta, known_scopes, Default::default()).map_err(|e| e.description)?;
     app.client_id = client_id.to_owned();
     app.application_id = client_metadata::application_id(client_id);
     app.dynamically_registered = false;

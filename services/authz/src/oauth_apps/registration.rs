@@ -36,7 +36,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .get(get_settings)
             .patch(patch_settings),
     )
-    .service(web::resource("/i/{instance_id}/oauth/register").post(register))
+    .service(
+        web::resource("/i/{instance_id}/oauth/register")
+            .wrap(gatehouse_platform::http::public_cors())
+            .post(register),
+    )
     .service(
         web::resource("/i/{instance_id}/oauth/register/{client_id}")
             .get(read)
@@ -52,38 +56,58 @@ fn settings_stream(instance_id: &str) -> String {
 }
 
 /// An instance's OAuth settings, as its projection has them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// RFC 7591 registration at the issuer (off by default).
     pub dynamic_registration: bool,
     /// Clients identified by a metadata document URL (on by default).
     pub metadata_documents: bool,
+    /// Open registration may register `client_credentials` clients (off by
+    /// default: anyone could otherwise mint machine tokens).
+    pub registration_client_credentials: bool,
+    /// Registered clients may ask for custom scopes (off by default: they
+    /// get the standard ones).
+    pub registration_custom_scopes: bool,
+    /// The resource indicators tokens may be bound to; empty: any.
+    pub resource_indicators: Vec<String>,
 }
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            dynamic_registration: false,
+            metadata_documents: true,
+            registration_client_credentials: false,
+            registration_custom_scopes: false,
+            resource_indicators: Vec::new(),
+        }
+    }
+}
+
+/// Resource indicators one instance may declare.
+pub const MAX_RESOURCE_INDICATORS: usize = 50;
 
 pub async fn settings(conn: &impl ConnectionTrait, instance_id: &str) -> Result<Settings, DbErr> {
-    Ok(
-        match db::query_one(
-            conn,
-            "SELECT dynamic_client_registration, metadata_documents_disabled \
-             FROM authz_oauth_settings WHERE instance_id = $1",
-            vec![instance_id.into()],
-        )
-        .await?
-        {
-            Some(r) => Settings {
-                dynamic_registration: col(&r, "dynamic_client_registration")?,
-                metadata_documents: !col::<bool>(&r, "metadata_documents_disabled")?,
-            },
-            None => Settings {
-                dynamic_registration: false,
-                metadata_documents: true,
-            },
-        },
+    let Some(r) = db::query_one(
+        conn,
+        "SELECT dynamic_client_registration, metadata_documents_disabled, \
+         registration_client_credentials, registration_custom_scopes, resource_indicators \
+         FROM authz_oauth_settings WHERE instance_id = $1",
+        vec![instance_id.into()],
     )
-}
-
-pub async fn dcr_enabled(conn: &impl ConnectionTrait, instance_id: &str) -> Result<bool, DbErr> {
-    Ok(settings(conn, instance_id).await?.dynamic_registration)
+    .await?
+    else {
+        return Ok(Settings::default());
+    };
+    let resources: String = col(&r, "resource_indicators")?;
+    Ok(Settings {
+        dynamic_registration: col(&r, "dynamic_client_registration")?,
+        metadata_documents: !col::<bool>(&r, "metadata_documents_disabled")?,
+        registration_client_credentials: col(&r, "registration_client_credentials")?,
+        registration_custom_scopes: col(&r, "registration_custom_scopes")?,
+        resource_indicators: serde_json::from_str(&resources)
+            .map_err(|e| DbErr::Custom(format!("resource_indicators: {e}")))?,
+    })
 }
 
 pub async fn project_settings(
@@ -95,16 +119,24 @@ pub async fn project_settings(
     }
     let m = v1::OAuthSettingsChanged::decode(ev.payload.as_slice())
         .map_err(|e| DbErr::Custom(format!("undecodable {}: {e}", ev.event_type)))?;
+    let resources =
+        serde_json::to_string(&m.resource_indicators).map_err(|e| DbErr::Custom(e.to_string()))?;
     db::exec(
         conn,
         "INSERT INTO authz_oauth_settings (instance_id, dynamic_client_registration, \
-         metadata_documents_disabled, updated_at) VALUES ($1, $2, $3, $4) \
+         metadata_documents_disabled, registration_client_credentials, \
+         registration_custom_scopes, resource_indicators, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (instance_id) DO UPDATE SET dynamic_client_registration = $2, \
-         metadata_documents_disabled = $3, updated_at = $4",
+         metadata_documents_disabled = $3, registration_client_credentials = $4, \
+         registration_custom_scopes = $5, resource_indicators = $6, updated_at = $7",
         vec![
             ev.meta.instance_id.clone().into(),
             m.dynamic_client_registration.into(),
             m.client_id_metadata_documents_disabled.into(),
+            m.registration_client_credentials.into(),
+            m.registration_custom_scopes.into(),
+            resources.into(),
             ev.recorded_at_ms.into(),
         ],
     )
@@ -123,11 +155,14 @@ pub async fn rebuild_settings(db: &DatabaseConnection) -> Result<u64, DbErr> {
         .await
 }
 
-fn settings_json(s: Settings) -> Value {
+fn settings_json(s: &Settings) -> Value {
     json!({
         "object": "oauth_application_settings",
         "dynamic_oauth_client_registration": s.dynamic_registration,
         "client_id_metadata_documents": s.metadata_documents,
+        "registration_client_credentials": s.registration_client_credentials,
+        "registration_custom_scopes": s.registration_custom_scopes,
+        "resource_indicators": s.resource_indicators,
     })
 }
 
@@ -136,7 +171,7 @@ async fn get_settings(
     platform: web::Data<Platform>,
 ) -> ApiResult<HttpResponse> {
     let s = settings(platform.db(), auth.instance.id.as_str()).await?;
-    Ok(HttpResponse::Ok().json(settings_json(s)))
+    Ok(HttpResponse::Ok().json(settings_json(&s)))
 }
 
 #[derive(Deserialize)]
@@ -144,6 +179,34 @@ async fn get_settings(
 struct SettingsBody {
     dynamic_oauth_client_registration: Option<bool>,
     client_id_metadata_documents: Option<bool>,
+    registration_client_credentials: Option<bool>,
+    registration_custom_scopes: Option<bool>,
+    resource_indicators: Option<Vec<String>>,
+}
+
+/// The declared resources: absolute URIs without a fragment (RFC 8707
+/// §2), each once, at most [`MAX_RESOURCE_INDICATORS`].
+fn resource_indicators(list: Vec<String>) -> ApiResult<Vec<String>> {
+    if list.len() > MAX_RESOURCE_INDICATORS {
+        return Err(gatehouse_platform::ApiError::invalid_param(
+            "resource_indicators",
+            format!("At most {MAX_RESOURCE_INDICATORS} resource indicators."),
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for (i, r) in list.into_iter().enumerate() {
+        if gatehouse_platform::oauth::resource_indicator(&r).is_none() {
+            return Err(gatehouse_platform::ApiError::invalid_param(
+                &format!("resource_indicators[{i}]"),
+                "A resource indicator is an absolute URI without a fragment, of at most 2048 \
+                 characters.",
+            ));
+        }
+        if !out.contains(&r) {
+            out.push(r);
+        }
+    }
+    Ok(out)
 }
 
 async fn patch_settings(
@@ -152,6 +215,7 @@ async fn patch_settings(
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let b: SettingsBody = parse_json(&body)?;
+    let resources = b.resource_indicators.map(resource_indicators).transpose()?;
     let instance_id = auth.instance.id.to_string();
     let sid = settings_stream(&instance_id);
     for attempt in 0..gatehouse_platform::eventstore::MAX_ATTEMPTS {
@@ -164,9 +228,18 @@ async fn patch_settings(
             metadata_documents: b
                 .client_id_metadata_documents
                 .unwrap_or(current.metadata_documents),
+            registration_client_credentials: b
+                .registration_client_credentials
+                .unwrap_or(current.registration_client_credentials),
+            registration_custom_scopes: b
+                .registration_custom_scopes
+                .unwrap_or(current.registration_custom_scopes),
+            resource_indicators: resources
+                .clone()
+                .unwrap_or_else(|| current.resource_indicators.clone()),
         };
         if current == wanted {
-            return Ok(HttpResponse::Ok().json(settings_json(wanted)));
+            return Ok(HttpResponse::Ok().json(settings_json(&wanted)));
         }
         let version = STORE
             .load_stream(&txn, &sid)
@@ -184,6 +257,9 @@ async fn patch_settings(
             &v1::OAuthSettingsChanged {
                 dynamic_client_registration: wanted.dynamic_registration,
                 client_id_metadata_documents_disabled: !wanted.metadata_documents,
+                registration_client_credentials: wanted.registration_client_credentials,
+                registration_custom_scopes: wanted.registration_custom_scopes,
+                resource_indicators: wanted.resource_indicators.clone(),
             },
         );
         let stream = Stream {
@@ -201,7 +277,7 @@ async fn patch_settings(
                 }
                 txn.commit().await?;
                 platform.events_committed(STORE.table(), &recorded);
-                return Ok(HttpResponse::Ok().json(settings_json(wanted)));
+                return Ok(HttpResponse::Ok().json(settings_json(&wanted)));
             }
             Err(AppendError::Conflict { .. }) => {
                 drop(txn);
@@ -240,8 +316,30 @@ fn metadata_error(description: impl Into<String>) -> OAuthError {
     OAuthError::bad_request("invalid_client_metadata", description)
 }
 
+/// What the instance lets a registrant have.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Policy {
+    pub(super) client_credentials: bool,
+}
+
+/// The scopes a registered client may ask for: the standard ones, and the
+/// instance's custom ones only where it allows them.
+fn registrable_scopes(known: Vec<String>, settings: &Settings) -> Vec<String> {
+    if settings.registration_custom_scopes {
+        return known;
+    }
+    known
+        .into_iter()
+        .filter(|s| super::scopes::is_standard(s))
+        .collect()
+}
+
 /// Validates metadata into application state (without ids, secrets, times).
-pub(super) fn to_state(m: ClientMetadata, known_scopes: &[String]) -> Result<AppState, OAuthError> {
+pub(super) fn to_state(
+    m: ClientMetadata,
+    known_scopes: &[String],
+    policy: Policy,
+) -> Result<AppState, OAuthError> {
     let method = m
         .token_endpoint_auth_method
         .unwrap_or_else(|| "client_secret_basic".to_owned());
@@ -280,9 +378,15 @@ pub(super) fn to_state(m: ClientMetadata, known_scopes: &[String]) -> Result<App
         return Err(metadata_error("refresh_token needs authorization_code"));
     }
     let public = method == "none";
-    if public && grants.iter().any(|g| g == "client_credentials") {
+    let machine = grants.iter().any(|g| g == "client_credentials");
+    if public && machine {
         return Err(metadata_error(
             "client_credentials needs a confidential client",
+        ));
+    }
+    if machine && !policy.client_credentials {
+        return Err(metadata_error(
+            "this issuer does not register client_credentials clients openly",
         ));
     }
     let uris = m.redirect_uris.unwrap_or_default();
@@ -369,24 +473,39 @@ fn registration_json(
     v
 }
 
-/// The instance of a registration endpoint, only when registration is on.
+/// The instance of a registration endpoint and its settings, only when
+/// registration is on.
 async fn registering_instance(
     platform: &Platform,
     instance_id: &str,
-) -> Result<tenancy::Instance, OAuthError> {
+) -> Result<(tenancy::Instance, Settings), OAuthError> {
     let instance = tenancy::active_instance_cached(platform, instance_id)
         .await?
         .ok_or_else(|| {
             OAuthError::new(StatusCode::NOT_FOUND, "invalid_request", "No such issuer.")
         })?;
-    if !dcr_enabled(platform.db(), instance_id).await? {
+    let settings = settings(platform.db(), instance_id).await?;
+    if !settings.dynamic_registration {
         return Err(OAuthError::new(
             StatusCode::FORBIDDEN,
             "access_denied",
             "Dynamic client registration is not enabled for this instance.",
         ));
     }
-    Ok(instance)
+    Ok((instance, settings))
+}
+
+/// The scopes and policy a registration is checked against.
+async fn registration_rules(
+    platform: &Platform,
+    instance_id: &str,
+    settings: &Settings,
+) -> Result<(Vec<String>, Policy), OAuthError> {
+    let known = super::scopes::known(platform.db(), instance_id).await?;
+    let policy = Policy {
+        client_credentials: settings.registration_client_credentials,
+    };
+    Ok((registrable_scopes(known, settings), policy))
 }
 
 fn parse_metadata(body: &[u8]) -> Result<ClientMetadata, OAuthError> {
@@ -409,7 +528,7 @@ async fn register(
     body: web::Bytes,
 ) -> Result<HttpResponse, OAuthError> {
     let instance_id = path.into_inner();
-    let instance = registering_instance(&platform, &instance_id).await?;
+    let (instance, settings) = registering_instance(&platform, &instance_id).await?;
     let ip = req
         .peer_addr()
         .map(|a| a.ip().to_string())
@@ -433,8 +552,8 @@ async fn register(
             return Err(e);
         }
     }
-    let known = super::scopes::known(platform.db(), &instance_id).await?;
-    let mut state = to_state(parse_metadata(&body)?, &known)?;
+    let (known, policy) = registration_rules(&platform, &instance_id, &settings).await?;
+    let mut state = to_state(parse_metadata(&body)?, &known, policy)?;
     let access_token = gatehouse_platform::ids::random_base62(48);
     state.registration_access_token_hash = hash_secret(&access_token);
     let actor = Authed::other(instance, format!("dynamic_registration:{ip}"));
@@ -455,8 +574,8 @@ async fn managed(
     req: &HttpRequest,
     instance_id: &str,
     client_id: &str,
-) -> Result<(tenancy::Instance, AppState), OAuthError> {
-    let instance = registering_instance(platform, instance_id).await?;
+) -> Result<(tenancy::Instance, Settings, AppState), OAuthError> {
+    let (instance, settings) = registering_instance(platform, instance_id).await?;
     let unauthorized = || {
         OAuthError::new(
             StatusCode::UNAUTHORIZED,
@@ -478,7 +597,7 @@ async fn managed(
     {
         return Err(unauthorized());
     }
-    Ok((instance, app))
+    Ok((instance, settings, app))
 }
 
 async fn read(
@@ -487,7 +606,7 @@ async fn read(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, OAuthError> {
     let (instance_id, client_id) = path.into_inner();
-    let (_, app) = managed(&platform, &req, &instance_id, &client_id).await?;
+    let (_, _, app) = managed(&platform, &req, &instance_id, &client_id).await?;
     Ok(no_store(HttpResponse::Ok().json(registration_json(
         &platform,
         &instance_id,
@@ -504,15 +623,17 @@ async fn update(
     body: web::Bytes,
 ) -> Result<HttpResponse, OAuthError> {
     let (instance_id, client_id) = path.into_inner();
-    let (instance, app) = managed(&platform, &req, &instance_id, &client_id).await?;
+    let (instance, settings, app) = managed(&platform, &req, &instance_id, &client_id).await?;
     let m = parse_metadata(&body)?;
     if m.client_id.as_deref() != Some(client_id.as_str()) {
         return Err(metadata_error(
             "client_id must be present and equal to the registration's",
         ));
     }
-    let known = super::scopes::known(platform.db(), &instance_id).await?;
-    let next = to_state(m, &known)?;
+    let (known, mut policy) = registration_rules(&platform, &instance_id, &settings).await?;
+    // A client registered with the grant keeps it through updates.
+    policy.client_credentials |= app.grant_types.iter().any(|g| g == "client_credentials");
+    let next = to_state(m, &known, policy)?;
     if next.public != app.public {
         return Err(metadata_error(
             "token_endpoint_auth_method cannot switch between public and confidential",
@@ -566,7 +687,7 @@ async fn delete(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, OAuthError> {
     let (instance_id, client_id) = path.into_inner();
-    let (instance, app) = managed(&platform, &req, &instance_id, &client_id).await?;
+    let (instance, _, app) = managed(&platform, &req, &instance_id, &client_id).await?;
     let actor = Authed::other(instance, format!("registration_access_token:{client_id}"));
     super::mutate(&platform, &actor, &app.application_id, |current, _| {
         Ok(Decision {
@@ -587,6 +708,18 @@ async fn delete(
 mod tests {
     use super::*;
 
+    #[test]
+    fn registered_clients_get_standard_scopes_unless_the_instance_allows_custom_ones() {
+        let known: Vec<String> = ["openid", "email", "files:read"].map(String::from).to_vec();
+        let mut s = Settings::default();
+        assert_eq!(registrable_scopes(known.clone(), &s), ["openid", "email"]);
+        s.registration_custom_scopes = true;
+        assert_eq!(
+            registrable_scopes(known, &s),
+            ["openid", "email", "files:read"]
+        );
+    }
+
     fn known() -> Vec<String> {
         ["openid", "profile", "email", "offline_access"]
             .map(String::from)
@@ -602,6 +735,7 @@ mod tests {
         let s = to_state(
             meta(json!({ "redirect_uris": ["https://c.example/cb"] })),
             &known(),
+            Policy::default(),
         );
         let s = s.ok().unwrap_or_default();
         assert_eq!(s.token_endpoint_auth_method, "client_secret_basic");
@@ -611,7 +745,11 @@ mod tests {
 
     #[test]
     fn inconsistent_or_unsafe_metadata_is_refused_with_the_rfc_codes() {
-        let err = |v: Value| to_state(meta(v), &known()).err().map(|e| e.error);
+        let err = |v: Value| {
+            to_state(meta(v), &known(), Policy::default())
+                .err()
+                .map(|e| e.error)
+        };
         assert_eq!(err(json!({})), Some("invalid_redirect_uri"));
         assert_eq!(
             err(json!({ "redirect_uris": ["http://evil.example/cb"] })),
@@ -641,6 +779,13 @@ mod tests {
             err(json!({ "redirect_uris": ["https://c.example/cb"], "scope": "admin" })),
             Some("invalid_client_metadata")
         );
+        // Open registration gets no machine client unless the instance allows it.
+        let machine = json!({ "grant_types": ["client_credentials"] });
+        assert_eq!(err(machine.clone()), Some("invalid_client_metadata"));
+        let allowed = Policy {
+            client_credentials: true,
+        };
+        assert!(to_state(meta(machine), &known(), allowed).is_ok());
         // Unknown metadata is ignored, not refused.
         assert_eq!(
             err(json!({ "redirect_uris": ["https://c.example/cb"], "software_id": "x" })),

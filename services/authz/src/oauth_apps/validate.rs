@@ -82,7 +82,10 @@ pub fn scopes(raw: &str, known: &[String]) -> ApiResult<String> {
         if !known.iter().any(|k| k == s) {
             return Err(ApiError::invalid_param(
                 "scopes",
-                format!("Unknown scope {s:?}; define custom scopes with POST /v1/oauth_scopes."),
+                format!(
+                    "Unknown scope {:?}; define custom scopes with POST /v1/oauth_scopes.",
+                    gatehouse_platform::error::clip(s)
+                ),
             ));
         }
         if !out.contains(&s) {
