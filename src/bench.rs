@@ -68,6 +68,9 @@ pub struct RatelimitArgs {
     pub redis_url: Option<String>,
     #[arg(long)]
     pub instance_id: Option<String>,
+    /// The servers' `--redis-prefix` (by default their topic prefix).
+    #[arg(long, default_value = "")]
+    pub redis_prefix: String,
 }
 
 #[derive(ValueEnum, Debug, Clone, Copy)]
@@ -508,7 +511,7 @@ async fn ratelimit(a: RatelimitArgs) -> anyhow::Result<()> {
     let scraper = match (&a.redis_url, &a.instance_id) {
         (Some(url), Some(instance)) => {
             let client = redis::Client::open(url.as_str())?;
-            let key = format!("gatehouse:rl:{instance}");
+            let key = format!("{}gatehouse:rl:{instance}", a.redis_prefix);
             let mut conn = client.get_multiplexed_async_connection().await?;
             let stop_at = Instant::now() + Duration::from_secs(a.seconds + 2);
             Some(tokio::spawn(async move {

@@ -101,6 +101,7 @@ impl RateLimitArgs {
             window: std::time::Duration::from_secs(10),
             replicas: self.replicas,
             enabled: !self.no_rate_limits,
+            key_prefix: String::new(),
         })
     }
 }
@@ -189,6 +190,10 @@ pub struct ServeArgs {
     /// Prefix for every Kafka topic name (several deployments on one cluster).
     #[arg(long, env = "GATEHOUSE_TOPIC_PREFIX", default_value = "")]
     pub topic_prefix: String,
+    /// Prefix for every Redis key (several deployments on one Redis);
+    /// default: the topic prefix.
+    #[arg(long, env = "GATEHOUSE_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
     /// Seconds a resolved secret key is trusted before it is looked up again.
     #[arg(long, env = "GATEHOUSE_KEY_CACHE_SECONDS", default_value_t = 2)]
     pub key_cache_seconds: u64,

@@ -116,9 +116,16 @@ pub async fn run(args: EmbeddedArgs) -> anyhow::Result<()> {
     let _lock = lock_data_dir(&args.data_dir)?;
     let url = sqlite_url(&args.data_dir)?;
     let db = connect_db(&url).await?;
+    let pending = Migrator::get_pending_migrations(&db)
+        .await
+        .context("reading the embedded database's migrations")?
+        .len();
     Migrator::up(&db, None)
         .await
         .context("migrating the embedded database")?;
+    if pending > 0 {
+        tracing::info!(applied = pending, "database migrated");
+    }
     let (token, token_file) = admin_token(&args)?;
     let public_url = args
         .public_url
@@ -138,6 +145,7 @@ pub async fn run(args: EmbeddedArgs) -> anyhow::Result<()> {
             admin_token: Some(token.clone()),
             key_cache_ttl: Duration::from_secs(2),
             rate_limits: args.rate_limits.settings()?,
+            redis_prefix: String::new(),
             client_metadata: args.client_metadata.settings()?,
             webhooks_allow_loopback: args.webhooks_allow_loopback,
             test_clock,

@@ -15,8 +15,17 @@ use sea_orm::DatabaseConnection;
 use crate::cli::{DbArgs, LogFormat, RebuildArgs, ServeArgs, Service};
 
 pub fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Info by default; one summary line for the migrations instead of
+    // sea-orm-migration's line for each, which debug (or naming it) shows.
+    let mut directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
+    if !["debug", "trace", "sea_orm_migration"]
+        .iter()
+        .any(|d| directives.contains(d))
+    {
+        directives.push_str(",sea_orm_migration=warn");
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sea_orm_migration=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match format {
         LogFormat::Json => builder.json().with_current_span(true).try_init(),
@@ -210,6 +219,10 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             admin_token: args.admin_token,
             key_cache_ttl: Duration::from_secs(args.key_cache_seconds),
             rate_limits: args.rate_limits.settings()?,
+            redis_prefix: args
+                .redis_prefix
+                .clone()
+                .unwrap_or_else(|| args.topic_prefix.clone()),
             client_metadata: args.client_metadata.settings()?,
             webhooks_allow_loopback: args.test_webhooks_allow_loopback,
             test_clock,

@@ -221,4 +221,7 @@ async fn embedded_bootstraps_once_and_keeps_data_across_restarts() {
     );
     let log = g.log_text();
     assert!(log.contains(&key), "every start prints the development key");
+    // Migrations are one summary line, not one line each.
+    assert_eq!(log.matches("database migrated").count(), 1, "{log}");
+    assert!(!log.contains("Applying migration"), "{log}");
 }

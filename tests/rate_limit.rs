@@ -271,15 +271,10 @@ async fn embedded_default_limits_in_memory() {
     let t = g.tenant().await;
     let started = Instant::now();
     let (statuses, refused) = hammer(&[&g], &t.dev.key, 150, 4).await;
-    // The local limiter is a GCRA (governor): a burst of 100, then one more
-    // every 100 ms. Not exact across windows; that is what Redis is for.
-    let refill = (started.elapsed().as_millis() / 100) as usize;
-    assert!(
-        (100..=100 + refill + 1).contains(&admitted(&statuses)),
-        "admitted {} in {:?}",
-        admitted(&statuses),
-        started.elapsed()
-    );
+    // The in-process limiter is a sliding log too: exactly the limit in the
+    // window (the burst takes far less than 10 s here).
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(admitted(&statuses), 100);
     assert!(header(&refused.unwrap(), "retry-after") >= 1);
 }
 
@@ -317,13 +312,16 @@ async fn redis_outage_falls_back_locally_and_recovers() {
     assert_eq!(metric(&g, "gatehouse_rate_limit_redis_up").await, 1.0);
 
     drop(redis);
-    // No 500s; the local limiter decides, with this process's share (a GCRA:
-    // a burst of 100, then one more every 100 ms).
+    // No 500s; the local sliding log decides, with this process's share
+    // (all of it: one replica), exactly.
     let started = Instant::now();
     let (statuses, _) = hammer(&[&g], &t.dev.key, 150, 4).await;
-    let refill = (started.elapsed().as_millis() / 100) as usize;
     let n = admitted(&statuses);
-    assert!(n > 0 && n <= 100 + refill + 1, "admitted {n}");
+    if started.elapsed() < Duration::from_secs(10) {
+        assert_eq!(n, 100, "admitted {n}");
+    } else {
+        assert!(n > 0 && n <= 150, "admitted {n}");
+    }
     assert!(metric(&g, "gatehouse_rate_limit_fallback_total").await >= 1.0);
     assert_eq!(metric(&g, "gatehouse_rate_limit_redis_up").await, 0.0);
     let log = g.log_text();
@@ -337,7 +335,7 @@ async fn redis_outage_falls_back_locally_and_recovers() {
     let redis = common::RedisServer::start(port).await;
     // Shared limiting resumes: decisions are recorded in Redis again.
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
-    let key = format!("gatehouse:rl:{}", t.prod.id);
+    let key = format!("{}gatehouse:rl:{}", g.topic_prefix, t.prod.id);
     g.eventually("shared limiting to resume", 30, || {
         let (client, key) = (client.clone(), key.clone());
         let g = &g;

@@ -1090,9 +1090,12 @@ async fn redis_get(url: &str, key: &str) -> Option<String> {
 
 /// Waits until the deployment's revocation set is trusted again (its
 /// marker set after a refill).
-async fn revocation_set_ready(url: &str) {
+async fn revocation_set_ready(url: &str, prefix: &str) {
     for _ in 0..200 {
-        if redis_get(url, "gatehouse:tokrev:ready").await.is_some() {
+        if redis_get(url, &format!("{prefix}gatehouse:tokrev:ready"))
+            .await
+            .is_some()
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -1127,10 +1130,11 @@ async fn revocation_set_survives_redis_loss() {
     let issued = client_credentials_tokens(&o, &id, &secret, 3).await;
     let family = |i: usize| {
         let sid = jwt_part(&issued[i], 1)["sid"].as_str().unwrap().to_owned();
-        format!("gatehouse:tokrev:{sid}")
+        // Keys carry the deployment's prefix (by default its topic prefix).
+        format!("{}gatehouse:tokrev:{sid}", g.topic_prefix)
     };
     let revoke = "/v1/oauth_applications/access_tokens/revoke";
-    revocation_set_ready(&redis_url).await;
+    revocation_set_ready(&redis_url, &g.topic_prefix).await;
 
     // Revoked on one process, at once revoked on the other, from the set.
     let (s, v) = verify(&g, &key, &issued[0], revoke).await;
@@ -1154,7 +1158,7 @@ async fn revocation_set_survives_redis_loss() {
     // with both revocations, the one made while it was down included.
     let _redis = common::RedisServer::start(port).await;
     assert!(is_revoked(&g2, &key, &issued[1]).await);
-    revocation_set_ready(&redis_url).await;
+    revocation_set_ready(&redis_url, &g.topic_prefix).await;
     assert!(redis_get(&redis_url, &family(0)).await.is_some());
     assert!(redis_get(&redis_url, &family(1)).await.is_some());
     assert!(redis_get(&redis_url, &family(2)).await.is_none());

@@ -28,6 +28,9 @@ pub struct Settings {
     /// at most this long elsewhere.
     pub key_cache_ttl: Duration,
     pub rate_limits: RateLimitSettings,
+    /// Before every Redis key (rate limits, the revocation set), so several
+    /// deployments can share one Redis.
+    pub redis_prefix: String,
     /// Seals authorization codes between the authorization and token
     /// services; every process of a deployment has the same one.
     pub code_sealer: CodeSealer,
@@ -73,8 +76,9 @@ impl Platform {
     ) -> Self {
         let keys = KeyCache::new(settings.key_cache_ttl);
         let metrics = Metrics::new();
-        let rate_limiter =
-            RateLimiter::new(settings.rate_limits.clone(), redis.clone(), metrics.clone());
+        let mut limits = settings.rate_limits.clone();
+        limits.key_prefix = settings.redis_prefix.clone();
+        let rate_limiter = RateLimiter::new(limits, redis.clone(), metrics.clone());
         let client_metadata = ClientMetadataFetcher::new(&settings.client_metadata);
         Self(Arc::new(Inner {
             client_metadata,

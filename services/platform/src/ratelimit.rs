@@ -4,24 +4,18 @@
 //! trip (`EVALSHA`). In any rolling window at most `limit` requests are
 //! admitted, and under steady over-limit load exactly `limit` are.
 //!
-//! Redis unreachable: each process falls back to a local GCRA limiter
-//! (`governor`) with its share of the limit (limit / replicas), logs the
-//! switch once, counts fallback decisions, and goes back to Redis as soon as
-//! it answers again. Without Redis (the embedded default) the local limiter
-//! is the limiter.
+//! Redis unreachable: each process falls back to a local sliding log, as
+//! exact as the shared one, with its share of the limit (limit / replicas),
+//! logs the switch once, counts fallback decisions, and goes back to Redis as
+//! soon as it answers again. Without Redis (the embedded default) the local
+//! log is the limiter: at most the limit in any rolling window there too.
 //!
 //! Why a sliding log and what it costs: docs/rate-limiting.md.
 
-use std::collections::HashMap;
-use std::num::NonZeroU32;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use governor::clock::{Clock as _, DefaultClock};
-use governor::middleware::StateInformationMiddleware;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter as Gcra};
+use std::time::{Duration, Instant};
 
 use crate::metrics::Metrics;
 use crate::tenancy::Environment;
@@ -35,6 +29,8 @@ pub struct RateLimitSettings {
     /// 1/replicas of it when it has to decide alone.
     pub replicas: u32,
     pub enabled: bool,
+    /// Before every Redis key (the deployment's `--redis-prefix`).
+    pub key_prefix: String,
 }
 
 impl Default for RateLimitSettings {
@@ -45,6 +41,7 @@ impl Default for RateLimitSettings {
             window: Duration::from_secs(10),
             replicas: 1,
             enabled: true,
+            key_prefix: String::new(),
         }
     }
 }
@@ -102,14 +99,72 @@ if remaining < 0 then remaining = 0 end
 return {admitted, remaining, reset}
 ";
 
-type Local = Gcra<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+/// The in-process limiter: a sliding log per key, as exact as the Redis
+/// one. Each log holds at most its limit of times, so an instance costs at
+/// most 8 bytes per request it may make in a window.
+#[derive(Default)]
+struct LocalLogs {
+    logs: HashMap<(String, u32, Duration), VecDeque<u64>>,
+    /// Keys at which the next sweep runs: twice what the last one left, so
+    /// sweeps cost amortized O(1) per new key.
+    sweep_at: usize,
+}
+
+/// Keys past which the logs that are empty by now are swept out.
+const SWEEP_AT: usize = 10_000;
+/// Keys one process keeps at most; past it (after a sweep) the oldest idle
+/// ones go, which for them forgets at most one window.
+const MAX_KEYS: usize = 100_000;
+
+impl LocalLogs {
+    /// Counts one request at `now_ms` (a monotonic clock) under `key`
+    /// against `allowed` per `window`.
+    fn check(&mut self, key: (String, u32, Duration), now_ms: u64) -> (bool, u32, u64) {
+        let (allowed, window) = (key.1, key.2.as_millis() as u64);
+        if self.logs.len() >= self.sweep_at.max(SWEEP_AT) && !self.logs.contains_key(&key) {
+            self.sweep(now_ms);
+            self.sweep_at = (self.logs.len() * 2).min(MAX_KEYS);
+        }
+        let log = self.logs.entry(key).or_default();
+        while log.front().is_some_and(|&t| t + window <= now_ms) {
+            log.pop_front();
+        }
+        let admitted = log.len() < allowed as usize;
+        if admitted {
+            log.push_back(now_ms);
+        }
+        let remaining = (allowed as usize).saturating_sub(log.len()) as u32;
+        let reset = log.front().map_or(0, |&t| t + window - now_ms);
+        (admitted, remaining, reset)
+    }
+
+    fn sweep(&mut self, now_ms: u64) {
+        self.logs.retain(|(_, _, window), log| {
+            log.back()
+                .is_some_and(|&t| t + window.as_millis() as u64 > now_ms)
+        });
+        if self.logs.len() >= MAX_KEYS {
+            let mut last: Vec<u64> = self
+                .logs
+                .values()
+                .map(|l| l.back().copied().unwrap_or(0))
+                .collect();
+            let cut = last.len() / 2;
+            let (_, median, _) = last.select_nth_unstable(cut);
+            let median = *median;
+            self.logs
+                .retain(|_, l| l.back().copied().unwrap_or(0) > median);
+        }
+    }
+}
 
 pub struct RateLimiter {
     settings: RateLimitSettings,
     redis: Option<redis::aio::ConnectionManager>,
     script: redis::Script,
-    local: Mutex<HashMap<(String, u32, Duration), Arc<Local>>>,
-    clock: DefaultClock,
+    local: Mutex<LocalLogs>,
+    /// The local logs' monotonic clock starts here.
+    started: Instant,
     /// Set while decisions are local because Redis failed.
     degraded: AtomicBool,
     /// Epoch ms before which Redis is not tried again after a failure, so a
@@ -138,8 +193,8 @@ impl RateLimiter {
             settings,
             redis,
             script: redis::Script::new(SLIDING_LOG),
-            local: Mutex::new(HashMap::new()),
-            clock: DefaultClock::default(),
+            local: Mutex::new(LocalLogs::default()),
+            started: Instant::now(),
             degraded: AtomicBool::new(false),
             retry_redis_at: AtomicI64::new(0),
             metrics,
@@ -216,7 +271,10 @@ impl RateLimiter {
         let mut conn = redis.clone();
         let member = crate::ids::random_base62(16);
         let window_ms = window.as_millis() as u64;
-        let mut invocation = self.script.key(format!("gatehouse:rl:{instance_id}"));
+        let mut invocation = self.script.key(format!(
+            "{}gatehouse:rl:{instance_id}",
+            self.settings.key_prefix
+        ));
         invocation.arg(limit).arg(window_ms).arg(member);
         let call = invocation.invoke_async::<(i64, i64, i64)>(&mut conn);
         let (admitted, remaining, reset) = tokio::time::timeout(REDIS_TIMEOUT, call)
@@ -240,7 +298,8 @@ impl RateLimiter {
         d
     }
 
-    /// A GCRA with burst = `allowed`, refilling over the window.
+    /// The local sliding log: `allowed` per `window`, reported against
+    /// `limit`.
     fn check_local(
         &self,
         instance_id: &str,
@@ -248,40 +307,20 @@ impl RateLimiter {
         limit: u32,
         window: Duration,
     ) -> Decision {
-        let limiter = {
-            let mut map = match self.local.lock() {
+        let now = self.started.elapsed().as_millis() as u64;
+        let (admitted, remaining, reset_ms) = {
+            let mut logs = match self.local.lock() {
                 Ok(m) => m,
                 Err(poisoned) => poisoned.into_inner(),
             };
-            if map.len() > 100_000 {
-                map.clear();
-            }
-            map.entry((instance_id.to_owned(), allowed, window))
-                .or_insert_with(|| {
-                    let burst = NonZeroU32::new(allowed.max(1)).unwrap_or(NonZeroU32::MIN);
-                    let period = (window / burst.get()).max(Duration::from_nanos(1));
-                    let quota = Quota::with_period(period)
-                        .unwrap_or_else(|| Quota::per_second(burst))
-                        .allow_burst(burst);
-                    Arc::new(Gcra::direct(quota).with_middleware::<StateInformationMiddleware>())
-                })
-                .clone()
+            logs.check((instance_id.to_owned(), allowed.max(1), window), now)
         };
-        match limiter.check() {
-            Ok(snapshot) => Decision {
-                admitted: true,
-                limit,
-                remaining: snapshot.remaining_burst_capacity(),
-                reset_ms: (window / allowed.max(1)).as_millis() as u64,
-                window_secs: window.as_secs(),
-            },
-            Err(not_until) => Decision {
-                admitted: false,
-                limit,
-                remaining: 0,
-                reset_ms: not_until.wait_time_from(self.clock.now()).as_millis() as u64,
-                window_secs: window.as_secs(),
-            },
+        Decision {
+            admitted,
+            limit,
+            remaining,
+            reset_ms,
+            window_secs: window.as_secs(),
         }
     }
 }
@@ -318,13 +357,70 @@ mod tests {
             window_secs: 0,
         });
         assert!(!last.admitted);
-        assert!((1..=2).contains(&last.retry_after_secs()), "{last:?}");
+        assert!((9..=10).contains(&last.retry_after_secs()), "{last:?}");
         // Another instance has its own budget.
         assert!(
             rl.check("ins_b", Environment::Development, 5)
                 .await
                 .admitted
         );
+    }
+
+    fn key(allowed: u32) -> (String, u32, Duration) {
+        ("ins_a".to_owned(), allowed, Duration::from_secs(10))
+    }
+
+    #[test]
+    fn the_local_log_never_admits_more_than_the_limit_in_any_rolling_window() {
+        let mut logs = LocalLogs::default();
+        // 150 quick requests: exactly 100.
+        let admitted = (0..150u64)
+            .filter(|i| logs.check(key(100), 1_000 + i).0)
+            .count();
+        assert_eq!(admitted, 100);
+        // Half a window later nothing more; the first ones leave one by one.
+        assert!(!logs.check(key(100), 6_000).0);
+        let (_, _, reset) = logs.check(key(100), 10_999);
+        assert_eq!(reset, 1, "the oldest (at 1000) leaves at 11000");
+        assert!(logs.check(key(100), 11_000).0);
+        assert!(!logs.check(key(100), 11_000).0, "only the one that left");
+        // Over a long stream, every 10 s window holds at most 100.
+        let mut logs = LocalLogs::default();
+        let mut times = Vec::new();
+        for t in (0..60_000u64).step_by(7) {
+            if logs.check(key(100), t).0 {
+                times.push(t);
+            }
+        }
+        for (i, &t) in times.iter().enumerate() {
+            let in_window = times[i..].iter().take_while(|&&u| u < t + 10_000).count();
+            assert!(
+                in_window <= 100,
+                "{in_window} admitted in the window from {t}"
+            );
+        }
+        assert!(times.len() >= 600, "and the limit is used: {}", times.len());
+    }
+
+    #[test]
+    fn local_logs_stay_bounded() {
+        let mut logs = LocalLogs::default();
+        for i in 0..(MAX_KEYS as u64 + 10) {
+            logs.check((format!("ins_{i}"), 5, Duration::from_secs(10)), i / 100);
+        }
+        assert!(logs.logs.len() <= MAX_KEYS, "{}", logs.logs.len());
+        // Each log holds at most its limit.
+        for t in 0..50 {
+            logs.check(key(5), 2_000_000 + t);
+        }
+        assert_eq!(logs.logs[&key(5)].len(), 5);
+        // Logs that emptied are swept once there are many.
+        let mut logs = LocalLogs::default();
+        for i in 0..SWEEP_AT as u64 {
+            logs.check((format!("old_{i}"), 5, Duration::from_secs(10)), 0);
+        }
+        logs.check(key(5), 60_000);
+        assert_eq!(logs.logs.len(), 1);
     }
 
     #[test]

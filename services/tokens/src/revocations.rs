@@ -32,6 +32,7 @@ use sea_orm::{DatabaseConnection, DbErr};
 
 use crate::ACCESS_TOKEN_TTL_MS;
 
+/// Key names below the deployment's Redis prefix (`--redis-prefix`).
 pub const READY: &str = "gatehouse:tokrev:ready";
 const REFILL_LOCK: &str = "gatehouse:tokrev:refilling";
 const TIMEOUT: Duration = Duration::from_millis(250);
@@ -44,6 +45,7 @@ const SECOND_PASS_LOOKBACK_MS: i64 = 60_000;
 /// Entries written per Redis round trip while refilling.
 const REFILL_BATCH: usize = 1000;
 
+/// A family's entry, below the prefix.
 pub fn key(family_id: &str) -> String {
     format!("gatehouse:tokrev:{family_id}")
 }
@@ -57,6 +59,8 @@ pub enum Standing {
 
 struct Inner {
     redis: ConnectionManager,
+    /// The deployment's Redis prefix, before every key.
+    prefix: String,
     db: DatabaseConnection,
     clock: SharedClock,
     refilling: AtomicBool,
@@ -81,7 +85,7 @@ pub fn install(platform: &Platform) {
         tokio::spawn(async move {
             let mut conn = inner.redis.clone();
             let mut cmd = redis::cmd("EXISTS");
-            cmd.arg(READY);
+            cmd.arg(inner.named(READY));
             if let Ok(Ok(0)) =
                 tokio::time::timeout(TIMEOUT, cmd.query_async::<i64>(&mut conn)).await
             {
@@ -101,6 +105,7 @@ impl RevocationSet {
         Self(platform.redis().map(|r| {
             Arc::new(Inner {
                 redis: r.clone(),
+                prefix: platform.settings().redis_prefix.clone(),
                 db: platform.db().clone(),
                 clock: platform.clock().clone(),
                 refilling: AtomicBool::new(false),
@@ -118,7 +123,8 @@ impl RevocationSet {
         }
         let mut conn = inner.redis.clone();
         let mut cmd = redis::cmd("MGET");
-        cmd.arg(READY).arg(key(family_id));
+        cmd.arg(inner.named(READY))
+            .arg(inner.named(&key(family_id)));
         let answer = tokio::time::timeout(
             TIMEOUT,
             cmd.query_async::<(Option<String>, Option<String>)>(&mut conn),
@@ -161,13 +167,17 @@ fn parse(v: &str) -> Option<Standing> {
 }
 
 impl Inner {
+    fn named(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
     async fn write(&self, revoked: &[(String, i64, String)]) -> Result<(), String> {
         let now = self.clock.now_ms();
         let mut pipe = redis::pipe();
         for (family, at, reason) in revoked {
             let ttl = (at + ACCESS_TOKEN_TTL_MS + SKEW_MS - now).max(1000);
             pipe.cmd("SET")
-                .arg(key(family))
+                .arg(self.named(&key(family)))
                 .arg(format!("{at} {reason}"))
                 .arg("PX")
                 .arg(ttl)
@@ -190,7 +200,7 @@ impl Inner {
             loop {
                 let mut conn = self.redis.clone();
                 let mut cmd = redis::cmd("DEL");
-                cmd.arg(READY);
+                cmd.arg(self.named(READY));
                 if let Ok(Ok(())) =
                     tokio::time::timeout(TIMEOUT, cmd.query_async::<()>(&mut conn)).await
                 {
@@ -221,7 +231,11 @@ impl Inner {
     async fn refill_once(&self) -> Result<(), String> {
         let mut conn = self.redis.clone();
         let mut lock = redis::cmd("SET");
-        lock.arg(REFILL_LOCK).arg(1).arg("NX").arg("PX").arg(60_000);
+        lock.arg(self.named(REFILL_LOCK))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(60_000);
         let got: Option<String> = lock
             .query_async(&mut conn)
             .await
@@ -245,7 +259,7 @@ impl Inner {
                 .map_err(|e| e.to_string())?;
             self.write_all(&second).await?;
             let mut ready = redis::cmd("SET");
-            ready.arg(READY).arg(started);
+            ready.arg(self.named(READY)).arg(started);
             ready
                 .query_async::<()>(&mut conn)
                 .await
@@ -258,7 +272,7 @@ impl Inner {
         }
         .await;
         let mut unlock = redis::cmd("DEL");
-        unlock.arg(REFILL_LOCK);
+        unlock.arg(self.named(REFILL_LOCK));
         let _ = unlock.query_async::<()>(&mut conn).await;
         outcome
     }
