@@ -132,6 +132,25 @@ fn query(url: &url::Url, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// Opens an authorize URL signed out, follows sign-in's link to sign up,
+/// and signs up a new user; returns the user's email.
+async fn sign_up_at(c: &Client, issuer: &str, authorize: &str) -> String {
+    c.goto(authorize).await.unwrap();
+    wait_for_url(c, &format!("{issuer}/sign-in")).await;
+    c.find(Locator::LinkText("Create an account"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_for_url(c, &format!("{issuer}/sign-up")).await;
+    let email = format!("{}@example.com", common::unique("chromium"));
+    fill(c, "#email", &email).await;
+    fill(c, "#password", PASSWORD).await;
+    click(c, "button[type=submit]").await;
+    email
+}
+
 /// Checks the consent screen shown in the browser.
 async fn consent_screen(c: &Client, email: &str) {
     c.wait().for_element(Locator::Css("#accept")).await.unwrap();
@@ -204,19 +223,7 @@ async fn sign_up_consent_allow_then_sign_in_deny() {
 
     // Not signed in: the authorize request goes to sign-in; the user
     // follows the link to create an account instead.
-    c.goto(&authorize("first", &[])).await.unwrap();
-    wait_for_url(&c, &format!("{issuer}/sign-in")).await;
-    c.find(Locator::LinkText("Create an account"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    wait_for_url(&c, &format!("{issuer}/sign-up")).await;
-    let email = format!("{}@example.com", common::unique("chromium"));
-    fill(&c, "#email", &email).await;
-    fill(&c, "#password", PASSWORD).await;
-    click(&c, "button[type=submit]").await;
+    let email = sign_up_at(&c, &issuer, &authorize("first", &[])).await;
 
     // Back at the request, now on the consent screen. Allow.
     wait_for_url(&c, &format!("{issuer}/oauth/authorize")).await;
@@ -272,5 +279,66 @@ async fn sign_up_consent_allow_then_sign_in_deny() {
     assert_eq!(query(&at_client, "state").as_deref(), Some("second"));
     assert!(query(&at_client, "code").is_none());
 
+    c.close().await.unwrap();
+}
+
+/// A client that registered itself (RFC 7591) with another product's name
+/// and logo: Chromium shows where the code goes, the loopback warning and
+/// the unreviewed notice, and no borrowed logo; registered without a port,
+/// its loopback redirect takes the port the client listens on (RFC 8252
+/// §7.3), and Allow lands there.
+#[actix_web::test]
+async fn a_self_registered_client_shows_where_the_code_goes() {
+    let g = Gatehouse::embedded().await;
+    let t = g.tenant().await;
+    let ins = t.dev.id.as_str();
+    g.enable_registration(&t.dev.key).await;
+    let redirect = callback_server();
+    let res = g
+        .client
+        .post(g.url(&format!("/i/{ins}/oauth/register")))
+        .json(&json!({ "client_name": "Google Drive",
+                       "logo_uri": "https://www.google.com/favicon.ico",
+                       "redirect_uris": ["http://127.0.0.1/cb"],
+                       "token_endpoint_auth_method": "none", "scope": "openid" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let reg: Value = res.json().await.unwrap();
+    let issuer = g.url(&format!("/i/{ins}"));
+    let q: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("response_type", "code"),
+            ("client_id", reg["client_id"].as_str().unwrap()),
+            ("redirect_uri", redirect.as_str()),
+            ("scope", "openid"),
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+        ])
+        .finish();
+
+    let driver = Driver::start().await;
+    let c = driver.browser().await;
+    sign_up_at(&c, &issuer, &format!("{issuer}/oauth/authorize?{q}")).await;
+    wait_for_url(&c, &format!("{issuer}/oauth/authorize")).await;
+    c.wait().for_element(Locator::Css("#accept")).await.unwrap();
+    for (css, says) in [
+        ("#redirect-host", "127.0.0.1"),
+        ("#loopback-warning", "program on this computer"),
+        ("#unreviewed", "nobody here has reviewed it"),
+    ] {
+        let e = c.find(Locator::Css(css)).await.unwrap();
+        assert!(e.is_displayed().await.unwrap(), "{css} is hidden");
+        let text = e.text().await.unwrap();
+        assert!(text.contains(says), "{css}: {text}");
+    }
+    assert!(
+        c.find(Locator::Css("img.logo")).await.is_err(),
+        "a logo from a host the client does not redirect to is not shown"
+    );
+    click(&c, "#accept").await;
+    let at_client = wait_for_url(&c, &redirect).await;
+    assert!(query(&at_client, "code").is_some(), "{at_client}");
     c.close().await.unwrap();
 }

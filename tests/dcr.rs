@@ -410,6 +410,76 @@ async fn open_registration_policy(mode: Mode) {
     );
 }
 
+/// A self-registered client's consent screen says where the code goes,
+/// warns of a loopback redirect, says nobody reviewed the client, and drops
+/// a logo and homepage borrowed from another host; names with bidi
+/// overrides are refused; a loopback IP redirect URI takes any port.
+async fn self_registered_consent(mode: Mode) {
+    use common::browser::{Browser, location};
+    let g = Gatehouse::start(mode).await;
+    let t = g.tenant().await;
+    let instance = t.dev.id.as_str();
+    g.enable_registration(&t.dev.key).await;
+    let register = format!("/i/{instance}/oauth/register");
+    let spoof = json!({ "client_name": "evil\u{202E}evirD elgooG",
+                        "redirect_uris": ["http://127.0.0.1/callback"],
+                        "token_endpoint_auth_method": "none" })
+    .to_string();
+    let (s, e, h) = post(&g, &register, &spoof).await;
+    assert_eq!(s, 400, "{e}");
+    assert_rfc_error(s, &e, &h, "invalid_client_metadata");
+    let phish = json!({ "client_name": "Google Drive",
+                        "logo_uri": "https://www.google.com/favicon.ico",
+                        "client_uri": "https://drive.google.com",
+                        "redirect_uris": ["http://127.0.0.1/callback"],
+                        "token_endpoint_auth_method": "none", "scope": "openid email" })
+    .to_string();
+    let (s, reg, _) = post(&g, &register, &phish).await;
+    assert_eq!(s, 201, "{reg}");
+    let client_id = reg["client_id"].as_str().unwrap();
+
+    let q: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("response_type", "code"),
+            ("client_id", client_id),
+            // Registered without a port: RFC 8252 §7.3, any port.
+            ("redirect_uri", "http://127.0.0.1:53682/callback"),
+            ("scope", "openid email"),
+            (
+                "code_challenge",
+                "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            ),
+            ("code_challenge_method", "S256"),
+        ])
+        .finish();
+    let authorize = format!("/oauth/authorize?{q}");
+    let mut b = Browser::new(&g, instance);
+    let (s, h, _) = b.get(&authorize).await;
+    assert_eq!(s, 302, "to sign-in");
+    let (_, back) = b.sign_up_from(&location(&h)).await;
+    let (s, _, html) = b.get(&back).await;
+    assert_eq!(s, 200, "{html}");
+    assert!(html.contains("Google Drive"), "{html}");
+    assert!(html.contains("id=\"redirect-host\""), "{html}");
+    assert!(html.contains("<strong>127.0.0.1</strong>"), "{html}");
+    assert!(html.contains("id=\"loopback-warning\""), "{html}");
+    assert!(html.contains("id=\"unreviewed\""), "{html}");
+    assert!(
+        !html.contains("google.com"),
+        "borrowed logo and homepage are dropped: {html}"
+    );
+    // Another path on the loopback host is still not the registered URI.
+    let other = authorize.replace("%2Fcallback", "%2Felsewhere");
+    let (s, h, html) = b.get(&other).await;
+    assert_eq!(s, 400, "{html}");
+    assert!(h.get("location").is_none());
+}
+
+#[tokio::test]
+async fn self_registered_consent_embedded() {
+    self_registered_consent(Mode::Embedded).await;
+}
+
 #[tokio::test]
 async fn open_registration_policy_embedded() {
     open_registration_policy(Mode::Embedded).await;

@@ -8,6 +8,7 @@
 //! enforces single use.
 
 pub mod api;
+pub mod consent;
 pub mod grants;
 pub mod request;
 
@@ -53,6 +54,11 @@ struct ConsentPage<'a> {
     client_uri: Option<&'a str>,
     /// For a metadata-document client: the host its details came from.
     described_by: Option<&'a str>,
+    /// A dynamically registered client: nobody reviewed it.
+    self_registered: bool,
+    /// Where the code goes.
+    redirect_host: &'a str,
+    loopback_warning: bool,
     email: &'a str,
     scopes: Vec<(String, String)>,
     resource: Option<&'a str>,
@@ -388,19 +394,19 @@ async fn consent_page(
     let (token, fresh) = csrf(http);
     let action = format!("{}/oauth/authorize", base(id));
     let email = primary_email(user);
-    let described_by = client_metadata::is_metadata_url(&req.client.client_id)
-        .then(|| url::Url::parse(&req.client.client_id).ok())
-        .flatten()
-        .and_then(|u| u.host_str().map(str::to_owned));
+    let shown = consent::present(&req.client, &req.redirect_uri);
+    let described_by = match &shown.unreviewed {
+        Some(consent::Unreviewed::Document { host }) => Some(host.as_str()),
+        _ => None,
+    };
     let html = ConsentPage {
         app_name: &req.client.name,
-        logo: req
-            .client
-            .client_image_url
-            .as_deref()
-            .filter(|u| u.starts_with("https://")),
-        client_uri: req.client.client_uri.as_deref(),
-        described_by: described_by.as_deref(),
+        logo: shown.logo.as_deref(),
+        client_uri: shown.client_uri.as_deref(),
+        described_by,
+        self_registered: shown.unreviewed == Some(consent::Unreviewed::Registered),
+        redirect_host: &shown.redirect_host,
+        loopback_warning: shown.loopback_warning,
         email: &email,
         scopes: described,
         resource: req.resource.as_deref(),

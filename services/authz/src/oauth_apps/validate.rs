@@ -114,9 +114,23 @@ pub fn info_url(field: &str, raw: Option<String>) -> ApiResult<Option<String>> {
     Ok(Some(raw))
 }
 
+/// Unicode format characters (general category Cf): invisible, and some
+/// (bidi overrides such as U+202E) reorder what a name shows, so a consent
+/// screen could be made to read as another application's.
+pub fn is_format_char(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x0600..=0x0605 | 0x061C | 0x06DD | 0x070F | 0x0890..=0x0891 | 0x08E2
+        | 0x180E | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x2064 | 0x2066..=0x206F
+        | 0xFEFF | 0xFFF9..=0xFFFB | 0x110BD | 0x110CD | 0x13430..=0x1343F
+        | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0001 | 0xE0020..=0xE007F)
+}
+
 pub fn name(raw: &str) -> ApiResult<String> {
     let n = raw.trim();
-    if n.is_empty() || n.chars().count() > 256 || n.chars().any(char::is_control) {
+    if n.is_empty()
+        || n.chars().count() > 256
+        || n.chars().any(|c| c.is_control() || is_format_char(c))
+    {
         return Err(ApiError::invalid_param(
             "name",
             "`name` must be 1 to 256 printable characters.",
@@ -168,6 +182,22 @@ mod tests {
             Some("read:docs")
         );
         assert_eq!(scopes("", &known).ok().as_deref(), Some(""));
+    }
+
+    #[test]
+    fn names_refuse_control_and_format_characters() {
+        assert_eq!(name("  Drive sync ").ok().as_deref(), Some("Drive sync"));
+        assert!(name("Ünïcödé 応用").is_ok());
+        for bad in [
+            "",
+            "a\u{0}b",
+            "evil\u{202E}elgooG",
+            "a\u{200B}b",
+            "\u{FEFF}x",
+            "x\u{2066}y",
+        ] {
+            assert!(name(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
