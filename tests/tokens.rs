@@ -669,9 +669,16 @@ fn pkce_authorize(client_id: &str, scope: &str) -> String {
 /// browser signs up on first use), once the token service knows the client.
 async fn access_token_for(o: &Oauth<'_>, b: &mut Browser, client_id: &str, scope: &str) -> String {
     let code = code_for(b, &pkce_authorize(client_id, scope)).await;
+    let tok = redeem(o, client_id, &code).await;
+    tok["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Redeems a public client's code from [`pkce_authorize`], once the token
+/// service knows the client; the token response.
+async fn redeem(o: &Oauth<'_>, client_id: &str, code: &str) -> Value {
     let form = [
         ("grant_type", "authorization_code"),
-        ("code", code.as_str()),
+        ("code", code),
         ("redirect_uri", REDIRECT),
         ("client_id", client_id),
         ("code_verifier", VERIFIER),
@@ -685,8 +692,123 @@ async fn access_token_for(o: &Oauth<'_>, b: &mut Browser, client_id: &str, scope
         tok = o.token(&form, None).await;
     }
     assert_eq!(tok.0, 200, "{}", tok.1);
-    tok.1["access_token"].as_str().unwrap().to_owned()
+    tok.1
 }
+
+/// Re-authentication (OpenID Connect Core §3.1.2.1): `prompt=login` and an
+/// exceeded `max_age` send a signed-in user to sign in again (with
+/// `prompt=none`, `login_required`), and the ID token's `auth_time` is when
+/// the user last signed in, through refreshes too.
+async fn reauthentication_flow(mode: Mode) {
+    use common::browser::{hidden, location, param};
+    let g = Gatehouse::with_test_clock(mode).await;
+    let t = g.tenant().await;
+    let (key, ins) = (t.dev.key.clone(), t.dev.id.clone());
+    let o = Oauth {
+        g: &g,
+        ins: ins.clone(),
+    };
+    let app = g
+        .create_app(
+            &key,
+            json!({ "name": "CLI", "public": true, "redirect_uris": [REDIRECT],
+                    "scopes": "openid email offline_access", "consent_screen_enabled": false }),
+        )
+        .await;
+    let client_id = app["client_id"].as_str().unwrap().to_owned();
+    let scope = "openid email offline_access";
+    let with = |extra: &[(&str, &str)]| {
+        let mut a = pkce_authorize(&client_id, scope);
+        for (k, v) in extra {
+            a.push_str(&format!("&{k}={v}"));
+        }
+        a
+    };
+    let exchange = |code: String| {
+        let (o, client_id) = (&o, client_id.clone());
+        async move { redeem(o, &client_id, &code).await }
+    };
+    let auth_time = |tok: &Value| {
+        jwt_part(tok["id_token"].as_str().unwrap(), 1)["auth_time"]
+            .as_i64()
+            .unwrap()
+    };
+
+    let mut b = Browser::new(&g, &ins);
+    let (s, h, _) = b.get(&with(&[])).await;
+    assert_eq!(s, 302);
+    let (email, _) = b.sign_up_from(&location(&h)).await;
+    let first = exchange(code_for(&mut b, &with(&[])).await).await;
+    let signed_up = auth_time(&first);
+
+    g.advance_clock(120_000).await;
+    // Within max_age, and without prompt=login: no sign-in.
+    let (s, h, _) = b.get(&with(&[("max_age", "600")])).await;
+    assert_eq!(s, 302);
+    assert!(param(&location(&h), "code").is_some(), "{:?}", h);
+    // prompt=none cannot sign the user in again.
+    for extra in [
+        &[("prompt", "none"), ("max_age", "60")][..],
+        &[("prompt", "none"), ("max_age", "0")],
+    ] {
+        let (_, h, _) = b.get(&with(extra)).await;
+        assert_eq!(
+            param(&location(&h), "error").as_deref(),
+            Some("login_required")
+        );
+    }
+    for extra in [&[("prompt", "login")][..], &[("max_age", "60")]] {
+        let (s, h, _) = b.get(&with(extra)).await;
+        assert_eq!(s, 302);
+        let sign_in = location(&h);
+        assert!(sign_in.contains("/sign-in?"), "{extra:?}: {sign_in}");
+        let back = param(&sign_in, "redirect_url").unwrap();
+        assert!(
+            !back.contains("prompt=login") && !back.contains("max_age"),
+            "{back}"
+        );
+        let (_, _, html) = b.get("/sign-in").await;
+        let csrf = hidden(&html, "csrf_token");
+        let (s, h, _) = b
+            .post(
+                "/sign-in",
+                &[
+                    ("csrf_token", &csrf),
+                    ("email", &email),
+                    ("password", "correct horse battery"),
+                    ("redirect_url", &back),
+                ],
+            )
+            .await;
+        assert_eq!(s, 303);
+        let (s, h2, _) = b.get(&location(&h)).await;
+        assert_eq!(s, 302);
+        let code = param(&location(&h2), "code").unwrap();
+        let tok = exchange(code).await;
+        assert!(
+            auth_time(&tok) >= signed_up + 120,
+            "{extra:?}: signed in again"
+        );
+        g.advance_clock(120_000).await;
+    }
+    // A refresh keeps the sign-in's auth_time.
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", first["refresh_token"].as_str().unwrap()),
+        ("client_id", client_id.as_str()),
+    ];
+    let (s, refreshed) = o.token(&form, None).await;
+    assert_eq!(s, 200, "{refreshed}");
+    assert_eq!(auth_time(&refreshed), signed_up);
+    let (s, h, _) = b.get(&with(&[("max_age", "soon")])).await;
+    assert_eq!(s, 302);
+    assert_eq!(
+        param(&location(&h), "error").as_deref(),
+        Some("invalid_request")
+    );
+}
+
+in_both_shapes!(reauthentication_flow: reauthentication_embedded, reauthentication_production_shape);
 
 /// Userinfo releases the claims of the granted scopes from the token
 /// service's own copy of the user, follows profile changes, and a deleted or

@@ -530,7 +530,7 @@ async fn delivery_flow(mode: Mode) {
 /// the fourth succeeds, every attempt carries the same `webhook-id`, and
 /// all four are recorded.
 async fn retry_flow(mode: Mode) {
-    let g = with_test_clock(mode).await;
+    let g = Gatehouse::with_test_clock(mode).await;
     let t = g.tenant().await;
     let key = t.dev.key.as_str();
     let (url, got) = receiver(3);
@@ -605,28 +605,10 @@ async fn user_created_endpoint(g: &Gatehouse, key: &str, url: &str) -> String {
     format!("{BASE}/{}", ep["id"].as_str().unwrap())
 }
 
-/// A process on the test clock, in either shape.
-async fn with_test_clock(mode: Mode) -> Gatehouse {
-    let mut args = common::high_limits();
-    args.push("--test-clock".to_owned());
-    match mode {
-        Mode::Embedded => Gatehouse::embedded_with(args).await,
-        Mode::Production => {
-            Gatehouse::production_custom(
-                common::TestDb::create().await,
-                common::kafka_brokers(),
-                common::redis_url(),
-                args,
-            )
-            .await
-        }
-    }
-}
-
 /// An endpoint down for five clock days is disabled (and gets nothing new);
 /// re-enabled and replayed, it receives the whole backlog.
 async fn disable_flow(mode: Mode) {
-    let g = with_test_clock(mode).await;
+    let g = Gatehouse::with_test_clock(mode).await;
     let t = g.tenant().await;
     let key = t.dev.key.as_str();
     let (url, got) = receiver(9);
@@ -753,7 +735,7 @@ async fn disable_flow(mode: Mode) {
 /// or in flight; restarted, it delivers every message (at least once).
 #[tokio::test]
 async fn nothing_is_lost_when_the_process_dies() {
-    let mut g = with_test_clock(Mode::Production).await;
+    let mut g = Gatehouse::with_test_clock(Mode::Production).await;
     let t = g.tenant().await;
     let key = t.dev.key.clone();
     let (url, got) = slow_receiver(0, 100);

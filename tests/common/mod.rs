@@ -190,6 +190,19 @@ impl Gatehouse {
         }
     }
 
+    /// A process in `mode` on a clock the admin API moves (`--test-clock`).
+    pub async fn with_test_clock(mode: Mode) -> Self {
+        let mut args = high_limits();
+        args.push("--test-clock".to_owned());
+        match mode {
+            Mode::Embedded => Self::embedded_with(args).await,
+            Mode::Production => {
+                Self::production_custom(TestDb::create().await, kafka_brokers(), redis_url(), args)
+                    .await
+            }
+        }
+    }
+
     pub async fn embedded() -> Self {
         Self::embedded_with(high_limits()).await
     }

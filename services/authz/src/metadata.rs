@@ -58,7 +58,7 @@ pub async fn document(platform: &Platform, instance_id: &str) -> ApiResult<Value
         "client_id_metadata_document_supported": settings.metadata_documents,
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["ES256", "RS256"],
-        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "email", "email_verified", "name", "given_name", "family_name", "preferred_username", "picture"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "email", "email_verified", "name", "given_name", "family_name", "preferred_username", "updated_at"],
         "prompt_values_supported": ["none", "consent", "login"],
     });
     if settings.dynamic_registration {

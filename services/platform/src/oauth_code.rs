@@ -44,6 +44,10 @@ pub struct AuthorizationCode {
     pub resource: Option<String>,
     /// OpenID Connect nonce, echoed into an ID token.
     pub nonce: Option<String>,
+    /// When the user signed in (ms), the ID token's `auth_time`; 0 in codes
+    /// sealed before it was carried.
+    #[serde(default)]
+    pub auth_time_ms: i64,
     pub expires_at_ms: i64,
 }
 
@@ -166,6 +170,7 @@ mod tests {
             scope: "openid email".into(),
             resource: None,
             nonce: None,
+            auth_time_ms: 1,
             expires_at_ms: 2,
         }
     }

@@ -46,6 +46,9 @@ struct IdClaims<'a> {
     exp: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     nonce: Option<&'a str>,
+    /// Seconds; when the user signed in (OpenID Connect Core §2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_time: Option<i64>,
 }
 
 pub fn hash(token: &str) -> String {
@@ -168,6 +171,8 @@ struct Plan<'a> {
     grant_type: &'a str,
     refresh: bool,
     nonce: Option<String>,
+    /// When the user signed in (ms), 0 when unknown.
+    auth_time_ms: i64,
 }
 
 /// Signs an access token (and an ID token for `openid` user grants) and
@@ -232,6 +237,7 @@ async fn mint(
             iat: now / 1000,
             exp: exp_ms / 1000,
             nonce: plan.nonce.as_deref(),
+            auth_time: (plan.auth_time_ms > 0).then_some(plan.auth_time_ms / 1000),
         };
         body["id_token"] =
             json!(jsonwebtoken::encode(&h, &id, &key.encoding).map_err(OAuthError::internal)?);
@@ -253,6 +259,7 @@ async fn mint(
             0
         },
         key_id: key.kid.clone(),
+        auth_time_ms: plan.auth_time_ms,
     };
     Ok((issued, body))
 }
@@ -413,6 +420,7 @@ async fn code_grant(
         grant_type: "authorization_code",
         refresh: true,
         nonce: code.nonce.clone(),
+        auth_time_ms: code.auth_time_ms,
     };
     let (issued, body) = mint(platform, instance, client, &plan).await?;
     let meta = meta(instance, client);
@@ -524,6 +532,7 @@ async fn refresh_grant(
             grant_type: "refresh_token",
             refresh: true,
             nonce: None,
+            auth_time_ms: origin.auth_time_ms,
         };
         let (issued, body) = mint(platform, instance, client, &plan).await?;
         let ev = families::event(
@@ -592,6 +601,7 @@ async fn client_credentials(
         grant_type: "client_credentials",
         refresh: false,
         nonce: None,
+        auth_time_ms: 0,
     };
     let (issued, body) = mint(platform, instance, client, &plan).await?;
     let ev = families::event(

@@ -196,10 +196,21 @@ async fn signed_in(
     req: &HttpRequest,
     instance_id: &str,
 ) -> Result<Option<UserState>, HttpResponse> {
+    Ok(session_user(platform, req, instance_id)
+        .await?
+        .map(|(user, _)| user))
+}
+
+/// The signed-in user of this browser and when they signed in (ms).
+async fn session_user(
+    platform: &Platform,
+    req: &HttpRequest,
+    instance_id: &str,
+) -> Result<Option<(UserState, i64)>, HttpResponse> {
     let Some(cookie) = req.cookie(SESSION_COOKIE) else {
         return Ok(None);
     };
-    let session = sessions::current(
+    let session = sessions::current_since(
         platform.db(),
         instance_id,
         cookie.value(),
@@ -207,13 +218,13 @@ async fn signed_in(
     )
     .await
     .map_err(|e| unavailable("authorize", e))?;
-    let Some((_, user_id)) = session else {
+    let Some((_, user_id, since)) = session else {
         return Ok(None);
     };
     let user = users::get(platform.db(), instance_id, &user_id)
         .await
         .map_err(|e| unavailable("authorize", e))?;
-    Ok(user.filter(|u| !u.banned))
+    Ok(user.filter(|u| !u.banned).map(|u| (u, since)))
 }
 
 /// The authorize URL of a request, for returning to it after sign-in.
@@ -241,6 +252,7 @@ fn issue_code(
     instance_id: &str,
     req: &AuthorizeRequest,
     user_id: &str,
+    auth_time_ms: i64,
     status: StatusCode,
 ) -> HttpResponse {
     let code = AuthorizationCode {
@@ -254,6 +266,7 @@ fn issue_code(
         scope: req.scopes.join(" "),
         resource: req.resource.clone(),
         nonce: req.nonce.clone(),
+        auth_time_ms,
         expires_at_ms: platform.now_ms() + CODE_TTL_MS,
     };
     let sealed = platform.code_sealer().seal(&code);
@@ -318,17 +331,33 @@ async fn authorize(
         Ok(r) => r,
         Err(r) => return reject(&platform, &id, r, StatusCode::FOUND),
     };
-    let user = match signed_in(&platform, &http, &id).await {
+    let user = match session_user(&platform, &http, &id).await {
         Ok(u) => u,
         Err(res) => return res,
     };
-    let Some(user) = user else {
+    let Some((user, auth_time)) = user else {
         if req.prompt == Prompt::None {
             let r = back_to_client(&req, "login_required", "the user is not signed in");
             return reject(&platform, &id, r, StatusCode::FOUND);
         }
         return to_sign_in(&id, &req.params);
     };
+    // OpenID Connect Core §3.1.2.1: prompt=login and an exceeded max_age ask
+    // the user to sign in again. The way back drops both, so the fresh
+    // session answers them instead of asking again.
+    if request::needs_login(&req, auth_time, platform.now_ms()) {
+        if req.prompt == Prompt::None {
+            let r = back_to_client(&req, "login_required", "the user must sign in again");
+            return reject(&platform, &id, r, StatusCode::FOUND);
+        }
+        let again: Vec<(String, String)> = req
+            .params
+            .iter()
+            .filter(|(k, _)| k != "prompt" && k != "max_age")
+            .cloned()
+            .collect();
+        return to_sign_in(&id, &again);
+    }
     let granted = match grants::get(
         platform.db(),
         &id,
@@ -350,7 +379,16 @@ async fn authorize(
     }
     // Consent off (the documented risk) or already given: grant silently.
     let record = (!covered).then_some(false);
-    grant_and_issue(&platform, &instance, &req, &user, record, StatusCode::FOUND).await
+    let signed = (&user, auth_time);
+    grant_and_issue(
+        &platform,
+        &instance,
+        &req,
+        signed,
+        record,
+        StatusCode::FOUND,
+    )
+    .await
 }
 
 /// Records the grant when `consented` is given, then issues the code.
@@ -358,7 +396,7 @@ async fn grant_and_issue(
     platform: &Platform,
     instance: &gatehouse_platform::tenancy::Instance,
     req: &AuthorizeRequest,
-    user: &UserState,
+    (user, auth_time_ms): (&UserState, i64),
     consented: Option<bool>,
     status: StatusCode,
 ) -> HttpResponse {
@@ -377,7 +415,15 @@ async fn grant_and_issue(
             return unavailable("authorize", e);
         }
     }
-    issue_code(platform, instance.id.as_str(), req, &user.user_id, status)
+    let user_id = &user.user_id;
+    issue_code(
+        platform,
+        instance.id.as_str(),
+        req,
+        user_id,
+        auth_time_ms,
+        status,
+    )
 }
 
 async fn consent_page(
@@ -454,7 +500,7 @@ async fn decide(
         Ok(r) => r,
         Err(r) => return reject(&platform, &id, r, StatusCode::SEE_OTHER),
     };
-    let user = match signed_in(&platform, &http, &id).await {
+    let (user, auth_time) = match session_user(&platform, &http, &id).await {
         Ok(Some(u)) => u,
         Ok(None) => return to_sign_in(&id, &req.params),
         Err(res) => return res,
@@ -465,7 +511,7 @@ async fn decide(
                 &platform,
                 &instance,
                 &req,
-                &user,
+                (&user, auth_time),
                 Some(true),
                 StatusCode::SEE_OTHER,
             )

@@ -16,6 +16,7 @@ const SINGLE: &[&str] = &[
     "code_challenge_method",
     "nonce",
     "prompt",
+    "max_age",
     "resource",
 ];
 const MAX_STATE: usize = 2048;
@@ -33,6 +34,9 @@ pub struct AuthorizeRequest {
     pub resource: Option<String>,
     pub nonce: Option<String>,
     pub prompt: Prompt,
+    /// OpenID Connect `max_age`: seconds since sign-in beyond which the
+    /// user signs in again.
+    pub max_age: Option<i64>,
     /// The parameters as received (known ones only), to carry through
     /// sign-in and the consent form.
     pub params: Vec<(String, String)>,
@@ -45,6 +49,8 @@ pub enum Prompt {
     None,
     /// Ask for consent even when a grant covers the scopes.
     Consent,
+    /// Sign in again, whatever session the browser has.
+    Login,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -276,7 +282,8 @@ pub fn check(
         ));
     }
     let prompt = match get(&params, "prompt") {
-        None | Some("") | Some("login") | Some("select_account") => Prompt::Default,
+        None | Some("") | Some("select_account") => Prompt::Default,
+        Some("login") => Prompt::Login,
         Some("none") => Prompt::None,
         Some("consent") => Prompt::Consent,
         Some(p) => {
@@ -286,7 +293,25 @@ pub fn check(
             ));
         }
     };
+    let max_age = match get(&params, "max_age").filter(|m| !m.is_empty()) {
+        None => None,
+        Some(m) => match m.parse::<i64>() {
+            Ok(secs)
+                if (0..=10_i64.pow(10)).contains(&secs)
+                    && m.bytes().all(|b| b.is_ascii_digit()) =>
+            {
+                Some(secs)
+            }
+            _ => {
+                return Err(fail(
+                    "invalid_request",
+                    "max_age must be a non-negative number of seconds".into(),
+                ));
+            }
+        },
+    };
     Ok(AuthorizeRequest {
+        max_age,
         code_challenge: challenge.map(str::to_owned),
         redirect_uri_in_request: given.is_some(),
         client,
@@ -330,6 +355,16 @@ pub fn redirect_matches(registered: &str, given: &str) -> bool {
         // Only the port may differ; the given URI must be written as the
         // registered one is otherwise (no userinfo, same path and query).
         && given.starts_with("http://")
+}
+
+/// Whether the user, signed in at `auth_time_ms`, must sign in again
+/// before this request is answered: `prompt=login`, or `max_age` passed
+/// (OpenID Connect Core §3.1.2.1; `max_age=0` is `prompt=login`).
+pub fn needs_login(req: &AuthorizeRequest, auth_time_ms: i64, now_ms: i64) -> bool {
+    req.prompt == Prompt::Login
+        || req
+            .max_age
+            .is_some_and(|secs| now_ms.saturating_sub(auth_time_ms) >= secs.saturating_mul(1000))
 }
 
 /// BASE64URL(SHA-256(verifier)) without padding is always 43 characters.
@@ -463,6 +498,31 @@ mod tests {
         assert_eq!(error_of(check(app(false), p, &rep, &[])), "invalid_target");
         let (p, rep) = with(&[("resource", "a"), ("resource", "b")]);
         assert_eq!(error_of(check(app(false), p, &rep, &[])), "invalid_target");
+        // OpenID Connect Core §3.1.2.1: prompt=login and max_age.
+        let (p, rep) = with(&[("prompt", "login")]);
+        let r = check(app(false), p, &rep, &[]).unwrap();
+        assert!(needs_login(&r, 1_000, 1_001));
+        let (p, rep) = with(&[("max_age", "60")]);
+        let r = check(app(false), p, &rep, &[]).unwrap();
+        assert!(!needs_login(&r, 0, 59_999));
+        assert!(needs_login(&r, 0, 60_000));
+        let (p, rep) = with(&[("max_age", "0")]);
+        let r = check(app(false), p, &rep, &[]).unwrap();
+        assert!(needs_login(&r, 5, 5), "max_age=0 is prompt=login");
+        let (p, rep) = with(&[]);
+        assert!(!needs_login(
+            &check(app(false), p, &rep, &[]).unwrap(),
+            0,
+            i64::MAX
+        ));
+        for bad in ["-1", "1.5", "soon", "+3", "99999999999"] {
+            let (p, rep) = with(&[("max_age", bad)]);
+            assert_eq!(
+                error_of(check(app(false), p, &rep, &[])),
+                "invalid_request",
+                "{bad}"
+            );
+        }
         // RFC 8252 §7.3: a loopback IP redirect URI takes any port.
         assert!(redirect_matches(
             "http://127.0.0.1/cb",

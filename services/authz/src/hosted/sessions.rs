@@ -77,17 +77,30 @@ pub async fn current(
     token: &str,
     now: i64,
 ) -> Result<Option<(String, String)>, DbErr> {
+    Ok(current_since(conn, instance_id, token, now)
+        .await?
+        .map(|(id, user, _)| (id, user)))
+}
+
+/// [`current`] with when the session began: when its user last signed in
+/// (OpenID Connect's `auth_time`).
+pub async fn current_since(
+    conn: &impl ConnectionTrait,
+    instance_id: &str,
+    token: &str,
+    now: i64,
+) -> Result<Option<(String, String, i64)>, DbErr> {
     if token.is_empty() || token.len() > 100 {
         return Ok(None);
     }
     db::query_one(
         conn,
-        "SELECT id, user_id FROM authz_sessions WHERE token_hash = $1 AND instance_id = $2 \
-         AND ended_at IS NULL AND expires_at > $3",
+        "SELECT id, user_id, created_at FROM authz_sessions WHERE token_hash = $1 \
+         AND instance_id = $2 AND ended_at IS NULL AND expires_at > $3",
         vec![hash_secret(token).into(), instance_id.into(), now.into()],
     )
     .await?
-    .map(|r| Ok((col(&r, "id")?, col(&r, "user_id")?)))
+    .map(|r| Ok((col(&r, "id")?, col(&r, "user_id")?, col(&r, "created_at")?)))
     .transpose()
 }
 
