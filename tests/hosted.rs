@@ -218,11 +218,34 @@ async fn hosted_pages(mode: Mode) {
     assert!(metrics.contains("gatehouse_events_appended_total{event_type=\"session.created\",store=\"authz_events\"} 2"), "{metrics}");
     assert!(metrics.contains("event_type=\"session.ended\""));
 
+    // Only failures count: a dozen good sign-ins lock nobody out, and the
+    // right password still works after nine wrong ones (one above, eight
+    // here); the tenth locks the account for the window.
+    let ada = "ada@hosted.example";
+    for _ in 0..12 {
+        assert_eq!(sign_in_as(&mut b, &csrf, ada, "a good password").await, 303);
+    }
+    for _ in 0..8 {
+        assert_eq!(sign_in_as(&mut b, &csrf, ada, "wrong wrong").await, 401);
+    }
+    assert_eq!(sign_in_as(&mut b, &csrf, ada, "a good password").await, 303);
+    assert_eq!(sign_in_as(&mut b, &csrf, ada, "wrong wrong").await, 401);
+    assert_eq!(sign_in_as(&mut b, &csrf, ada, "a good password").await, 429);
+
     // Unknown instance: a page, not a stack trace.
     let mut nowhere = Browser::new(&g, "ins_0000000000000000000000");
     let (s, _, html) = nowhere.get("/sign-in").await;
     assert_eq!(s, 404);
     assert!(html.contains("no such application"));
+}
+
+async fn sign_in_as(b: &mut Browser, csrf: &str, email: &str, password: &str) -> u16 {
+    let form = [
+        ("csrf_token", csrf),
+        ("email", email),
+        ("password", password),
+    ];
+    b.post("/sign-in", &form).await.0
 }
 
 #[tokio::test]

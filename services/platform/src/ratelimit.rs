@@ -73,8 +73,10 @@ impl Decision {
     }
 }
 
-/// KEYS[1]: the instance's log. ARGV: limit, window (ms), a unique member.
-/// Returns {admitted, remaining, ms until the oldest entry expires}.
+/// KEYS[1]: the instance's log. ARGV: limit, window (ms), a unique member,
+/// and `1` to record an admitted request (`0` only asks whether one would
+/// be admitted). Returns {admitted, remaining, ms until the oldest entry
+/// expires}.
 const SLIDING_LOG: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -84,10 +86,12 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local count = redis.call('ZCARD', KEYS[1])
 local admitted = 0
 if count < limit then
-  redis.call('ZADD', KEYS[1], now, ARGV[3])
-  redis.call('PEXPIRE', KEYS[1], window)
-  count = count + 1
   admitted = 1
+  if ARGV[4] == '1' then
+    redis.call('ZADD', KEYS[1], now, ARGV[3])
+    redis.call('PEXPIRE', KEYS[1], window)
+    count = count + 1
+  end
 end
 local reset = 0
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
@@ -119,7 +123,19 @@ const MAX_KEYS: usize = 100_000;
 impl LocalLogs {
     /// Counts one request at `now_ms` (a monotonic clock) under `key`
     /// against `allowed` per `window`.
+    #[cfg(test)]
     fn check(&mut self, key: (String, u32, Duration), now_ms: u64) -> (bool, u32, u64) {
+        self.decide(key, now_ms, true)
+    }
+
+    /// Whether a request at `now_ms` under `key` is admitted, recording it
+    /// when `record`: (admitted, remaining, ms until the oldest leaves).
+    fn decide(
+        &mut self,
+        key: (String, u32, Duration),
+        now_ms: u64,
+        record: bool,
+    ) -> (bool, u32, u64) {
         let (allowed, window) = (key.1, key.2.as_millis() as u64);
         if self.logs.len() >= self.sweep_at.max(SWEEP_AT) && !self.logs.contains_key(&key) {
             self.sweep(now_ms);
@@ -130,7 +146,7 @@ impl LocalLogs {
             log.pop_front();
         }
         let admitted = log.len() < allowed as usize;
-        if admitted {
+        if admitted && record {
             log.push_back(now_ms);
         }
         let remaining = (allowed as usize).saturating_sub(log.len()) as u32;
@@ -224,9 +240,36 @@ impl RateLimiter {
         limit: u32,
         window: Duration,
     ) -> Decision {
+        self.decide(instance_id, env, limit, window, true).await
+    }
+
+    /// Whether one more attempt under `key` would be admitted, without
+    /// counting one (a throttle that counts only failures asks this first,
+    /// and counts a failure with [`Self::check_window`]).
+    pub async fn peek_window(
+        &self,
+        key: &str,
+        env: Environment,
+        limit: u32,
+        window: Duration,
+    ) -> Decision {
+        self.decide(key, env, limit, window, false).await
+    }
+
+    async fn decide(
+        &self,
+        instance_id: &str,
+        env: Environment,
+        limit: u32,
+        window: Duration,
+        record: bool,
+    ) -> Decision {
         let decision = match &self.redis {
             Some(redis) if now_ms() >= self.retry_redis_at.load(Ordering::Relaxed) => {
-                match self.check_redis(redis, instance_id, limit, window).await {
+                match self
+                    .check_redis(redis, instance_id, limit, window, record)
+                    .await
+                {
                     Ok(d) => {
                         if self.degraded.swap(false, Ordering::Relaxed) {
                             tracing::info!("Redis is back: rate limits are shared again");
@@ -242,12 +285,12 @@ impl RateLimiter {
                                 "Redis unavailable: rate limiting falls back to this process's share");
                         }
                         self.metrics.rate_limit_redis_up.set(0.0);
-                        self.fallback(instance_id, limit, window)
+                        self.fallback(instance_id, limit, window, record)
                     }
                 }
             }
-            Some(_) => self.fallback(instance_id, limit, window),
-            None => self.check_local(instance_id, limit, limit, window),
+            Some(_) => self.fallback(instance_id, limit, window, record),
+            None => self.check_local(instance_id, limit, limit, window, record),
         };
         let outcome = if decision.admitted {
             "admitted"
@@ -267,6 +310,7 @@ impl RateLimiter {
         instance_id: &str,
         limit: u32,
         window: Duration,
+        record: bool,
     ) -> Result<Decision, String> {
         let mut conn = redis.clone();
         let member = crate::ids::random_base62(16);
@@ -275,7 +319,11 @@ impl RateLimiter {
             "{}gatehouse:rl:{instance_id}",
             self.settings.key_prefix
         ));
-        invocation.arg(limit).arg(window_ms).arg(member);
+        invocation
+            .arg(limit)
+            .arg(window_ms)
+            .arg(member)
+            .arg(if record { "1" } else { "0" });
         let call = invocation.invoke_async::<(i64, i64, i64)>(&mut conn);
         let (admitted, remaining, reset) = tokio::time::timeout(REDIS_TIMEOUT, call)
             .await
@@ -290,10 +338,10 @@ impl RateLimiter {
         })
     }
 
-    fn fallback(&self, instance_id: &str, limit: u32, window: Duration) -> Decision {
+    fn fallback(&self, instance_id: &str, limit: u32, window: Duration, record: bool) -> Decision {
         self.metrics.rate_limit_fallback.inc();
         let share = (limit / self.settings.replicas.max(1)).max(1);
-        let mut d = self.check_local(instance_id, share, limit, window);
+        let mut d = self.check_local(instance_id, share, limit, window, record);
         d.limit = limit;
         d
     }
@@ -306,6 +354,7 @@ impl RateLimiter {
         allowed: u32,
         limit: u32,
         window: Duration,
+        record: bool,
     ) -> Decision {
         let now = self.started.elapsed().as_millis() as u64;
         let (admitted, remaining, reset_ms) = {
@@ -313,7 +362,11 @@ impl RateLimiter {
                 Ok(m) => m,
                 Err(poisoned) => poisoned.into_inner(),
             };
-            logs.check((instance_id.to_owned(), allowed.max(1), window), now)
+            logs.decide(
+                (instance_id.to_owned(), allowed.max(1), window),
+                now,
+                record,
+            )
         };
         Decision {
             admitted,

@@ -17,9 +17,13 @@ use crate::users::{self, NewUser, password, projection, validate};
 
 pub(crate) const SESSION_COOKIE: &str = "gh_session";
 const CSRF_COOKIE: &str = "gh_csrf";
-/// Sign-in attempts per account, and per address, per throttle window.
+/// Failed sign-ins per account, and per address, per throttle window;
+/// successful ones are not counted.
 const ATTEMPTS_PER_ACCOUNT: u32 = 10;
 const ATTEMPTS_PER_ADDRESS: u32 = 50;
+/// Failures an account may have in the window before answers slow down.
+const FREE_FAILURES: u32 = 3;
+const MAX_DELAY: Duration = Duration::from_secs(2);
 const SIGN_UPS_PER_ADDRESS: u32 = 20;
 const THROTTLE_WINDOW: Duration = Duration::from_secs(15 * 60);
 const GENERIC_FAILURE: &str = "The email address or password is incorrect.";
@@ -413,6 +417,16 @@ async fn verify_password(password: String, hash: String) -> bool {
         .unwrap_or(false)
 }
 
+/// How long a sign-in waits before it is checked, after `failures` failed
+/// ones in the window: nothing for the first few, then 100 ms doubling up
+/// to [`MAX_DELAY`].
+fn progressive_delay(failures: u32) -> Duration {
+    match failures.checked_sub(FREE_FAILURES) {
+        None => Duration::ZERO,
+        Some(n) => (Duration::from_millis(100) * 2u32.saturating_pow(n.min(10))).min(MAX_DELAY),
+    }
+}
+
 async fn throttled(
     platform: &Platform,
     instance: &Instance,
@@ -469,14 +483,24 @@ async fn sign_in(
     };
     let (id, instance, email) = (&sub.id, &sub.instance, &sub.email);
     let ip = peer(&req);
-    for (key, limit) in [
+    // Failures only are counted: a throttle asked first, a failure recorded
+    // after; so the right password is never refused for others' guesses
+    // until they are at the limit, and guesses slow down as they add up.
+    let limiter = platform.rate_limiter();
+    let throttles = [
         (
-            format!("signin:acct:{id}:{}", email.to_lowercase()),
+            format!("signin:fail:acct:{id}:{}", email.to_lowercase()),
             ATTEMPTS_PER_ACCOUNT,
         ),
-        (format!("signin:ip:{id}:{ip}"), ATTEMPTS_PER_ADDRESS),
-    ] {
-        if let Some(secs) = throttled(&platform, instance, key, limit).await {
+        (format!("signin:fail:ip:{id}:{ip}"), ATTEMPTS_PER_ADDRESS),
+    ];
+    let mut account_failures = 0;
+    for (i, (key, limit)) in throttles.iter().enumerate() {
+        let d = limiter
+            .peek_window(key, instance.environment, *limit, THROTTLE_WINDOW)
+            .await;
+        if !d.admitted {
+            let secs = d.retry_after_secs();
             let minutes = secs.div_ceil(60);
             let mut res = sub.again(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -488,7 +512,11 @@ async fn sign_in(
             }
             return res;
         }
+        if i == 0 {
+            account_failures = limit.saturating_sub(d.remaining);
+        }
     }
+    tokio::time::sleep(progressive_delay(account_failures)).await;
     if let Some(connection) = super::sso_connection_for(id, email) {
         return HttpResponse::SeeOther()
             .insert_header(("location", connection))
@@ -521,7 +549,14 @@ async fn sign_in(
             )
             .await
         }
-        _ => sub.again(StatusCode::UNAUTHORIZED, GENERIC_FAILURE),
+        _ => {
+            for (key, limit) in throttles {
+                limiter
+                    .check_window(&key, instance.environment, limit, THROTTLE_WINDOW)
+                    .await;
+            }
+            sub.again(StatusCode::UNAUTHORIZED, GENERIC_FAILURE)
+        }
     }
 }
 
@@ -701,5 +736,15 @@ mod tests {
             assert_eq!(safe_redirect(ins, Some(bad)), "/i/ins_x/signed-in", "{bad}");
         }
         assert_eq!(safe_redirect(ins, None), "/i/ins_x/signed-in");
+    }
+
+    #[test]
+    fn sign_in_answers_slow_down_as_failures_add_up() {
+        let waits: Vec<u128> = (0..12).map(|n| progressive_delay(n).as_millis()).collect();
+        assert_eq!(
+            waits,
+            [0, 0, 0, 100, 200, 400, 800, 1600, 2000, 2000, 2000, 2000]
+        );
+        assert_eq!(progressive_delay(u32::MAX), MAX_DELAY);
     }
 }
