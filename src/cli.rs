@@ -54,6 +54,8 @@ pub struct EmbeddedArgs {
     #[command(flatten)]
     pub rate_limits: RateLimitArgs,
     #[command(flatten)]
+    pub http: HttpArgs,
+    #[command(flatten)]
     pub client_metadata: ClientMetadataArgs,
     /// Let development instances' webhook endpoints point at this machine's
     /// localhost, 127.0.0.1 or [::1]. Every tenant can then make this
@@ -69,6 +71,28 @@ pub struct EmbeddedArgs {
     /// before its response is sent. End-to-end tests only.
     #[arg(long, env = "GATEHOUSE_TEST_CRASH_AFTER_COMMIT", hide = true)]
     pub test_crash_after_commit: bool,
+}
+
+/// How requests are read.
+#[derive(Args, Debug, Clone)]
+pub struct HttpArgs {
+    /// Seconds a request body may take to arrive before the request is
+    /// answered 408 and its connection closed.
+    #[arg(long, env = "GATEHOUSE_BODY_READ_TIMEOUT", default_value_t = 10)]
+    pub body_read_timeout: u64,
+    /// Requests one peer address may have in flight per process (then
+    /// 429); 0 turns the bound off, for a proxy in front that bounds them.
+    #[arg(long, env = "GATEHOUSE_MAX_REQUESTS_PER_PEER", default_value_t = 256)]
+    pub max_requests_per_peer: usize,
+}
+
+impl HttpArgs {
+    pub fn body_read_timeout(&self) -> anyhow::Result<std::time::Duration> {
+        if self.body_read_timeout == 0 {
+            anyhow::bail!("--body-read-timeout must be at least 1 second");
+        }
+        Ok(std::time::Duration::from_secs(self.body_read_timeout))
+    }
 }
 
 /// Backend API rate limits (per instance, per 10 seconds).
@@ -202,6 +226,8 @@ pub struct ServeArgs {
     pub log_format: Option<LogFormat>,
     #[command(flatten)]
     pub rate_limits: RateLimitArgs,
+    #[command(flatten)]
+    pub http: HttpArgs,
     #[command(flatten)]
     pub client_metadata: ClientMetadataArgs,
     /// Deliver development instances' webhooks to loopback endpoints, so

@@ -145,6 +145,8 @@ pub async fn run(args: EmbeddedArgs) -> anyhow::Result<()> {
             admin_token: Some(token.clone()),
             key_cache_ttl: Duration::from_secs(2),
             rate_limits: args.rate_limits.settings()?,
+            body_read_timeout: args.http.body_read_timeout()?,
+            max_requests_per_peer: args.http.max_requests_per_peer,
             redis_prefix: String::new(),
             client_metadata: args.client_metadata.settings()?,
             webhooks_allow_loopback: args.webhooks_allow_loopback,

@@ -92,6 +92,9 @@ pub async fn run_http(platform: Platform, listen: &str, mounts: Mounts) -> anyho
                 }
             })
             .configure(gatehouse_platform::tenancy::admin_api::configure)
+            .wrap(middleware::from_fn(
+                gatehouse_platform::http::guard_requests,
+            ))
             .wrap(middleware::Compress::default())
             .wrap(middleware::from_fn(gatehouse_platform::http::observe))
     })
@@ -219,6 +222,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             admin_token: args.admin_token,
             key_cache_ttl: Duration::from_secs(args.key_cache_seconds),
             rate_limits: args.rate_limits.settings()?,
+            body_read_timeout: args.http.body_read_timeout()?,
+            max_requests_per_peer: args.http.max_requests_per_peer,
             redis_prefix: args
                 .redis_prefix
                 .clone()

@@ -36,6 +36,11 @@ pub struct Settings {
     pub code_sealer: CodeSealer,
     /// How client ID metadata documents are fetched.
     pub client_metadata: ClientMetadataSettings,
+    /// How long a request's body may take to arrive (then 408).
+    pub body_read_timeout: Duration,
+    /// Requests one peer address may have in flight per process; 0: no
+    /// bound (behind a proxy that bounds them itself).
+    pub max_requests_per_peer: usize,
     /// The operator's switch letting development instances' webhook
     /// endpoints point at this host's loopback interface. `false` unless
     /// the embedded default was started with `--webhooks-allow-loopback`.

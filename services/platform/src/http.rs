@@ -116,6 +116,154 @@ pub async fn observe(
     Ok(res)
 }
 
+/// Requests one peer address may have in flight at once, per process.
+#[derive(Default)]
+pub struct PeerRequests(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+/// A request counted against its peer until dropped.
+struct PeerSlot {
+    counts: std::sync::Arc<PeerRequests>,
+    ip: std::net::IpAddr,
+}
+
+impl PeerRequests {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<std::net::IpAddr, usize>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock();
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// OAuth protocol endpoints answer in the RFC 6749 shape.
+fn is_oauth_path(path: &str) -> bool {
+    path.starts_with("/i/") && path.contains("/oauth/")
+}
+
+fn refusal(path: &str, status: StatusCode, code: &str, message: &str) -> HttpResponse {
+    if is_oauth_path(path) {
+        return crate::oauth::OAuthError::new(status, "invalid_request", message).error_response();
+    }
+    ApiError::new(status, code, message, message).error_response()
+}
+
+/// Inside [`observe`]: bounds the requests in flight per peer address
+/// (`Settings::max_requests_per_peer`), and reads every request body within
+/// `Settings::body_read_timeout` and [`MAX_JSON_BODY`] before any handler
+/// runs, so a client that sends its body slowly, or never, is answered 408
+/// and its connection let go instead of being held by a handler.
+pub async fn guard_requests(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, Error> {
+    let Some(platform) = req.app_data::<web::Data<Platform>>().cloned() else {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    };
+    let settings = platform.settings();
+    let path = req.path().to_owned();
+    let _slot = match (req.peer_addr(), settings.max_requests_per_peer) {
+        (Some(peer), max) if max > 0 => {
+            let counts = platform.shared::<PeerRequests>();
+            let mut map = counts.lock();
+            let n = map.entry(peer.ip()).or_insert(0);
+            if *n >= max {
+                drop(map);
+                let res = refusal(
+                    &path,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_requests",
+                    "Too many requests in flight from this address.",
+                );
+                let (http_req, _) = req.into_parts();
+                return Ok(ServiceResponse::new(http_req, res));
+            }
+            *n += 1;
+            drop(map);
+            Some(PeerSlot {
+                counts: counts.clone(),
+                ip: peer.ip(),
+            })
+        }
+        _ => None,
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let too_large = || {
+        refusal(
+            &path,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_body_too_large",
+            &format!("The request body is larger than {MAX_JSON_BODY} bytes."),
+        )
+    };
+    if declared.is_some_and(|n| n > MAX_JSON_BODY) {
+        let (http_req, _) = req.into_parts();
+        return Ok(ServiceResponse::new(http_req, too_large()));
+    }
+    if declared != Some(0)
+        && !matches!(
+            *req.method(),
+            actix_web::http::Method::GET | actix_web::http::Method::HEAD
+        )
+    {
+        use futures_util::StreamExt;
+        let mut payload = req.take_payload();
+        let mut body = web::BytesMut::new();
+        let read = async {
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|_| false)?;
+                if body.len() + chunk.len() > MAX_JSON_BODY {
+                    return Err(true);
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(())
+        };
+        let outcome = tokio::time::timeout(settings.body_read_timeout, read).await;
+        let refused = match outcome {
+            Ok(Ok(())) => None,
+            Ok(Err(true)) => Some(too_large()),
+            Ok(Err(false)) => Some(refusal(
+                &path,
+                StatusCode::BAD_REQUEST,
+                "malformed_request",
+                "The request body could not be read.",
+            )),
+            Err(_) => Some(refusal(
+                &path,
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "The request body did not arrive in time.",
+            )),
+        };
+        if let Some(mut res) = refused {
+            // Whatever is still coming is not read: close the connection.
+            res.head_mut()
+                .set_connection_type(actix_web::http::ConnectionType::Close);
+            let (http_req, _) = req.into_parts();
+            return Ok(ServiceResponse::new(http_req, res));
+        }
+        req.set_payload(actix_web::dev::Payload::from(body.freeze()));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
 /// The rate-limit headers of a Backend API response: the IETF draft names
 /// (`RateLimit-*`, reset in seconds from now), the widely used `X-RateLimit-*`
 /// names (reset as a Unix time, as GitHub and others send it), and on a
