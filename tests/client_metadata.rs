@@ -235,7 +235,10 @@ async fn metadata_document_clients() {
     let (s, _, html) = b.get(&back).await;
     assert_eq!(s, 200, "{html}");
     assert!(html.contains("Example MCP Client"), "{html}");
-    assert!(html.contains("https://client.example/logo.png"));
+    // Its logo is on a host none of its redirect URIs go to: not shown.
+    assert!(!html.contains("https://client.example/logo.png"), "{html}");
+    assert!(html.contains("<strong>127.0.0.1</strong>"), "{html}");
+    assert!(html.contains("id=\"loopback-warning\""), "{html}");
     assert!(html.contains("Use your Acme tools"));
     assert!(
         html.contains("describes itself from <strong>localhost</strong>"),
