@@ -211,7 +211,7 @@ async fn tokens_flow(mode: Mode) {
     let access = tok["access_token"].as_str().unwrap().to_owned();
     let header = jwt_part(&access, 0);
     assert_eq!(header["typ"], "at+jwt");
-    assert_eq!(header["alg"], "ES256");
+    assert_eq!(header["alg"], "RS256", "new instances sign with RS256");
     let claims = jwt_part(&access, 1);
     let issuer = g.url(&format!("/i/{ins}"));
     assert_eq!(claims["iss"], issuer.as_str());
@@ -241,7 +241,7 @@ async fn tokens_flow(mode: Mode) {
     let jwks: jsonwebtoken::jwk::JwkSet = res.json().await.unwrap();
     let jwk = jwks.find(header["kid"].as_str().unwrap()).unwrap();
     let dk = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
-    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
     v.set_audience(&["https://mcp.example/mcp"]);
     v.set_issuer(&[issuer.as_str()]);
     assert!(jsonwebtoken::decode::<Value>(&access, &dk, &v).is_ok());
@@ -568,12 +568,13 @@ async fn tokens_flow(mode: Mode) {
     }
     assert!(revoked, "grant revocation never reached the tokens");
 
-    // Key rotation: the old key stays published, new tokens use the new one.
+    // Key rotation (to ES256, still selectable per instance): the old key
+    // stays published, new tokens use the new one.
     let (s, rot) = g
         .admin(
             Method::POST,
             &format!("/admin/v1/instances/{ins}/signing_keys/rotate"),
-            Some(json!({ "alg": "RS256" })),
+            Some(json!({ "alg": "ES256" })),
         )
         .await;
     assert_eq!(s, 200, "{rot}");
@@ -622,7 +623,7 @@ async fn tokens_flow(mode: Mode) {
         .await;
     assert_eq!(s, 200);
     let h = jwt_part(cc["access_token"].as_str().unwrap(), 0);
-    assert_eq!(h["alg"], "RS256");
+    assert_eq!(h["alg"], "ES256");
     assert_eq!(h["kid"], rot["kid"]);
     let (s, r) = verify(&g, &key, cc["access_token"].as_str().unwrap(), vpath).await;
     assert_eq!((s, r["revoked"].clone()), (200, json!(false)));

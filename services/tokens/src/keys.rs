@@ -1,4 +1,6 @@
-//! Per-instance signing keys: ES256 (P-256) by default, RS256 on request.
+//! Per-instance signing keys: RS256 (2048-bit) by default, since the
+//! official Clerk SDK verifies only RS256/384/512 locally; ES256 (P-256) on
+//! request, through the admin API's rotation.
 //! One active key per instance signs; retired keys stay in the JWKS until
 //! every token they signed has expired. The key id is the RFC 7638
 //! thumbprint of the public key.
@@ -287,10 +289,13 @@ async fn load_active(
     })))
 }
 
+/// What an instance's first key, and a rotation that names none, uses.
+pub const DEFAULT_ALG: Algorithm = Algorithm::RS256;
+
 /// An active key that cannot be decrypted with this deployment's secret.
 struct Unreadable(String);
 
-/// The instance's active signing key, created (ES256) if it has none. An
+/// The instance's active signing key, created (RS256) if it has none. An
 /// active key stored under a different `--oauth-code-secret` cannot sign:
 /// issuing fails (logged) until the secret is fixed or the admin API
 /// rotates the key; its tokens still verify (the public key is in clear).
@@ -317,7 +322,7 @@ pub async fn active(
             return Err(err("the active signing key cannot be decrypted"));
         }
         None => {
-            insert(conn, sealer, instance_id, Algorithm::ES256, now_ms).await?;
+            insert(conn, sealer, instance_id, DEFAULT_ALG, now_ms).await?;
             match load_active(conn, sealer, instance_id).await? {
                 Some(Ok(k)) => k,
                 _ => return Err(err("no usable active key after creating one")),

@@ -88,8 +88,8 @@ struct RotateBody {
     alg: Option<String>,
 }
 
-/// Admin API: a new active signing key for the instance (ES256 unless
-/// `{"alg":"RS256"}`); the previous one stays in the JWKS until its tokens
+/// Admin API: a new active signing key for the instance (RS256 unless
+/// `{"alg":"ES256"}`); the previous one stays in the JWKS until its tokens
 /// have expired.
 async fn rotate_key(
     _admin: AdminAuth,
@@ -103,7 +103,8 @@ async fn rotate_key(
         gatehouse_platform::http::parse_json(&body)?
     };
     let alg = match b.alg.as_deref() {
-        None | Some("ES256") => jsonwebtoken::Algorithm::ES256,
+        None => keys::DEFAULT_ALG,
+        Some("ES256") => jsonwebtoken::Algorithm::ES256,
         Some("RS256") => jsonwebtoken::Algorithm::RS256,
         Some(other) => {
             return Err(ApiError::invalid_param(
