@@ -61,6 +61,43 @@ async fn endpoints_flow(mode: Mode) {
         .await;
     assert_eq!(sec["secret"], first_secret.as_str());
 
+    // Idempotency-Key: a retry gets the first answer (the same endpoint and
+    // secret), marked replayed; another body under the same key is 422.
+    let post_once = |body: Value| {
+        let (g, dev) = (&g, dev.to_owned());
+        async move {
+            let res = g
+                .client
+                .post(g.url(BASE))
+                .bearer_auth(dev)
+                .header("idempotency-key", "create-endpoint-1")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let replayed = res.headers().get("idempotent-replayed").is_some();
+            (
+                res.status().as_u16(),
+                replayed,
+                res.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    let once = json!({ "url": "https://93.184.216.34/once" });
+    let (s1, r1, first) = post_once(once.clone()).await;
+    let (s2, r2, again) = post_once(once).await;
+    assert_eq!((s1, r1, s2, r2), (200, false, 200, true), "{first} {again}");
+    assert_eq!(first["id"], again["id"]);
+    assert_eq!(first["secret"], again["secret"]);
+    let (s, _, e) = post_once(json!({ "url": "https://93.184.216.34/other" })).await;
+    assert_eq!(
+        (s, e["errors"][0]["code"].clone()),
+        (422, json!("idempotency_key_reused"))
+    );
+    let once_path = format!("{BASE}/{}", first["id"].as_str().unwrap());
+    let (s, _) = g.call(dev, Method::DELETE, &once_path, None).await;
+    assert_eq!(s, 200);
+
     // URL rules.
     for (key, url, ok) in [
         (prod, "http://localhost:4000/hooks", false),

@@ -118,6 +118,61 @@ pub fn key_of(req: &HttpRequest) -> ApiResult<Option<String>> {
     Ok(Some(key.to_owned()))
 }
 
+/// An idempotent request to a handler that answers an `HttpResponse`
+/// with a JSON body (or none): with an `Idempotency-Key`, its status and
+/// body are what a retry replays. The response is stored once the handler
+/// returns, not inside its transaction, so a process dying in between
+/// leaves the key claimed until it looks abandoned (60 s), and a retry
+/// after that runs the command again.
+pub struct Idempotent {
+    platform: Platform,
+    key: Option<String>,
+    instance_id: String,
+    path: String,
+    body: Vec<u8>,
+}
+
+impl Idempotent {
+    /// The request `req` of the authenticated instance `auth`, with `body`.
+    pub fn of(req: &HttpRequest, auth: &crate::tenancy::Authed, body: &[u8]) -> ApiResult<Self> {
+        let platform = req
+            .app_data::<actix_web::web::Data<Platform>>()
+            .ok_or_else(|| ApiError::internal("no platform in the app data"))?;
+        Ok(Self {
+            platform: platform.get_ref().clone(),
+            key: key_of(req)?,
+            instance_id: auth.instance.id.to_string(),
+            path: req.path().to_owned(),
+            body: body.to_vec(),
+        })
+    }
+
+    pub async fn guard<F, Fut>(self, handler: F) -> ApiResult<HttpResponse>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = ApiResult<HttpResponse>>,
+    {
+        if self.key.is_none() {
+            return handler().await;
+        }
+        let (p, id, path, body) = (&self.platform, &self.instance_id, &self.path, &self.body);
+        run(p, id, self.key.clone(), path, body, || async {
+            let res = handler().await?;
+            let status = res.status();
+            let bytes = actix_web::body::to_bytes(res.into_body())
+                .await
+                .map_err(|_| ApiError::internal("an idempotent response body could not be read"))?;
+            let body = if bytes.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_slice(&bytes).map_err(ApiError::internal)?
+            };
+            Ok((status, body))
+        })
+        .await
+    }
+}
+
 /// Runs `command` at most once per (instance, key). The command returns the
 /// status and JSON body of a success; 4xx errors are remembered too, 5xx
 /// errors release the key so the client can retry.

@@ -18,6 +18,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use gatehouse_platform::eventstore::{EventMeta, MAX_ATTEMPTS};
 use gatehouse_platform::http::parse_json;
+use gatehouse_platform::idempotency::Idempotent;
 use gatehouse_platform::oauth::OAuthError;
 use gatehouse_platform::tenancy::{Instance, InstanceKey};
 use gatehouse_platform::{ApiError, ApiResult, Platform, db};
@@ -443,17 +444,23 @@ pub async fn backend_revoke(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
     body: web::Bytes,
+    req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
-    let b: VerifyBody = parse_json(&body)?;
-    let instance_id = auth.instance.id.as_str();
-    let found = inspect(&platform, instance_id, &b.access_token)
-        .await?
-        .ok_or_else(|| ApiError::not_found("OAuth access token"))?;
-    revoke_family(&platform, &auth.event_meta(), &found.family_id, "revoked").await?;
-    let now = inspect(&platform, instance_id, &b.access_token)
-        .await?
-        .ok_or_else(|| ApiError::not_found("OAuth access token"))?;
-    Ok(HttpResponse::Ok().json(access_token_json(&now, platform.now_ms())))
+    let idempotent = Idempotent::of(&req, &auth, &body)?;
+    idempotent
+        .guard(|| async move {
+            let b: VerifyBody = parse_json(&body)?;
+            let instance_id = auth.instance.id.as_str();
+            let found = inspect(&platform, instance_id, &b.access_token)
+                .await?
+                .ok_or_else(|| ApiError::not_found("OAuth access token"))?;
+            revoke_family(&platform, &auth.event_meta(), &found.family_id, "revoked").await?;
+            let now = inspect(&platform, instance_id, &b.access_token)
+                .await?
+                .ok_or_else(|| ApiError::not_found("OAuth access token"))?;
+            Ok(HttpResponse::Ok().json(access_token_json(&now, platform.now_ms())))
+        })
+        .await
 }
 
 /// `POST /v1/oauth_applications/{id}/revoke_tokens`: every token the
@@ -462,25 +469,32 @@ pub async fn revoke_application_tokens(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
     path: web::Path<String>,
+    req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
-    let application_id = path.into_inner();
-    let instance_id = auth.instance.id.as_str();
-    let client = clients::by_application(platform.db(), instance_id, &application_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("OAuth application"))?;
-    let meta = auth.event_meta();
-    let mut revoked = 0u64;
-    for family in
-        families::standing(platform.db(), instance_id, Some(&client.client_id), None).await?
-    {
-        if revoke_family(&platform, &meta, &family, "revoked_by_backend_api").await? {
-            revoked += 1;
-        }
-    }
-    Ok(HttpResponse::Ok().json(json!({
-        "object": "oauth_application_token_revocation",
-        "application_id": application_id,
-        "client_id": client.client_id,
-        "revoked_families": revoked,
-    })))
+    let idempotent = Idempotent::of(&req, &auth, &[])?;
+    idempotent
+        .guard(|| async move {
+            let application_id = path.into_inner();
+            let instance_id = auth.instance.id.as_str();
+            let client = clients::by_application(platform.db(), instance_id, &application_id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("OAuth application"))?;
+            let meta = auth.event_meta();
+            let mut revoked = 0u64;
+            for family in
+                families::standing(platform.db(), instance_id, Some(&client.client_id), None)
+                    .await?
+            {
+                if revoke_family(&platform, &meta, &family, "revoked_by_backend_api").await? {
+                    revoked += 1;
+                }
+            }
+            Ok(HttpResponse::Ok().json(json!({
+                "object": "oauth_application_token_revocation",
+                "application_id": application_id,
+                "client_id": client.client_id,
+                "revoked_families": revoked,
+            })))
+        })
+        .await
 }

@@ -5,6 +5,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use gatehouse_platform::http::parse_json;
+use gatehouse_platform::idempotency::Idempotent;
 use gatehouse_platform::tenancy::{Authed, InstanceKey};
 use gatehouse_platform::{ApiError, ApiResult, Platform};
 use gatehouse_proto::event_types as et;
@@ -104,24 +105,30 @@ async fn create(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
     body: web::Bytes,
+    req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
-    let b: CreateBody = parse_json(&body)?;
-    let state = State {
-        url: urls::check(
-            &b.url,
-            auth.instance.environment,
-            platform.settings().webhooks_allow_loopback,
-        )
-        .await?,
-        description: description(b.description)?,
-        filter_types: filter_types(b.filter_types)?,
-        disabled: b.disabled.unwrap_or(false),
-        ..Default::default()
-    };
-    let (state, secret) = endpoints::create(&platform, &auth, state).await?;
-    let mut out = endpoint_json(&state);
-    out["secret"] = json!(secret);
-    Ok(HttpResponse::Ok().json(out))
+    let idempotent = Idempotent::of(&req, &auth, &body)?;
+    idempotent
+        .guard(|| async move {
+            let b: CreateBody = parse_json(&body)?;
+            let state = State {
+                url: urls::check(
+                    &b.url,
+                    auth.instance.environment,
+                    platform.settings().webhooks_allow_loopback,
+                )
+                .await?,
+                description: description(b.description)?,
+                filter_types: filter_types(b.filter_types)?,
+                disabled: b.disabled.unwrap_or(false),
+                ..Default::default()
+            };
+            let (state, secret) = endpoints::create(&platform, &auth, state).await?;
+            let mut out = endpoint_json(&state);
+            out["secret"] = json!(secret);
+            Ok(HttpResponse::Ok().json(out))
+        })
+        .await
 }
 
 async fn list(
@@ -269,15 +276,21 @@ async fn enable(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
     path: web::Path<String>,
+    req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
-    let state = endpoints::mutate(&platform, &auth, &path, |e, now| {
-        let mut next = e.state.clone();
-        next.disabled = false;
-        Ok(updated(next, &e.state, now))
-    })
-    .await?
-    .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
-    Ok(HttpResponse::Ok().json(endpoint_json(&state)))
+    let idempotent = Idempotent::of(&req, &auth, &[])?;
+    idempotent
+        .guard(|| async move {
+            let state = endpoints::mutate(&platform, &auth, &path, |e, now| {
+                let mut next = e.state.clone();
+                next.disabled = false;
+                Ok(updated(next, &e.state, now))
+            })
+            .await?
+            .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
+            Ok(HttpResponse::Ok().json(endpoint_json(&state)))
+        })
+        .await
 }
 
 async fn delete(
@@ -326,36 +339,42 @@ async fn rotate_secret(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
     path: web::Path<String>,
+    req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
-    let fresh = endpoints::new_secret();
-    let sealed = endpoints::seal_secret(&platform, &path, &fresh);
-    let state = endpoints::mutate(&platform, &auth, &path, |e, now| {
-        let mut next = e.state.clone();
-        // The new secret, then the one it replaces for its overlap; a
-        // secret rotated out earlier stops signing now.
-        next.secrets = vec![sealed.clone()];
-        if let Some(current) = e.state.secrets.iter().find(|s| s.expires_at_ms == 0) {
-            let mut old = current.clone();
-            old.expires_at_ms = now + ROTATION_OVERLAP_MS;
-            next.secrets.push(old);
-        }
-        next.updated_at_ms = now;
-        Ok(Decision {
-            events: vec![event(
-                et::WEBHOOK_ENDPOINT_SECRET_ROTATED,
-                &v1::WebhookEndpointSecretRotated {
-                    endpoint: Some(next.clone()),
-                },
-            )],
-            state: Some(next),
+    let idempotent = Idempotent::of(&req, &auth, &[])?;
+    idempotent
+        .guard(|| async move {
+            let fresh = endpoints::new_secret();
+            let sealed = endpoints::seal_secret(&platform, &path, &fresh);
+            let state = endpoints::mutate(&platform, &auth, &path, |e, now| {
+                let mut next = e.state.clone();
+                // The new secret, then the one it replaces for its overlap; a
+                // secret rotated out earlier stops signing now.
+                next.secrets = vec![sealed.clone()];
+                if let Some(current) = e.state.secrets.iter().find(|s| s.expires_at_ms == 0) {
+                    let mut old = current.clone();
+                    old.expires_at_ms = now + ROTATION_OVERLAP_MS;
+                    next.secrets.push(old);
+                }
+                next.updated_at_ms = now;
+                Ok(Decision {
+                    events: vec![event(
+                        et::WEBHOOK_ENDPOINT_SECRET_ROTATED,
+                        &v1::WebhookEndpointSecretRotated {
+                            endpoint: Some(next.clone()),
+                        },
+                    )],
+                    state: Some(next),
+                })
+            })
+            .await?
+            .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
+            let previous_until = state.secrets.get(1).map(|s| s.expires_at_ms);
+            Ok(HttpResponse::Ok().json(json!({
+                "object": "webhook_endpoint_secret",
+                "secret": fresh,
+                "previous_secret_expires_at": previous_until,
+            })))
         })
-    })
-    .await?
-    .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
-    let previous_until = state.secrets.get(1).map(|s| s.expires_at_ms);
-    Ok(HttpResponse::Ok().json(json!({
-        "object": "webhook_endpoint_secret",
-        "secret": fresh,
-        "previous_secret_expires_at": previous_until,
-    })))
+        .await
 }

@@ -4,6 +4,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use gatehouse_platform::db::{self, col};
+use gatehouse_platform::idempotency::Idempotent;
 use gatehouse_platform::tenancy::InstanceKey;
 use gatehouse_platform::{ApiError, ApiResult, Platform};
 use serde_json::{Value, json};
@@ -125,34 +126,40 @@ async fn resend(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
     path: web::Path<(String, String)>,
+    req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
-    let (endpoint_id, message_id) = path.into_inner();
-    let instance_id = auth.instance.id.as_str();
-    own_endpoint(&platform, instance_id, &endpoint_id).await?;
-    let now = platform.now_ms();
-    let n = db::exec(
-        platform.db(),
-        "UPDATE webhooks_deliveries SET attempts = CASE WHEN status = 'pending' THEN attempts \
-         ELSE 0 END, status = 'pending', next_attempt_at = CASE \
-         WHEN leased_until > $4 THEN next_attempt_at ELSE $4 END, updated_at = $4 \
-         WHERE message_id = $1 AND endpoint_id = $2 AND instance_id = $3",
-        vec![
-            message_id.clone().into(),
-            endpoint_id.clone().into(),
-            instance_id.into(),
-            now.into(),
-        ],
-    )
-    .await?;
-    if n == 0 {
-        return Err(ApiError::not_found("webhook message"));
-    }
-    Ok(HttpResponse::Accepted().json(json!({
-        "object": "webhook_delivery",
-        "message_id": message_id,
-        "endpoint_id": endpoint_id,
-        "status": "pending",
-    })))
+    let idempotent = Idempotent::of(&req, &auth, &[])?;
+    idempotent
+        .guard(|| async move {
+            let (endpoint_id, message_id) = path.into_inner();
+            let instance_id = auth.instance.id.as_str();
+            own_endpoint(&platform, instance_id, &endpoint_id).await?;
+            let now = platform.now_ms();
+            let n = db::exec(
+            platform.db(),
+            "UPDATE webhooks_deliveries SET attempts = CASE WHEN status = 'pending' THEN attempts \
+             ELSE 0 END, status = 'pending', next_attempt_at = CASE \
+             WHEN leased_until > $4 THEN next_attempt_at ELSE $4 END, updated_at = $4 \
+             WHERE message_id = $1 AND endpoint_id = $2 AND instance_id = $3",
+            vec![
+                message_id.clone().into(),
+                endpoint_id.clone().into(),
+                instance_id.into(),
+                now.into(),
+            ],
+        )
+        .await?;
+            if n == 0 {
+                return Err(ApiError::not_found("webhook message"));
+            }
+            Ok(HttpResponse::Accepted().json(json!({
+                "object": "webhook_delivery",
+                "message_id": message_id,
+                "endpoint_id": endpoint_id,
+                "status": "pending",
+            })))
+        })
+        .await
 }
 
 /// Most messages one replay call reads; the answer says where the next
@@ -175,74 +182,79 @@ async fn replay(
     platform: web::Data<Platform>,
     path: web::Path<String>,
     body: web::Bytes,
+    req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
-    let b: ReplayBody = gatehouse_platform::http::parse_json(&body)?;
-    if b.since < 0 {
-        return Err(ApiError::invalid_param(
-            "since",
-            "`since` must be a time in ms.",
-        ));
-    }
-    let instance_id = auth.instance.id.as_str();
-    let endpoint = endpoints::get(platform.db(), instance_id, &path)
-        .await?
-        .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
-    let rows = db::query_all(
-        platform.db(),
-        "SELECT id, event_type, created_at FROM webhooks_messages WHERE instance_id = $1 \
-         AND created_at >= $2 ORDER BY created_at, id LIMIT $3",
-        vec![instance_id.into(), b.since.into(), (MAX_REPLAY + 1).into()],
-    )
-    .await?;
-    // Where the next call starts when this one stops at the cap.
-    let next_since: Option<i64> = match rows.get(MAX_REPLAY as usize) {
-        Some(r) => Some(col(r, "created_at")?),
-        None => None,
-    };
-    let mut wanted = Vec::new();
-    for r in rows.iter().take(MAX_REPLAY as usize) {
-        let event_type: String = col(r, "event_type")?;
-        if endpoint.filter_types.is_empty() || endpoint.filter_types.contains(&event_type) {
-            wanted.push(col::<String>(r, "id")?);
+    let idempotent = Idempotent::of(&req, &auth, &body)?;
+    idempotent.guard(|| async move {
+        let b: ReplayBody = gatehouse_platform::http::parse_json(&body)?;
+        if b.since < 0 {
+            return Err(ApiError::invalid_param(
+                "since",
+                "`since` must be a time in ms.",
+            ));
         }
-    }
-    let now = platform.now_ms();
-    let mut queued = 0u64;
-    // A fresh retry schedule for what is queued again; received messages
-    // stay as they are.
-    for chunk in wanted.chunks(REPLAY_CHUNK) {
-        let mut values: Vec<sea_orm::Value> =
-            vec![path.as_str().into(), instance_id.into(), now.into()];
-        let rows: Vec<String> = chunk
-            .iter()
-            .map(|id| {
-                values.push(id.clone().into());
-                format!("(${}, $1, $2, 'pending', 0, $3, $3, $3)", values.len())
-            })
-            .collect();
-        queued += db::exec(
+        let instance_id = auth.instance.id.as_str();
+        let endpoint = endpoints::get(platform.db(), instance_id, &path)
+            .await?
+            .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
+        let rows = db::query_all(
             platform.db(),
-            &format!(
-                "INSERT INTO webhooks_deliveries (message_id, endpoint_id, instance_id, status, \
-                 attempts, next_attempt_at, created_at, updated_at) VALUES {} \
-                 ON CONFLICT (message_id, endpoint_id) DO UPDATE SET \
-                 attempts = CASE WHEN webhooks_deliveries.status = 'pending' \
-                   THEN webhooks_deliveries.attempts ELSE 0 END, \
-                 status = 'pending', next_attempt_at = CASE \
-                   WHEN webhooks_deliveries.leased_until > $3 \
-                   THEN webhooks_deliveries.next_attempt_at ELSE $3 END, updated_at = $3 \
-                 WHERE webhooks_deliveries.status <> 'succeeded'",
-                rows.join(", ")
-            ),
-            values,
+            "SELECT id, event_type, created_at FROM webhooks_messages WHERE instance_id = $1 \
+             AND created_at >= $2 ORDER BY created_at, id LIMIT $3",
+            vec![instance_id.into(), b.since.into(), (MAX_REPLAY + 1).into()],
         )
         .await?;
-    }
-    Ok(HttpResponse::Accepted().json(json!({
-        "object": "webhook_replay",
-        "endpoint_id": path.as_str(),
-        "queued": queued,
-        "complete": next_since.is_none(),
-        "next_since": next_since,
-    })))
+        // Where the next call starts when this one stops at the cap.
+        let next_since: Option<i64> = match rows.get(MAX_REPLAY as usize) {
+            Some(r) => Some(col(r, "created_at")?),
+            None => None,
+        };
+        let mut wanted = Vec::new();
+        for r in rows.iter().take(MAX_REPLAY as usize) {
+            let event_type: String = col(r, "event_type")?;
+            if endpoint.filter_types.is_empty() || endpoint.filter_types.contains(&event_type) {
+                wanted.push(col::<String>(r, "id")?);
+            }
+        }
+        let now = platform.now_ms();
+        let mut queued = 0u64;
+        // A fresh retry schedule for what is queued again; received messages
+        // stay as they are.
+        for chunk in wanted.chunks(REPLAY_CHUNK) {
+            let mut values: Vec<sea_orm::Value> =
+                vec![path.as_str().into(), instance_id.into(), now.into()];
+            let rows: Vec<String> = chunk
+                .iter()
+                .map(|id| {
+                    values.push(id.clone().into());
+                    format!("(${}, $1, $2, 'pending', 0, $3, $3, $3)", values.len())
+                })
+                .collect();
+            queued += db::exec(
+                platform.db(),
+                &format!(
+                    "INSERT INTO webhooks_deliveries (message_id, endpoint_id, instance_id, status, \
+                     attempts, next_attempt_at, created_at, updated_at) VALUES {} \
+                     ON CONFLICT (message_id, endpoint_id) DO UPDATE SET \
+                     attempts = CASE WHEN webhooks_deliveries.status = 'pending' \
+                       THEN webhooks_deliveries.attempts ELSE 0 END, \
+                     status = 'pending', next_attempt_at = CASE \
+                       WHEN webhooks_deliveries.leased_until > $3 \
+                       THEN webhooks_deliveries.next_attempt_at ELSE $3 END, updated_at = $3 \
+                     WHERE webhooks_deliveries.status <> 'succeeded'",
+                    rows.join(", ")
+                ),
+                values,
+            )
+            .await?;
+        }
+        Ok(HttpResponse::Accepted().json(json!({
+            "object": "webhook_replay",
+            "endpoint_id": path.as_str(),
+            "queued": queued,
+            "complete": next_since.is_none(),
+            "next_since": next_since,
+        })))
+    })
+    .await
 }

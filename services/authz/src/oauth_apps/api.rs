@@ -6,6 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use gatehouse_platform::http::parse_json;
 use gatehouse_platform::idempotency;
+use gatehouse_platform::idempotency::Idempotent;
 use gatehouse_platform::tenancy::InstanceKey;
 use gatehouse_platform::{ApiError, ApiResult, Platform};
 use gatehouse_proto::event_types as et;
@@ -329,31 +330,37 @@ async fn rotate_secret(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
     path: web::Path<String>,
+    req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
-    let secret = new_secret();
-    let hash = hash_secret(&secret);
-    let instance_id = auth.instance.id.to_string();
-    let app = super::mutate(&platform, &auth, &path, |app, now| {
-        if app.state.public {
-            return Err(ApiError::bad_request(
-                "public_client_has_no_secret",
-                "Public applications have no client secret to rotate.",
-            ));
-        }
-        let mut s = app.state.clone();
-        s.client_secret_hash = hash.clone();
-        s.updated_at_ms = now.max(s.updated_at_ms);
-        Ok(Decision {
-            events: vec![event(
-                et::OAUTH_APPLICATION_SECRET_ROTATED,
-                &v1::OAuthApplicationSecretRotated {
-                    application: Some(s.clone()),
-                },
-            )],
-            state: Some(s),
+    let idempotent = Idempotent::of(&req, &auth, &[])?;
+    idempotent
+        .guard(|| async move {
+            let secret = new_secret();
+            let hash = hash_secret(&secret);
+            let instance_id = auth.instance.id.to_string();
+            let app = super::mutate(&platform, &auth, &path, |app, now| {
+                if app.state.public {
+                    return Err(ApiError::bad_request(
+                        "public_client_has_no_secret",
+                        "Public applications have no client secret to rotate.",
+                    ));
+                }
+                let mut s = app.state.clone();
+                s.client_secret_hash = hash.clone();
+                s.updated_at_ms = now.max(s.updated_at_ms);
+                Ok(Decision {
+                    events: vec![event(
+                        et::OAUTH_APPLICATION_SECRET_ROTATED,
+                        &v1::OAuthApplicationSecretRotated {
+                            application: Some(s.clone()),
+                        },
+                    )],
+                    state: Some(s),
+                })
+            })
+            .await?
+            .ok_or_else(|| ApiError::not_found("OAuth application"))?;
+            Ok(HttpResponse::Ok().json(app_json(&platform, &instance_id, &app, Some(&secret))))
         })
-    })
-    .await?
-    .ok_or_else(|| ApiError::not_found("OAuth application"))?;
-    Ok(HttpResponse::Ok().json(app_json(&platform, &instance_id, &app, Some(&secret))))
+        .await
 }

@@ -7,6 +7,7 @@ use actix_web::{HttpResponse, web};
 use gatehouse_platform::db::{self, col};
 use gatehouse_platform::eventstore::{AppendError, EventMeta, RecordedEvent, Stream};
 use gatehouse_platform::http::parse_json;
+use gatehouse_platform::idempotency::Idempotent;
 use gatehouse_platform::tenancy::{Authed, InstanceKey};
 use gatehouse_platform::{ApiError, ApiResult, Platform};
 use gatehouse_proto::event_types as et;
@@ -264,38 +265,43 @@ async fn define(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
     body: web::Bytes,
+    req: actix_web::HttpRequest,
 ) -> ApiResult<HttpResponse> {
-    let b: DefineBody = parse_json(&body)?;
-    if !valid_name(&b.name) {
-        return Err(ApiError::invalid_param(
-            "name",
-            "`name` must be 1 to 128 characters without spaces, quotes or backslashes (RFC 6749 §3.3).",
-        ));
-    }
-    let description = valid_description(&b.description)?;
-    if is_standard(&b.name) {
-        return Err(ApiError::conflict(
-            "scope_exists",
-            format!("{} is a standard scope.", b.name),
-        ));
-    }
-    record(&platform, &auth, None, |current| {
-        if current.iter().any(|(n, _)| *n == b.name) {
-            return Err(ApiError::conflict(
-                "scope_exists",
-                format!("The scope {} already exists.", b.name),
+    let idempotent = Idempotent::of(&req, &auth, &body)?;
+    idempotent.guard(|| async move {
+        let b: DefineBody = parse_json(&body)?;
+        if !valid_name(&b.name) {
+            return Err(ApiError::invalid_param(
+                "name",
+                "`name` must be 1 to 128 characters without spaces, quotes or backslashes (RFC 6749 §3.3).",
             ));
         }
-        Ok(event(
-            et::OAUTH_SCOPE_DEFINED,
-            &v1::OAuthScopeDefined {
-                name: b.name.clone(),
-                description: description.clone(),
-            },
-        ))
+        let description = valid_description(&b.description)?;
+        if is_standard(&b.name) {
+            return Err(ApiError::conflict(
+                "scope_exists",
+                format!("{} is a standard scope.", b.name),
+            ));
+        }
+        record(&platform, &auth, None, |current| {
+            if current.iter().any(|(n, _)| *n == b.name) {
+                return Err(ApiError::conflict(
+                    "scope_exists",
+                    format!("The scope {} already exists.", b.name),
+                ));
+            }
+            Ok(event(
+                et::OAUTH_SCOPE_DEFINED,
+                &v1::OAuthScopeDefined {
+                    name: b.name.clone(),
+                    description: description.clone(),
+                },
+            ))
+        })
+        .await?;
+        Ok(HttpResponse::Ok().json(scope_json(&b.name, &description, false)))
     })
-    .await?;
-    Ok(HttpResponse::Ok().json(scope_json(&b.name, &description, false)))
+    .await
 }
 
 async fn describe(
