@@ -469,6 +469,58 @@ async fn bad_input_matrix(mode: Mode) {
         assert_eq!(s, want, "{m} {path} {}: {v}", &body[..body.len().min(60)]);
         assert_error_shape(s, &v);
     }
+    // A JSON body under another Content-Type is 415 everywhere, an array
+    // is no object, and a wrong type names the field's path.
+    for (path, ct, body, want, param) in [
+        (
+            "/v1/users",
+            Some("text/plain"),
+            r#"{"email_address":["a@b.co"]}"#,
+            415,
+            None,
+        ),
+        (
+            "/v1/users",
+            None,
+            r#"{"email_address":["a@b.co"]}"#,
+            415,
+            None,
+        ),
+        (
+            "/v1/webhooks/endpoints",
+            Some("application/x-www-form-urlencoded"),
+            "url=x",
+            415,
+            None,
+        ),
+        (
+            "/v1/users",
+            Some("application/json; charset=utf-8"),
+            r#"["a@b.co"]"#,
+            422,
+            Some("body"),
+        ),
+        (
+            "/v1/users",
+            Some("application/json"),
+            r#"{"first_name":123}"#,
+            422,
+            Some("first_name"),
+        ),
+    ] {
+        let mut req = g.client.post(g.url(path)).bearer_auth(key).body(body);
+        if let Some(ct) = ct {
+            req = req.header("content-type", ct);
+        }
+        let res = req.send().await.unwrap();
+        let s = res.status().as_u16();
+        let v: Value = res.json().await.unwrap_or(Value::Null);
+        assert_eq!(s, want, "{path} {ct:?} {body}: {v}");
+        assert_error_shape(s, &v);
+        if let Some(p) = param {
+            assert_eq!(v["errors"][0]["meta"]["param_name"], p, "{v}");
+        }
+    }
     for q in [
         "limit=0",
         "limit=abc",

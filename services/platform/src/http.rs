@@ -148,6 +148,25 @@ impl Drop for PeerSlot {
     }
 }
 
+/// Paths whose bodies are JSON: the Backend and admin APIs (both with and
+/// without `/v1`, as the SDK calls some of them) and client registration.
+/// The OAuth form endpoints check their own `Content-Type`.
+fn takes_json(path: &str) -> bool {
+    if path.starts_with("/i/") {
+        return path.contains("/oauth/register");
+    }
+    !path.starts_with("/healthz") && !path.starts_with("/readyz") && !path.starts_with("/metrics")
+}
+
+/// `Content-Type: application/json`, with any parameters.
+fn is_json(req: &ServiceRequest) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
 /// OAuth protocol endpoints answer in the RFC 6749 shape.
 fn is_oauth_path(path: &str) -> bool {
     path.starts_with("/i/") && path.contains("/oauth/")
@@ -256,6 +275,16 @@ pub async fn guard_requests(
             // Whatever is still coming is not read: close the connection.
             res.head_mut()
                 .set_connection_type(actix_web::http::ConnectionType::Close);
+            let (http_req, _) = req.into_parts();
+            return Ok(ServiceResponse::new(http_req, res));
+        }
+        if !body.is_empty() && takes_json(&path) && !is_json(&req) {
+            let res = refusal(
+                &path,
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Send the request body as application/json.",
+            );
             let (http_req, _) = req.into_parts();
             return Ok(ServiceResponse::new(http_req, res));
         }
