@@ -364,19 +364,22 @@ async fn open_registration_policy(mode: Mode) {
         bot["client_secret"].as_str().unwrap(),
     );
 
-    // The token service learns of the client and the resources through
-    // the bus.
     let good = "grant_type=client_credentials&resource=https%3A%2F%2Fmcp.example%2Fmcp";
-    let mut last = (0, Value::Null);
+    // The token service learns of the client and the resources through the
+    // bus (two streams, so in either order): wait for both.
+    let other = "grant_type=client_credentials&resource=https%3A%2F%2Fother.example%2F";
+    let mut last = (0, Value::Null, Value::Null);
     for _ in 0..100 {
         let (s, b, _) = token_basic(&g, instance, id, secret, good).await;
-        last = (s, b);
-        if s == 200 {
+        let (_, refused, _) = token_basic(&g, instance, id, secret, other).await;
+        last = (s, b, refused);
+        if last.0 == 200 && last.2["error"] == "invalid_target" {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert_eq!(last.0, 200, "{}", last.1);
+    assert_eq!(last.2["error"], "invalid_target", "{}", last.2);
     for form in [
         "grant_type=client_credentials&resource=https%3A%2F%2Fother.example%2F",
         "grant_type=client_credentials&resource=a%3Ab",

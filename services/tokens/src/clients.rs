@@ -43,8 +43,31 @@ pub struct Client {
     pub grant_types: Vec<String>,
 }
 
+/// Instances' declared resources, reused for [`CACHE_TTL`] like clients:
+/// the process applying a change forgets its copy at once, other replicas
+/// within the time to live.
+static RESOURCES: LazyLock<moka::sync::Cache<String, std::sync::Arc<Vec<String>>>> =
+    LazyLock::new(|| {
+        moka::sync::Cache::builder()
+            .max_capacity(CACHE_CAPACITY)
+            .time_to_live(CACHE_TTL)
+            .build()
+    });
+
 /// The resource indicators an instance declared (RFC 8707); empty: any.
 pub async fn declared_resources(
+    conn: &impl ConnectionTrait,
+    instance_id: &str,
+) -> Result<std::sync::Arc<Vec<String>>, DbErr> {
+    if let Some(found) = RESOURCES.get(instance_id) {
+        return Ok(found);
+    }
+    let found = std::sync::Arc::new(read_declared_resources(conn, instance_id).await?);
+    RESOURCES.insert(instance_id.to_owned(), found.clone());
+    Ok(found)
+}
+
+async fn read_declared_resources(
     conn: &impl ConnectionTrait,
     instance_id: &str,
 ) -> Result<Vec<String>, DbErr> {
@@ -114,6 +137,7 @@ impl Projection for Clients {
                     vec![event.instance_id.clone().into(), declared.into()],
                 )
                 .await?;
+                RESOURCES.invalidate(&event.instance_id);
                 return Ok(());
             }
             et::OAUTH_GRANT_REVOKED => {
