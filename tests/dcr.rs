@@ -483,22 +483,5 @@ async fn self_registered_consent_embedded() {
     self_registered_consent(Mode::Embedded).await;
 }
 
-#[tokio::test]
-async fn open_registration_policy_embedded() {
-    open_registration_policy(Mode::Embedded).await;
-}
-
-#[tokio::test]
-async fn open_registration_policy_production_shape() {
-    open_registration_policy(Mode::Production).await;
-}
-
-#[tokio::test]
-async fn registration_embedded() {
-    registration_lifecycle(Mode::Embedded).await;
-}
-
-#[tokio::test]
-async fn registration_production_shape() {
-    registration_lifecycle(Mode::Production).await;
-}
+in_both_shapes!(open_registration_policy: open_registration_policy_embedded, open_registration_policy_production_shape);
+in_both_shapes!(registration_lifecycle: registration_embedded, registration_production_shape);

@@ -68,8 +68,7 @@ pub async fn observe(
                     "malformed_request",
                     "The URL contains a NUL character (%00).",
                 );
-                let (http_req, _) = req.into_parts();
-                return Ok(ServiceResponse::new(http_req, err.error_response()));
+                return Ok(req.into_response(err.error_response()));
             }
             // Extractors and handlers render their own errors (in our shape);
             // an error out of the service itself is left to actix.
@@ -206,8 +205,7 @@ pub async fn guard_requests(
                     "too_many_requests",
                     "Too many requests in flight from this address.",
                 );
-                let (http_req, _) = req.into_parts();
-                return Ok(ServiceResponse::new(http_req, res));
+                return Ok(req.into_response(res));
             }
             *n += 1;
             drop(map);
@@ -232,8 +230,7 @@ pub async fn guard_requests(
         )
     };
     if declared.is_some_and(|n| n > MAX_JSON_BODY) {
-        let (http_req, _) = req.into_parts();
-        return Ok(ServiceResponse::new(http_req, too_large()));
+        return Ok(req.into_response(too_large()));
     }
     if declared != Some(0)
         && !matches!(
@@ -275,8 +272,7 @@ pub async fn guard_requests(
             // Whatever is still coming is not read: close the connection.
             res.head_mut()
                 .set_connection_type(actix_web::http::ConnectionType::Close);
-            let (http_req, _) = req.into_parts();
-            return Ok(ServiceResponse::new(http_req, res));
+            return Ok(req.into_response(res));
         }
         if !body.is_empty() && takes_json(&path) && !is_json(&req) {
             let res = refusal(
@@ -285,8 +281,7 @@ pub async fn guard_requests(
                 "unsupported_media_type",
                 "Send the request body as application/json.",
             );
-            let (http_req, _) = req.into_parts();
-            return Ok(ServiceResponse::new(http_req, res));
+            return Ok(req.into_response(res));
         }
         req.set_payload(actix_web::dev::Payload::from(body.freeze()));
     }
