@@ -28,6 +28,19 @@ pub enum Command {
     Rebuild(RebuildArgs),
     /// Drive real HTTP or database load and print throughput and latency.
     Bench(crate::bench::BenchArgs),
+    /// Write the OpenAPI documents generated from the code, or check the
+    /// committed ones against it.
+    Openapi(OpenapiArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct OpenapiArgs {
+    /// Where the documents are committed.
+    #[arg(long, default_value = "docs/openapi")]
+    pub dir: PathBuf,
+    /// Fail, writing nothing, when a committed document differs from the code.
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Args, Debug, Clone)]

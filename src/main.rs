@@ -4,11 +4,13 @@
 //!   (SQLite under `--data-dir`, the in-process bus, no servers to install).
 //! - `gatehouse serve <service>` — one service against PostgreSQL, Kafka and
 //!   Redis, as in production.
-//! - `gatehouse migrate`, `gatehouse rebuild <projection>`, `gatehouse bench …`.
+//! - `gatehouse migrate`, `gatehouse rebuild <projection>`, `gatehouse bench …`,
+//!   `gatehouse openapi [--check]`.
 
 mod bench;
 mod cli;
 mod embedded;
+mod openapi;
 mod server;
 
 use clap::Parser;
@@ -24,6 +26,7 @@ async fn main() -> std::process::ExitCode {
         Some(Command::Migrate(args)) => server::migrate(args).await,
         Some(Command::Rebuild(args)) => server::rebuild(args).await,
         Some(Command::Bench(args)) => bench::run(args).await,
+        Some(Command::Openapi(args)) => openapi::run(&args.dir, args.check),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

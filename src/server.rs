@@ -71,11 +71,14 @@ pub fn spawn_workers(platform: &Platform, mounts: Mounts) {
 /// Serves HTTP until SIGINT/SIGTERM.
 pub async fn run_http(platform: Platform, listen: &str, mounts: Mounts) -> anyhow::Result<()> {
     let data = web::Data::new(platform);
+    let docs = web::Data::new(crate::openapi::documents());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
+            .app_data(docs.clone())
             .configure(gatehouse_platform::http::configure_extractors)
             .configure(gatehouse_platform::http::configure_ops)
+            .configure(crate::openapi::configure)
             // Services first: the admin API's `/admin/v1` scope would take
             // the admin routes a service adds.
             // Tokens before authz: its `/v1/oauth_applications/access_tokens/verify`

@@ -29,12 +29,14 @@ async fn sdk_drives_the_users_api(mode: Mode) {
 }
 
 /// A client_credentials token of a new confidential application of `key`'s
-/// instance, once the token service knows the client; (client id, token).
-async fn machine_token(g: &Gatehouse, key: &str, instance: &str) -> (String, String) {
+/// instance issuing `format` tokens, once the token service knows the
+/// client; (client id, token).
+async fn machine_token(g: &Gatehouse, key: &str, instance: &str, format: &str) -> (String, String) {
     let app = g
         .create_app(
             key,
-            json!({ "name": "Worker", "redirect_uris": ["https://w.example/cb"], "scopes": "openid" }),
+            json!({ "name": "Worker", "redirect_uris": ["https://w.example/cb"], "scopes": "openid",
+                    "access_token_format": format }),
         )
         .await;
     let (id, secret) = (
@@ -61,7 +63,9 @@ async fn machine_token(g: &Gatehouse, key: &str, instance: &str) -> (String, Str
 
 /// `authenticateRequest(…, { acceptsToken: 'oauth_token' })` and
 /// `@clerk/express` `getAuth` against a default instance (RS256 JWTs,
-/// verified by the SDK with the instance's JWKS, no call per token).
+/// verified by the SDK with the instance's JWKS, no call per token), and
+/// an application's opaque tokens, which the SDK verifies through the
+/// verify endpoint, refused once revoked.
 async fn sdk_resource_server(mode: Mode) {
     let g = Gatehouse::start(mode).await;
     let t = g.tenant().await;
@@ -128,8 +132,10 @@ async fn sdk_resource_server(mode: Mode) {
     .unwrap();
     let user_id = claims["sub"].as_str().unwrap().to_owned();
 
-    let (machine_client, machine) = machine_token(&g, key, ins).await;
-    let (_, foreign) = machine_token(&g, &t.prod.key, &t.prod.id).await;
+    let (machine_client, machine) = machine_token(&g, key, ins, "jwt").await;
+    let (_, foreign) = machine_token(&g, &t.prod.key, &t.prod.id, "jwt").await;
+    let (opaque_client, opaque) = machine_token(&g, key, ins, "opaque").await;
+    assert!(opaque.starts_with("oat_"), "{opaque}");
     common::run_node(
         "clerk-sdk",
         "resource_server.mjs",
@@ -142,6 +148,8 @@ async fn sdk_resource_server(mode: Mode) {
             ("MACHINE_TOKEN", machine.as_str()),
             ("CLIENT_ID", machine_client.as_str()),
             ("FOREIGN_TOKEN", foreign.as_str()),
+            ("OPAQUE_TOKEN", opaque.as_str()),
+            ("OPAQUE_CLIENT_ID", opaque_client.as_str()),
         ],
     );
 }

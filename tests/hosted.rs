@@ -95,6 +95,9 @@ async fn hosted_pages(mode: Mode) {
         )
         .await;
     assert_eq!(list[0]["password_enabled"], true);
+    // Nothing verified the address: the Backend API says so too.
+    let verification = &list[0]["email_addresses"][0]["verification"];
+    assert_eq!(verification["status"], "unverified", "{verification}");
     let (s, _, html) = b.get("/signed-in").await;
     assert_eq!(s, 200);
     assert!(html.contains("ada@hosted.example"));

@@ -812,9 +812,11 @@ async fn reauthentication_flow(mode: Mode) {
 in_both_shapes!(reauthentication_flow: reauthentication_embedded, reauthentication_production_shape);
 
 /// Userinfo releases the claims of the granted scopes from the token
-/// service's own copy of the user, follows profile changes, and a deleted or
-/// banned user's tokens stop working.
+/// service's own copy of the user, follows profile changes, says whether the
+/// email is verified (the Backend API's addresses are, hosted sign-up's are
+/// not), and a deleted or banned user's tokens stop working.
 async fn userinfo_flow(mode: Mode) {
+    use common::browser::{hidden, location, param};
     let g = Gatehouse::start(mode).await;
     let t = g.tenant().await;
     let (key, ins) = (t.dev.key.clone(), t.dev.id.clone());
@@ -870,8 +872,71 @@ async fn userinfo_flow(mode: Mode) {
     assert_eq!(claims["family_name"], "Lovelace");
     assert_eq!(claims["preferred_username"], "ada_l");
     assert!(claims["email"].as_str().unwrap().ends_with("@example.com"));
-    assert_eq!(claims["email_verified"], false);
+    assert_eq!(
+        claims["email_verified"], false,
+        "hosted sign-up does not verify the address"
+    );
     assert!(claims["updated_at"].is_i64());
+    let (_, user) = g
+        .call(&key, Method::GET, &format!("/v1/users/{user_id}"), None)
+        .await;
+    assert_eq!(
+        user["email_addresses"][0]["verification"]["status"], "unverified",
+        "{user}"
+    );
+
+    // A user the Backend API created has a verified address.
+    let api_email = format!("{}@example.com", common::unique("api"));
+    let (s, created) = g
+        .call(
+            &key,
+            Method::POST,
+            "/v1/users",
+            Some(json!({ "email_address": [api_email], "password": "correct horse battery" })),
+        )
+        .await;
+    assert_eq!(s, 200, "{created}");
+    assert_eq!(
+        created["email_addresses"][0]["verification"]["status"],
+        "verified"
+    );
+    let mut api_browser = Browser::new(&g, &ins);
+    let authorize = pkce_authorize(&client_id, "openid email");
+    let (s, h, _) = api_browser.get(&authorize).await;
+    assert_eq!(s, 302);
+    let back = param(&location(&h), "redirect_url").unwrap();
+    let (_, _, html) = api_browser.get("/sign-in").await;
+    let csrf = hidden(&html, "csrf_token");
+    let (s, _, _) = api_browser
+        .post(
+            "/sign-in",
+            &[
+                ("csrf_token", &csrf),
+                ("email", &api_email),
+                ("password", "correct horse battery"),
+                ("redirect_url", &back),
+            ],
+        )
+        .await;
+    assert_eq!(s, 303);
+    let code = code_for(&mut api_browser, &authorize).await;
+    let api_token = redeem(&o, &client_id, &code).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut c = Value::Null;
+    for _ in 0..200 {
+        let (s, v) = userinfo(api_token.clone()).await;
+        assert_eq!(s, 200, "{v}");
+        c = v;
+        if c["email"].is_string() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(c["sub"], created["id"], "{c}");
+    assert_eq!(c["email"], api_email.as_str(), "{c}");
+    assert_eq!(c["email_verified"], true, "{c}");
 
     // Only what the scopes grant.
     let openid_only = access_token_for(&o, &mut b, &client_id, "openid").await;
@@ -1188,6 +1253,201 @@ async fn backend_revocation_flow(mode: Mode) {
     assert_eq!(s, 404);
 }
 
+/// Opaque access tokens (`oat_…`), an application setting beside JWTs:
+/// introspection, userinfo, refresh and the Backend API verify accept them;
+/// verify answers a revoked or expired one 404 (the official SDK takes any
+/// 200 as valid); another instance's key finds nothing; switching the
+/// setting changes the tokens issued next.
+async fn opaque_flow(mode: Mode) {
+    let g = Gatehouse::with_test_clock(mode).await;
+    let t = g.tenant().await;
+    let (key, ins) = (t.dev.key.clone(), t.dev.id.clone());
+    let o = Oauth {
+        g: &g,
+        ins: ins.clone(),
+    };
+    let check = "/oauth_applications/access_tokens/verify";
+    let userinfo = |token: &str| {
+        let req = g
+            .client
+            .get(g.url(&format!("/i/{ins}/oauth/userinfo")))
+            .bearer_auth(token);
+        async move {
+            let res = req.send().await.unwrap();
+            (
+                res.status().as_u16(),
+                res.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let introspect = |token: String, client_id: String| {
+        let o = &o;
+        async move {
+            let form = [("token", token.as_str()), ("client_id", client_id.as_str())];
+            let (s, _, v) = o.post("/oauth/token_info", &form, None).await;
+            assert_eq!(s, 200, "{v}");
+            v
+        }
+    };
+
+    // The setting: JWT unless asked, anything else is refused.
+    worker_app(&g, &key).await;
+    let (_, jwt_app) = g
+        .call(&key, Method::GET, "/v1/oauth_applications", None)
+        .await;
+    assert!(
+        jwt_app["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["access_token_format"] == "jwt"),
+        "{jwt_app}"
+    );
+    for (method, path) in [
+        (Method::POST, "/v1/oauth_applications".to_owned()),
+        (Method::PATCH, "/v1/oauth_applications/none".to_owned()),
+    ] {
+        let (s, e) = g
+            .call(
+                &key,
+                method,
+                &path,
+                Some(json!({ "name": "X", "access_token_format": "paseto" })),
+            )
+            .await;
+        assert_eq!(s, 422, "{e}");
+        assert_eq!(e["errors"][0]["meta"]["param_name"], "access_token_format");
+    }
+
+    // A user's opaque token through the code flow, and its refresh.
+    let app = g
+        .create_app(
+            &key,
+            json!({ "name": "MCP client", "public": true, "redirect_uris": [REDIRECT],
+                    "scopes": "openid email offline_access", "consent_screen_enabled": false,
+                    "access_token_format": "opaque" }),
+        )
+        .await;
+    assert_eq!(app["access_token_format"], "opaque", "{app}");
+    let client_id = app["client_id"].as_str().unwrap().to_owned();
+    let mut b = Browser::new(&g, &ins);
+    let code = code_for(&mut b, &pkce_authorize(&client_id, "openid email offline_access")).await;
+    let tok = redeem(&o, &client_id, &code).await;
+    let first = tok["access_token"].as_str().unwrap().to_owned();
+    assert!(
+        first.starts_with("oat_") && !first.contains('.'),
+        "{first}"
+    );
+    assert_eq!(jwt_part(tok["id_token"].as_str().unwrap(), 1)["sub"].as_str().map(|s| s.starts_with("user_")), Some(true), "the ID token stays a JWT");
+    let (s, v) = verify(&g, &key, &first, check).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["object"], "clerk_idp_oauth_access_token");
+    assert_eq!((v["revoked"].clone(), v["expired"].clone()), (json!(false), json!(false)));
+    let user_id = v["subject"].as_str().unwrap().to_owned();
+    assert!(user_id.starts_with("user_"), "{v}");
+    let (s, c) = userinfo(&first).await;
+    assert_eq!((s, c["sub"].as_str()), (200, Some(user_id.as_str())), "{c}");
+    let i = introspect(first.clone(), client_id.clone()).await;
+    assert_eq!((i["active"].clone(), i["sub"].as_str()), (json!(true), Some(user_id.as_str())), "{i}");
+    let (s, e) = verify(&g, &t.prod.key, &first, check).await;
+    assert_eq!(s, 404, "another instance's key: {e}");
+    let (s, e) = verify(&g, &key, &format!("{first}x"), check).await;
+    assert_eq!(s, 404, "an unknown opaque token: {e}");
+
+    let refresh = tok["refresh_token"].as_str().unwrap().to_owned();
+    let (s, next) = o
+        .token(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh.as_str()),
+                ("client_id", client_id.as_str()),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{next}");
+    let second = next["access_token"].as_str().unwrap().to_owned();
+    assert!(second.starts_with("oat_") && second != first);
+
+    // Expired: verify is 404, introspection inactive, userinfo 401.
+    g.advance_clock(61 * 60 * 1000).await;
+    let (s, e) = verify(&g, &key, &first, check).await;
+    assert_eq!(s, 404, "an expired opaque token: {e}");
+    common::assert_error_shape(s, &e);
+    assert_eq!(introspect(first.clone(), client_id.clone()).await["active"], false);
+    assert_eq!(userinfo(&first).await.0, 401);
+
+    // Revoked (RFC 7009 by its client): the same at once.
+    let refresh = next["refresh_token"].as_str().unwrap().to_owned();
+    let (s, fresh) = o
+        .token(
+            &[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh.as_str()),
+                ("client_id", client_id.as_str()),
+            ],
+            None,
+        )
+        .await;
+    assert_eq!(s, 200, "{fresh}");
+    let live = fresh["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(verify(&g, &key, &live, check).await.0, 200);
+    let (s, _, _) = o
+        .post(
+            "/oauth/revoke",
+            &[("token", live.as_str()), ("client_id", client_id.as_str())],
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(verify(&g, &key, &live, check).await.0, 404);
+    assert_eq!(introspect(live.clone(), client_id.clone()).await["active"], false);
+    assert_eq!(userinfo(&live).await.0, 401);
+
+    // A machine's opaque token; switching the application to JWTs changes
+    // the next tokens, not the ones issued.
+    let (s, machine) = g
+        .call(
+            &key,
+            Method::POST,
+            "/v1/oauth_applications",
+            Some(json!({ "name": "Worker", "redirect_uris": [REDIRECT], "scopes": "openid",
+                         "access_token_format": "opaque" })),
+        )
+        .await;
+    assert_eq!(s, 200, "{machine}");
+    let (id, secret) = (
+        machine["client_id"].as_str().unwrap().to_owned(),
+        machine["client_secret"].as_str().unwrap().to_owned(),
+    );
+    let opaque = client_credentials_tokens(&o, &id, &secret, 1).await.remove(0);
+    assert!(opaque.starts_with("oat_"), "{opaque}");
+    let (_, v) = verify(&g, &key, &opaque, check).await;
+    assert_eq!((v["subject"].as_str(), v["client_id"].as_str()), (Some(id.as_str()), Some(id.as_str())));
+    let machine_id = machine["id"].as_str().unwrap();
+    let (s, patched) = g
+        .call(
+            &key,
+            Method::PATCH,
+            &format!("/v1/oauth_applications/{machine_id}"),
+            Some(json!({ "access_token_format": "jwt" })),
+        )
+        .await;
+    assert_eq!((s, patched["access_token_format"].as_str()), (200, Some("jwt")), "{patched}");
+    g.eventually("the token service issues JWTs to the client", 10, || {
+        let (o, id, secret) = (&o, id.clone(), secret.clone());
+        async move {
+            let (s, b) = o
+                .token(&[("grant_type", "client_credentials")], Some((&id, &secret)))
+                .await;
+            s == 200 && b["access_token"].as_str().unwrap().split('.').count() == 3
+        }
+    })
+    .await;
+    assert_eq!(verify(&g, &key, &opaque, check).await.0, 200, "issued tokens stay opaque");
+}
+
+in_both_shapes!(opaque_flow: opaque_embedded, opaque_production_shape);
 in_both_shapes!(backend_revocation_flow: backend_revocation_embedded, backend_revocation_production_shape);
 in_both_shapes!(userinfo_flow: userinfo_embedded, userinfo_production_shape);
 in_both_shapes!(banned_flow: banned_embedded, banned_production_shape);

@@ -884,6 +884,40 @@ async fn the_per_endpoint_limit_holds_across_processes() {
     assert_eq!(gate.most.load(SeqCst), 16);
 }
 
+/// An endpoint's own `max_concurrency` is a limit of the deployment too:
+/// two processes, a receiver holding every request, an endpoint set to 3;
+/// between them the processes fill its three slots and no more.
+#[tokio::test]
+async fn max_concurrency_holds_across_processes() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let g = Gatehouse::production().await;
+    let other = g.sibling().await;
+    let t = g.tenant().await;
+    let key = t.dev.key.clone();
+    let (open, rx) = tokio::sync::watch::channel(false);
+    let (url, gate) = gated_receiver(rx);
+    endpoint_with_concurrency(&g, &key, &format!("{url}/three"), 3).await;
+    for i in 0..12 {
+        let on = if i % 2 == 0 { &g } else { &other };
+        on.create_user(&key, &format!("three{i}@example.com")).await;
+    }
+    g.eventually("the endpoint's slots are taken", 30, || {
+        let gate = gate.clone();
+        async move { gate.open_now.load(SeqCst) >= 3 }
+    })
+    .await;
+    // Both processes poll at least every 100 ms; give them many chances.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(gate.open_now.load(SeqCst), 3);
+    open.send(true).unwrap();
+    g.eventually("all 12 delivered", 60, || {
+        let gate = gate.clone();
+        async move { gate.answered.load(SeqCst) >= 12 }
+    })
+    .await;
+    assert_eq!(gate.most.load(SeqCst), 3);
+}
+
 /// Resending a message while its delivery is being sent leaves it to that
 /// attempt: the receiver never gets the same message twice at once.
 #[tokio::test]
@@ -920,6 +954,164 @@ async fn resend_during_an_attempt_does_not_send_twice_at_once() {
         async move { gate.answered.load(SeqCst) == 1 }
     })
     .await;
+}
+
+/// A receiver that takes `hold_ms` over every request and counts how many
+/// it holds at once (now, most) and how many it answered.
+fn timed_receiver(hold_ms: u64) -> (String, Gate) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let gate = Gate::default();
+    let g = gate.clone();
+    let url = serve(move || {
+        let g = g.clone();
+        async move {
+            let now = g.open_now.fetch_add(1, SeqCst) + 1;
+            g.most.fetch_max(now, SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(hold_ms)).await;
+            g.open_now.fetch_sub(1, SeqCst);
+            g.answered.fetch_add(1, SeqCst);
+            HttpResponse::NoContent().finish()
+        }
+    });
+    (url, gate)
+}
+
+/// Creates a `user.created` endpoint of `key`'s instance at `url` with its
+/// own `max_concurrency`; returns its path under the Backend API.
+async fn endpoint_with_concurrency(g: &Gatehouse, key: &str, url: &str, n: i64) -> String {
+    let (s, ep) = g
+        .call(
+            key,
+            Method::POST,
+            BASE,
+            Some(json!({ "url": url, "filter_types": ["user.created"], "max_concurrency": n })),
+        )
+        .await;
+    assert_eq!(s, 200, "{ep}");
+    assert_eq!(ep["max_concurrency"], n, "{ep}");
+    format!("{BASE}/{}", ep["id"].as_str().unwrap())
+}
+
+/// `max_concurrency`: 16 unless set, 1 to 64, kept by the endpoint's events
+/// and projection; the dispatcher holds each endpoint to its own. With
+/// every request held 200 ms and several users created at once, an
+/// endpoint set to 1 never has two deliveries open, while one set to 4
+/// has them overlap (and never more than 4).
+async fn concurrency_flow(mode: Mode) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let g = Gatehouse::start(mode).await;
+    let t = g.tenant().await;
+    let key = t.dev.key.clone();
+
+    // The setting: default, bounds, wrong types, on create and update.
+    let (s, ep) = g
+        .call(
+            &key,
+            Method::POST,
+            BASE,
+            Some(json!({ "url": "http://localhost:4000/default" })),
+        )
+        .await;
+    assert_eq!(s, 200, "{ep}");
+    assert_eq!(ep["max_concurrency"], 16, "{ep}");
+    let path = format!("{BASE}/{}", ep["id"].as_str().unwrap());
+    for bad in [
+        json!(0),
+        json!(65),
+        json!("x"),
+        json!(-1),
+        json!(2.5),
+        json!(true),
+    ] {
+        let (s, b) = g
+            .call(
+                &key,
+                Method::POST,
+                BASE,
+                Some(json!({ "url": "http://localhost:4000/bad", "max_concurrency": bad })),
+            )
+            .await;
+        assert_eq!(s, 422, "create {bad}: {b}");
+        assert_error_shape(s, &b);
+        assert_eq!(
+            b["errors"][0]["meta"]["param_name"], "max_concurrency",
+            "{b}"
+        );
+        let (s, b) = g
+            .call(
+                &key,
+                Method::PATCH,
+                &path,
+                Some(json!({ "max_concurrency": bad })),
+            )
+            .await;
+        assert_eq!(s, 422, "update {bad}: {b}");
+        assert_error_shape(s, &b);
+        assert_eq!(
+            b["errors"][0]["meta"]["param_name"], "max_concurrency",
+            "{b}"
+        );
+    }
+    for n in [1, 64] {
+        let (s, up) = g
+            .call(
+                &key,
+                Method::PATCH,
+                &path,
+                Some(json!({ "max_concurrency": n })),
+            )
+            .await;
+        assert_eq!((s, up["max_concurrency"].clone()), (200, json!(n)), "{up}");
+    }
+    let (s, desc) = g
+        .call(
+            &key,
+            Method::PATCH,
+            &path,
+            Some(json!({ "description": "kept" })),
+        )
+        .await;
+    assert_eq!(
+        (s, desc["max_concurrency"].clone()),
+        (200, json!(64)),
+        "{desc}"
+    );
+    let (_, listed) = g.call(&key, Method::GET, BASE, None).await;
+    assert_eq!(listed["data"][0]["max_concurrency"], 64, "{listed}");
+    let (s, _) = g.call(&key, Method::DELETE, &path, None).await;
+    assert_eq!(s, 200);
+
+    // The dispatcher keeps to each endpoint's own setting.
+    let (one_url, one) = timed_receiver(200);
+    let (four_url, four) = timed_receiver(200);
+    endpoint_with_concurrency(&g, &key, &format!("{one_url}/one"), 1).await;
+    endpoint_with_concurrency(&g, &key, &format!("{four_url}/four"), 4).await;
+    // Eight users, four at a time, so deliveries queue up behind the holds.
+    let users = 8;
+    for b in 0..2 {
+        let e: Vec<String> = (0..4).map(|i| format!("conc{b}-{i}@example.com")).collect();
+        tokio::join!(
+            g.create_user(&key, &e[0]),
+            g.create_user(&key, &e[1]),
+            g.create_user(&key, &e[2]),
+            g.create_user(&key, &e[3]),
+        );
+    }
+    g.eventually("every delivery answered", 60, || {
+        let (one, four) = (one.clone(), four.clone());
+        async move { one.answered.load(SeqCst) >= users && four.answered.load(SeqCst) >= users }
+    })
+    .await;
+    assert_eq!(
+        one.most.load(SeqCst),
+        1,
+        "two deliveries at once to a limit of 1"
+    );
+    let most = four.most.load(SeqCst);
+    assert!(
+        (2..=4).contains(&most),
+        "a limit of 4 had at most {most} at once"
+    );
 }
 
 /// Loopback endpoints are the operator's switch, off by default: without it
@@ -1000,3 +1192,4 @@ in_both_shapes!(delivery_flow: delivery_embedded, delivery_production_shape);
 in_both_shapes!(retry_flow: retry_embedded, retry_production_shape);
 in_both_shapes!(disable_flow: disable_embedded, disable_production_shape);
 in_both_shapes!(catalog_flow: catalog_embedded, catalog_production_shape);
+in_both_shapes!(concurrency_flow: concurrency_embedded, concurrency_production_shape);

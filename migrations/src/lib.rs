@@ -28,6 +28,9 @@ mod m0018_metadata_document_switch;
 mod m0019_attempts_by_endpoint;
 mod m0020_revoked_families;
 mod m0021_registration_policy;
+mod m0022_email_verified;
+mod m0023_webhook_concurrency;
+mod m0024_opaque_access_tokens;
 
 pub use sea_orm_migration::MigratorTrait;
 
@@ -58,6 +61,9 @@ impl MigratorTrait for Migrator {
             Box::new(m0019_attempts_by_endpoint::MIGRATION),
             Box::new(m0020_revoked_families::MIGRATION),
             Box::new(m0021_registration_policy::MIGRATION),
+            Box::new(m0022_email_verified::MIGRATION),
+            Box::new(m0023_webhook_concurrency::MIGRATION),
+            Box::new(m0024_opaque_access_tokens::MIGRATION),
         ]
     }
 }
@@ -178,6 +184,9 @@ mod tests {
                 "m0019_attempts_by_endpoint",
                 "m0020_revoked_families",
                 "m0021_registration_policy",
+                "m0022_email_verified",
+                "m0023_webhook_concurrency",
+                "m0024_opaque_access_tokens",
             ]
         );
     }

@@ -62,6 +62,17 @@ pub mod stream_types {
     pub const WEBHOOK_ENDPOINT: &str = "webhook_endpoint";
 }
 
+/// The actor recorded on the events hosted sign-up causes.
+pub const SIGN_UP_ACTOR: &str = "sign_up";
+
+/// Whether an email address whose event has no `verified` (written before
+/// the field existed) is verified, from the actor of its user's first event:
+/// verified, as the Backend API reported it, unless hosted sign-up created
+/// the user (its addresses were never checked).
+pub fn verified_before_the_field(created_by: &str) -> bool {
+    created_by != SIGN_UP_ACTOR
+}
+
 /// The whole application state an `oauth_application.*` event carries;
 /// `None` for deletion and for every other event type.
 /// The user state a user event carries (created, updated, banned,
@@ -97,4 +108,27 @@ pub fn oauth_application_state(
         }
         _ => None,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    #[test]
+    fn an_email_address_from_before_verified_existed_decodes_without_it() {
+        // Fields 1 and 2 only, as events were written before field 3.
+        let old = [0x0a, 0x03, b'i', b'd', b'n', 0x12, 0x03, b'a', b'@', b'b'];
+        let e = v1::EmailAddress::decode(old.as_slice()).unwrap();
+        assert_eq!((e.id.as_str(), e.verified), ("idn", None));
+        let explicit = v1::EmailAddress {
+            verified: Some(false),
+            ..e.clone()
+        };
+        let again = v1::EmailAddress::decode(explicit.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(again.verified, Some(false), "an explicit false survives");
+        assert!(verified_before_the_field("secret_key:ak_1"));
+        assert!(!verified_before_the_field(SIGN_UP_ACTOR));
+    }
 }

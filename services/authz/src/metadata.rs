@@ -31,6 +31,83 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     }
 }
 
+/// The paths `configure` mounts besides the documented one, with their
+/// operation ids.
+const ALIASES: [(&str, &str); 3] = [
+    (
+        "/.well-known/openid-configuration/i/{instance_id}",
+        "get_openid_configuration_inserted",
+    ),
+    (
+        "/i/{instance_id}/.well-known/openid-configuration",
+        "get_openid_configuration",
+    ),
+    (
+        "/i/{instance_id}/.well-known/oauth-authorization-server",
+        "get_authorization_server_metadata_appended",
+    ),
+];
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(metadata), components(schemas(MetadataDocument)))]
+struct Doc;
+
+/// The OpenAPI description of the metadata documents, at every path they
+/// are served.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = <Doc as utoipa::OpenApi>::openapi();
+    let primary = doc
+        .paths
+        .paths
+        .get("/.well-known/oauth-authorization-server/i/{instance_id}")
+        .cloned();
+    if let Some(item) = primary {
+        for (path, operation_id) in ALIASES {
+            let mut alias = item.clone();
+            if let Some(op) = alias.get.as_mut() {
+                op.operation_id = Some(operation_id.to_owned());
+            }
+            doc.paths.paths.insert(path.to_owned(), alias);
+        }
+    }
+    doc
+}
+
+/// RFC 8414 §2 authorization server metadata, also served as OpenID
+/// Connect Discovery §3 configuration (as `document` builds it).
+#[derive(utoipa::ToSchema)]
+#[schema(as = AuthorizationServerMetadata)]
+#[allow(dead_code)]
+struct MetadataDocument {
+    /// `<public url>/i/<instance id>`, byte for byte.
+    issuer: String,
+    authorization_endpoint: String,
+    token_endpoint: String,
+    jwks_uri: String,
+    userinfo_endpoint: String,
+    revocation_endpoint: String,
+    introspection_endpoint: String,
+    /// Only while dynamic client registration is on.
+    #[schema(nullable = false)]
+    registration_endpoint: Option<String>,
+    /// The standard scopes and the instance's custom ones.
+    scopes_supported: Vec<String>,
+    response_types_supported: Vec<String>,
+    response_modes_supported: Vec<String>,
+    grant_types_supported: Vec<String>,
+    token_endpoint_auth_methods_supported: Vec<String>,
+    revocation_endpoint_auth_methods_supported: Vec<String>,
+    introspection_endpoint_auth_methods_supported: Vec<String>,
+    code_challenge_methods_supported: Vec<String>,
+    authorization_response_iss_parameter_supported: bool,
+    /// Whether clients may be identified by a metadata document URL.
+    client_id_metadata_document_supported: bool,
+    subject_types_supported: Vec<String>,
+    id_token_signing_alg_values_supported: Vec<String>,
+    claims_supported: Vec<String>,
+    prompt_values_supported: Vec<String>,
+}
+
 /// The metadata document of an instance.
 pub async fn document(platform: &Platform, instance_id: &str) -> ApiResult<Value> {
     let issuer = platform.issuer(instance_id);
@@ -67,6 +144,21 @@ pub async fn document(platform: &Platform, instance_id: &str) -> ApiResult<Value
     Ok(doc)
 }
 
+#[utoipa::path(
+    get,
+    path = "/.well-known/oauth-authorization-server/i/{instance_id}",
+    tag = "metadata",
+    operation_id = "get_authorization_server_metadata",
+    summary = "Authorization server metadata (RFC 8414) / OpenID discovery",
+    params(("instance_id" = String, Path, description = "The instance whose issuer this is (`ins_…`).")),
+    responses(
+        (status = 200, description = "The issuer's metadata document.", body = MetadataDocument, headers(("cache-control" = String, description = "`public, max-age=60`."))),
+        (status = 400, description = "A URL with a NUL character (`malformed_request`).", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 404, description = "No active instance has this issuer (`resource_not_found`).", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 413, description = "A declared body over 1 MiB (`request_body_too_large`).", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 429, description = "Too many requests in flight from this address (`too_many_requests`).", body = gatehouse_platform::openapi::ErrorBody),
+    )
+)]
 async fn metadata(
     platform: web::Data<Platform>,
     path: web::Path<String>,
@@ -82,4 +174,65 @@ async fn metadata(
     Ok(HttpResponse::Ok()
         .insert_header(("cache-control", "public, max-age=60"))
         .json(doc))
+}
+
+#[cfg(test)]
+mod tests {
+    /// The operation `method path` of `doc`, if documented.
+    fn documented(doc: &utoipa::openapi::OpenApi, method: &str, path: &str) -> bool {
+        doc.paths.paths.get(path).is_some_and(|item| match method {
+            "GET" => item.get.is_some(),
+            "POST" => item.post.is_some(),
+            "PUT" => item.put.is_some(),
+            "PATCH" => item.patch.is_some(),
+            "DELETE" => item.delete.is_some(),
+            _ => false,
+        })
+    }
+
+    #[test]
+    fn every_mounted_route_is_documented() {
+        let doc = super::openapi();
+        for (method, path) in [
+            (
+                "GET",
+                "/.well-known/oauth-authorization-server/i/{instance_id}",
+            ),
+            ("GET", "/.well-known/openid-configuration/i/{instance_id}"),
+            ("GET", "/i/{instance_id}/.well-known/openid-configuration"),
+            (
+                "GET",
+                "/i/{instance_id}/.well-known/oauth-authorization-server",
+            ),
+        ] {
+            assert!(
+                documented(&doc, method, path),
+                "{method} {path} is not documented"
+            );
+        }
+    }
+
+    #[test]
+    fn each_alias_has_its_own_operation_id() {
+        let doc = super::openapi();
+        let mut ids: Vec<String> = doc
+            .paths
+            .paths
+            .values()
+            .filter_map(|item| item.get.as_ref()?.operation_id.clone())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 4, "{ids:?}");
+    }
+
+    #[test]
+    fn zz_tmp_dump() {
+        let mut doc = crate::oauth_apps::api::openapi();
+        doc.merge(crate::oauth_apps::scopes::openapi());
+        doc.merge(crate::oauth_apps::registration::openapi());
+        doc.merge(super::openapi());
+        gatehouse_platform::openapi::finish(&mut doc);
+        std::fs::write("/tmp/authz_oauth_openapi.json", doc.to_pretty_json().unwrap_or_default()).ok();
+    }
 }

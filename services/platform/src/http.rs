@@ -529,10 +529,61 @@ pub fn configure_ops(cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics));
 }
 
+/// The operational endpoints' part of the published OpenAPI document.
+pub fn ops_openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    #[derive(OpenApi)]
+    #[openapi(
+        paths(healthz, readyz, metrics),
+        components(schemas(Health, Readiness, DependencyCheck))
+    )]
+    struct Doc;
+    Doc::openapi()
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Health {
+    /// `ok`
+    status: String,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Readiness {
+    ready: bool,
+    /// One entry per dependency this process uses (database, bus, Redis).
+    checks: std::collections::BTreeMap<String, DependencyCheck>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct DependencyCheck {
+    ok: bool,
+    detail: String,
+}
+
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    operation_id = "healthz",
+    responses((status = 200, description = "The process is up.", body = Health))
+)]
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    operation_id = "readyz",
+    responses(
+        (status = 200, description = "Every dependency answers.", body = Readiness),
+        (status = 503, description = "A dependency does not answer.", body = Readiness)
+    )
+)]
 async fn readyz(platform: web::Data<Platform>) -> HttpResponse {
     let checks = platform.check_dependencies().await;
     let ready = checks.iter().all(|(_, ok, _)| *ok);
@@ -548,6 +599,13 @@ async fn readyz(platform: web::Data<Platform>) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "ready": ready, "checks": body }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    operation_id = "metrics",
+    responses((status = 200, description = "Prometheus text exposition format.", content_type = "text/plain", body = String))
+)]
 async fn metrics(platform: web::Data<Platform>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -14,6 +14,7 @@ pub mod ids;
 pub mod metrics;
 pub mod oauth;
 pub mod oauth_code;
+pub mod openapi;
 pub mod outbox;
 pub mod ratelimit;
 pub mod tenancy;

@@ -122,6 +122,36 @@ pub fn resource_allowed(declared: &[String], resource: &str) -> bool {
         && (declared.is_empty() || declared.iter().any(|d| d == resource))
 }
 
+/// The form of an application's access tokens. JWTs (RFC 9068) are checked
+/// by a resource server alone with the JWKS, so a revocation reaches it only
+/// through introspection or verify; opaque tokens (`oat_…`) mean nothing
+/// without a lookup, so every check sees a revocation at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessTokenFormat {
+    #[default]
+    Jwt,
+    Opaque,
+}
+
+impl AccessTokenFormat {
+    /// The prefix of an opaque access token.
+    pub const OPAQUE_PREFIX: &str = "oat_";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Jwt => "jwt",
+            Self::Opaque => "opaque",
+        }
+    }
+
+    /// As events and rows store it: anything but "opaque" (the empty string
+    /// of events older than the setting included) is a JWT.
+    pub fn stored(raw: &str) -> Self {
+        if raw == "opaque" { Self::Opaque } else { Self::Jwt }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +179,15 @@ mod tests {
         assert!(!resource_allowed(&declared, "https://other.example/"));
         assert!(resource_allowed(&[], "https://other.example/"));
         assert!(!resource_allowed(&[], "a:b"));
+    }
+
+    #[test]
+    fn only_opaque_is_stored_as_opaque_and_older_events_mean_jwt() {
+        assert_eq!(AccessTokenFormat::stored("opaque"), AccessTokenFormat::Opaque);
+        assert_eq!(AccessTokenFormat::stored(""), AccessTokenFormat::Jwt);
+        assert_eq!(AccessTokenFormat::stored("jwt"), AccessTokenFormat::Jwt);
+        for f in [AccessTokenFormat::Jwt, AccessTokenFormat::Opaque] {
+            assert_eq!(AccessTokenFormat::stored(f.as_str()), f);
+        }
     }
 }

@@ -18,7 +18,7 @@ use gatehouse_platform::bus::topics;
 use gatehouse_platform::client_metadata;
 use gatehouse_platform::consumer::Projection;
 use gatehouse_platform::db::{self, col};
-use gatehouse_platform::oauth::OAuthError;
+use gatehouse_platform::oauth::{AccessTokenFormat, OAuthError};
 use gatehouse_proto::event_types as et;
 use gatehouse_proto::v1::{self, Envelope};
 use prost::Message;
@@ -41,6 +41,7 @@ pub struct Client {
     pub public: bool,
     pub scopes: Vec<String>,
     pub grant_types: Vec<String>,
+    pub access_token_format: AccessTokenFormat,
 }
 
 /// Instances' declared resources, reused for [`CACHE_TTL`] like clients:
@@ -168,10 +169,11 @@ impl Projection for Clients {
         db::exec(
             txn,
             "INSERT INTO tokens_clients (client_id, instance_id, application_id, secret_hash, is_public, \
-             scopes, redirect_uris, grant_types, token_endpoint_auth_method, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             scopes, redirect_uris, grant_types, token_endpoint_auth_method, version, access_token_format) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (client_id) DO UPDATE SET secret_hash = $4, is_public = $5, scopes = $6, \
-             redirect_uris = $7, grant_types = $8, token_endpoint_auth_method = $9, version = $10 \
+             redirect_uris = $7, grant_types = $8, token_endpoint_auth_method = $9, version = $10, \
+             access_token_format = $11 \
              WHERE tokens_clients.version < $10",
             vec![
                 a.client_id.into(),
@@ -184,6 +186,9 @@ impl Projection for Clients {
                 grants.into(),
                 a.token_endpoint_auth_method.into(),
                 (event.stream_version as i64).into(),
+                AccessTokenFormat::stored(&a.access_token_format)
+                    .as_str()
+                    .into(),
             ],
         )
         .await?;
@@ -198,7 +203,7 @@ impl Projection for Clients {
 }
 
 const SELECT: &str = "SELECT client_id, instance_id, application_id, secret_hash, is_public, \
-    scopes, grant_types FROM tokens_clients";
+    scopes, grant_types, access_token_format FROM tokens_clients";
 
 /// How long a process reuses a client it has read, for introspection,
 /// revocation and `client_credentials`. A change (new secret, deletion)
@@ -341,6 +346,7 @@ fn from_row(r: &sea_orm::QueryResult) -> Result<Client, DbErr> {
             .map(str::to_owned)
             .collect(),
         grant_types: serde_json::from_str(&grants).unwrap_or_default(),
+        access_token_format: AccessTokenFormat::stored(&col::<String>(r, "access_token_format")?),
     })
 }
 
@@ -358,6 +364,7 @@ fn metadata_document_client(instance_id: &str, client_id: &str) -> Option<Client
         public: true,
         scopes: Vec::new(),
         grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+        access_token_format: AccessTokenFormat::Jwt,
     })
 }
 

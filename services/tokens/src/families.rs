@@ -119,7 +119,7 @@ pub fn revoked_event(origin: &IssuedToken, reason: &str) -> NewEvent {
 
 const FAMILIES: &str = "tokens_families (id, instance_id, client_id, user_id, created_at)";
 const ACCESS_TOKENS: &str = "tokens_access_tokens (jti, instance_id, family_id, client_id, subject, \
-     user_id, scope, audience, created_at, expires_at)";
+     user_id, scope, audience, created_at, expires_at, token_hash)";
 const REFRESH_TOKENS: &str = "tokens_refresh_tokens (token_hash, instance_id, family_id, \
      access_token_id, client_id, created_at, expires_at)";
 
@@ -143,6 +143,10 @@ fn token_rows(
         t.audience.clone().into(),
         now_ms.into(),
         t.expires_at_ms.into(),
+        // JWTs have no hash: NULL keeps them out of the unique index.
+        Some(t.access_token_hash.clone())
+            .filter(|h| !h.is_empty())
+            .into(),
     ]);
     if !t.refresh_token_hash.is_empty() {
         refresh.push(vec![
@@ -389,11 +393,30 @@ pub async fn access_token(
     conn: &impl ConnectionTrait,
     jti: &str,
 ) -> Result<Option<TokenRecord>, DbErr> {
+    access_token_where(conn, "jti", jti).await
+}
+
+/// An opaque access token's record, by the SHA-256 (hex) of the token.
+pub async fn opaque_access_token(
+    conn: &impl ConnectionTrait,
+    hash: &str,
+) -> Result<Option<TokenRecord>, DbErr> {
+    access_token_where(conn, "token_hash", hash).await
+}
+
+async fn access_token_where(
+    conn: &impl ConnectionTrait,
+    column: &'static str,
+    value: &str,
+) -> Result<Option<TokenRecord>, DbErr> {
     db::query_one(
         conn,
-        "SELECT jti, instance_id, family_id, client_id, subject, user_id, scope, audience, created_at, \
-         expires_at, revoked_at, revocation_reason FROM tokens_access_tokens WHERE jti = $1",
-        vec![jti.into()],
+        &format!(
+            "SELECT jti, instance_id, family_id, client_id, subject, user_id, scope, audience, \
+             created_at, expires_at, revoked_at, revocation_reason FROM tokens_access_tokens \
+             WHERE {column} = $1"
+        ),
+        vec![value.into()],
     )
     .await?
     .map(|r| {

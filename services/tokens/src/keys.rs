@@ -355,6 +355,49 @@ pub async fn rotate(
     Ok(kid)
 }
 
+/// A JSON Web Key Set (RFC 7517 §5): the active signing key first, then
+/// retired ones whose tokens may still be live.
+// Served by `jwks_document`.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Jwks)]
+#[allow(dead_code)]
+pub struct JwksSchema {
+    keys: Vec<JsonWebKey>,
+}
+
+/// A public signing key: RSA (`n`, `e`) for RS256, P-256 (`crv`, `x`, `y`)
+/// for ES256.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct JsonWebKey {
+    /// `RSA` or `EC`.
+    #[schema(example = "RSA")]
+    kty: String,
+    /// The key's RFC 7638 SHA-256 thumbprint; the `kid` of the tokens it signs.
+    kid: String,
+    /// `RS256` or `ES256`.
+    #[schema(example = "RS256")]
+    alg: String,
+    /// Always `sig`.
+    #[schema(rename = "use", example = "sig")]
+    use_: String,
+    /// RSA modulus (base64url).
+    #[schema(nullable = false)]
+    n: Option<String>,
+    /// RSA exponent (base64url).
+    #[schema(nullable = false)]
+    e: Option<String>,
+    /// EC curve: `P-256`.
+    #[schema(nullable = false)]
+    crv: Option<String>,
+    /// EC x coordinate (base64url).
+    #[schema(nullable = false)]
+    x: Option<String>,
+    /// EC y coordinate (base64url).
+    #[schema(nullable = false)]
+    y: Option<String>,
+}
+
 /// The instance's JWKS document (`{"keys":[…]}`), serialized, making sure
 /// it has a key to publish first; from a per-process cache of
 /// [`JWKS_TTL`].

@@ -11,10 +11,13 @@ pub mod clients;
 pub mod families;
 pub mod group;
 pub mod keys;
+mod openapi;
 pub mod revocations;
 pub mod token;
 pub mod users;
 pub mod verify;
+
+pub use openapi::openapi;
 
 use std::sync::Arc;
 
@@ -81,16 +84,65 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-#[derive(Deserialize, Default)]
+/// The body of a rotation; optional (no body: RS256).
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = RotateSigningKeyRequest)]
 struct RotateBody {
+    /// The new key's algorithm; RS256 when absent or null.
     #[serde(default)]
+    #[schema(inline, value_type = Option<SigningAlg>)]
     alg: Option<String>,
+}
+
+/// A signing algorithm an instance's keys may use.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code, clippy::upper_case_acronyms)]
+enum SigningAlg {
+    RS256,
+    ES256,
+}
+
+/// The new active signing key.
+#[derive(utoipa::ToSchema)]
+#[schema(as = SigningKey)]
+#[allow(dead_code)]
+struct SigningKeySchema {
+    #[schema(inline)]
+    object: SigningKeyObject,
+    /// The key's id, the `kid` of the JWKS entry and of the tokens it signs.
+    kid: String,
+    #[schema(inline)]
+    alg: SigningAlg,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum SigningKeyObject {
+    SigningKey,
 }
 
 /// Admin API: a new active signing key for the instance (RS256 unless
 /// `{"alg":"ES256"}`); the previous one stays in the JWKS until its tokens
 /// have expired.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/instances/{instance_id}/signing_keys/rotate",
+    tag = "admin_signing_keys",
+    operation_id = "rotate_signing_key",
+    summary = "Rotate an instance's signing key",
+    description = "Makes a new active signing key (RS256 unless `{\"alg\":\"ES256\"}`). The previous key stays in the JWKS until the tokens it signed have expired.",
+    params(("instance_id" = String, Path, description = "The instance.")),
+    request_body(content = RotateBody, description = "Optional; an empty body rotates to RS256."),
+    responses(
+        (status = 200, description = "The new active signing key.", body = SigningKeySchema),
+        (status = 403, description = "`authorization_invalid`: the admin API is disabled on this process.", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 404, description = "`resource_not_found`: no active instance has this id.", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 422, description = "`form_param_format_invalid`: an unsupported `alg`, an unknown field, or a body that is not a JSON object.", body = gatehouse_platform::openapi::ErrorBody),
+    ),
+    security(("admin_token" = [])),
+)]
 async fn rotate_key(
     _admin: AdminAuth,
     platform: web::Data<Platform>,

@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gatehouse_platform::eventstore::{EventMeta, MAX_ATTEMPTS};
-use gatehouse_platform::oauth::OAuthError;
+use gatehouse_platform::oauth::{AccessTokenFormat, OAuthError};
 use gatehouse_platform::oauth_code::AuthorizationCode;
 use gatehouse_platform::tenancy::{self, Instance};
 use gatehouse_platform::{Platform, db};
@@ -106,6 +106,116 @@ fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// The form of the token endpoint (RFC 6749 §4.1.3, §6, §4.4; RFC 7636;
+/// RFC 8707). Which fields a request needs depends on its `grant_type`;
+/// an empty grant parameter counts as absent, and no field may appear
+/// twice.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct TokenForm {
+    #[schema(inline)]
+    grant_type: GrantType,
+    /// `authorization_code`: the code from the authorization response.
+    #[schema(nullable = false)]
+    code: Option<String>,
+    /// `authorization_code`: required when the authorization request had
+    /// one, and then equal to it.
+    #[schema(nullable = false)]
+    redirect_uri: Option<String>,
+    /// `authorization_code`: the PKCE verifier (43 to 128 unreserved
+    /// characters); required when the authorization request had a
+    /// challenge, and always for public clients.
+    #[schema(
+        nullable = false,
+        min_length = 43,
+        max_length = 128,
+        pattern = r"^[A-Za-z0-9._~-]+$"
+    )]
+    code_verifier: Option<String>,
+    /// `refresh_token`: the refresh token to rotate.
+    #[schema(nullable = false)]
+    refresh_token: Option<String>,
+    /// `refresh_token`: a subset of the granted scopes; `client_credentials`:
+    /// a subset of the client's scopes. Space-separated.
+    #[schema(nullable = false)]
+    scope: Option<String>,
+    /// RFC 8707 resource indicator: an absolute URI without a fragment.
+    #[schema(nullable = false, max_length = 2048)]
+    resource: Option<String>,
+    /// The client, when it does not authenticate with HTTP Basic (public
+    /// clients, or `client_secret_post` with `client_secret`).
+    #[schema(nullable = false, min_length = 1)]
+    client_id: Option<String>,
+    /// `client_secret_post`: the client's secret (never with HTTP Basic).
+    #[schema(nullable = false, min_length = 1)]
+    client_secret: Option<String>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum GrantType {
+    AuthorizationCode,
+    RefreshToken,
+    ClientCredentials,
+}
+
+/// A successful token response (RFC 6749 §5.1).
+// Served by `mint`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct TokenResponse {
+    /// An RFC 9068 JWT (`typ` `at+jwt`), or an opaque `oat_…` string when
+    /// the application's `access_token_format` is `opaque`.
+    access_token: String,
+    #[schema(inline)]
+    token_type: TokenType,
+    /// Seconds until the access token expires.
+    #[schema(example = 3600)]
+    expires_in: i64,
+    /// The granted scopes, space-separated (may be empty).
+    scope: String,
+    /// A `ghr_…` refresh token, for the authorization_code and
+    /// refresh_token grants (rotated on every use).
+    #[schema(nullable = false)]
+    refresh_token: Option<String>,
+    /// An OpenID Connect ID token, for user grants with the `openid` scope.
+    #[schema(nullable = false)]
+    id_token: Option<String>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+enum TokenType {
+    Bearer,
+}
+
+/// RFC 6749 §3.2: the token endpoint. Issues tokens for the
+/// `authorization_code` (with PKCE), `refresh_token` (rotating) and
+/// `client_credentials` grants.
+#[utoipa::path(
+    post,
+    path = "/i/{instance_id}/oauth/token",
+    tag = "oauth",
+    operation_id = "oauth_token",
+    summary = "Token endpoint",
+    description = "RFC 6749 §3.2. Issues tokens for the `authorization_code` grant (with PKCE, RFC 7636), the `refresh_token` grant (the refresh token rotates; reusing a spent one revokes the whole grant) and `client_credentials`. Confidential clients authenticate with HTTP Basic or `client_secret_post`; public clients send `client_id`. The access token is a JWT (RFC 9068) or an opaque `oat_…` string, as the application's `access_token_format` says.",
+    params(("instance_id" = String, Path, description = "The instance; its issuer is `…/i/{instance_id}`.")),
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The tokens issued.", body = TokenResponse, headers(
+            ("cache-control" = String, description = "`no-store`"),
+            ("pragma" = String, description = "`no-cache`"),
+        )),
+        (status = 400, description = "`invalid_request` (a missing or repeated parameter, a body that is not a form), `invalid_grant` (a bad, expired, used or foreign code or refresh token, a PKCE mismatch, a banned user), `unauthorized_client`, `unsupported_grant_type`, `invalid_scope` or `invalid_target`.", body = gatehouse_platform::openapi::OAuthErrorBody),
+        (status = 401, description = "`invalid_client`: client authentication failed or is missing.", body = gatehouse_platform::openapi::OAuthErrorBody, headers(
+            ("www-authenticate" = String, description = "`Basic realm=\"oauth\", charset=\"UTF-8\"`"),
+        )),
+        (status = 404, description = "`invalid_request`: no active instance has this issuer.", body = gatehouse_platform::openapi::OAuthErrorBody),
+        (status = 409, description = "`invalid_request`: the refresh token is being used by a concurrent request; retry.", body = gatehouse_platform::openapi::OAuthErrorBody),
+    ),
+    security(("client_secret_basic" = []), ()),
+)]
 pub async fn token(
     platform: web::Data<Platform>,
     req: HttpRequest,
@@ -213,8 +323,23 @@ async fn mint(
         iat: now / 1000,
         exp: exp_ms / 1000,
     };
-    let access =
-        jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(OAuthError::internal)?;
+    // An opaque token is a random string found by its hash; its claims are
+    // the row the issue projects. The jti still names it (verify's `id`).
+    let (access, access_hash) = match client.access_token_format {
+        AccessTokenFormat::Jwt => (
+            jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(OAuthError::internal)?,
+            String::new(),
+        ),
+        AccessTokenFormat::Opaque => {
+            let token = format!(
+                "{}{}",
+                AccessTokenFormat::OPAQUE_PREFIX,
+                gatehouse_platform::ids::random_base62(43)
+            );
+            let h = hash(&token);
+            (token, h)
+        }
+    };
     let refresh = plan
         .refresh
         .then(|| format!("ghr_{}", gatehouse_platform::ids::random_base62(43)));
@@ -260,6 +385,7 @@ async fn mint(
         },
         key_id: key.kid.clone(),
         auth_time_ms: plan.auth_time_ms,
+        access_token_hash: access_hash,
     };
     Ok((issued, body))
 }

@@ -10,6 +10,8 @@
 //! unreachable or being refilled) or the token predates the `sid` claim,
 //! the token's row is read from the database instead; either way a
 //! revocation committed by any replica is seen by every other at once.
+//! Opaque access tokens (`oat_…`) carry no claims: their row, found by the
+//! token's SHA-256, is all there is, and it is always read.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +21,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use gatehouse_platform::eventstore::{EventMeta, MAX_ATTEMPTS};
 use gatehouse_platform::http::parse_json;
 use gatehouse_platform::idempotency::Idempotent;
-use gatehouse_platform::oauth::OAuthError;
+use gatehouse_platform::oauth::{AccessTokenFormat, OAuthError};
 use gatehouse_platform::tenancy::{Instance, InstanceKey};
 use gatehouse_platform::{ApiError, ApiResult, Platform, db};
 use jsonwebtoken::{Validation, decode, decode_header};
@@ -118,6 +120,13 @@ pub async fn inspect(
     if token.len() > 8192 {
         return Ok(None);
     }
+    if token.starts_with(AccessTokenFormat::OPAQUE_PREFIX) {
+        // The row is written in the transaction that issues or revokes, so
+        // it is the token's standing as of the last commit, on any replica.
+        return Ok(families::opaque_access_token(platform.db(), &hash(token))
+            .await?
+            .filter(|r| r.instance_id == instance_id));
+    }
     let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     let verified = platform.shared::<Verified>();
     let claims = match verified.0.get(&digest) {
@@ -184,6 +193,23 @@ fn active(r: &TokenRecord, now_ms: i64) -> bool {
     r.revoked_at_ms.is_none() && now_ms < r.expires_at_ms
 }
 
+/// The issuer's JSON Web Key Set: the keys that verify its access and ID
+/// tokens.
+#[utoipa::path(
+    get,
+    path = "/i/{instance_id}/.well-known/jwks.json",
+    tag = "oauth",
+    operation_id = "oauth_jwks",
+    summary = "Issuer JWKS",
+    description = "The keys that verify the issuer's access and ID tokens: the active signing key, then retired keys whose tokens may still be live.",
+    params(("instance_id" = String, Path, description = "The instance; its issuer is `…/i/{instance_id}`.")),
+    responses(
+        (status = 200, description = "The key set.", body = crate::keys::JwksSchema, headers(
+            ("cache-control" = String, description = "`public, max-age=300`"),
+        )),
+        (status = 404, description = "`invalid_request`: no active instance has this issuer.", body = gatehouse_platform::openapi::OAuthErrorBody),
+    ),
+)]
 pub async fn jwks(
     platform: web::Data<Platform>,
     path: web::Path<String>,
@@ -204,6 +230,18 @@ pub async fn jwks(
 
 /// `GET /v1/jwks` (Backend API, Clerk's shape): the instance's JWKS for a
 /// holder of its secret key, the same document as the public one.
+#[utoipa::path(
+    get,
+    path = "/v1/jwks",
+    tag = "oauth_access_tokens",
+    operation_id = "get_jwks",
+    summary = "Get the instance JWKS",
+    description = "The JSON Web Key Set of the secret key's instance: the same document as the issuer's public `/.well-known/jwks.json`.",
+    responses(
+        (status = 200, description = "The key set of the secret key's instance.", body = crate::keys::JwksSchema),
+    ),
+    security(("secret_key" = [])),
+)]
 pub async fn backend_jwks(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -218,6 +256,69 @@ pub async fn backend_jwks(
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(doc))
+}
+
+/// The form of introspection (RFC 7662 §2.1) and revocation (RFC 7009
+/// §2.1), with the client's credentials when it does not use HTTP Basic.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct TokenRequestForm {
+    /// An access or refresh token.
+    token: String,
+    /// `access_token` or `refresh_token`; accepted and not needed (the
+    /// token is looked for as both).
+    #[schema(nullable = false)]
+    token_type_hint: Option<String>,
+    /// The client, when it does not authenticate with HTTP Basic.
+    #[schema(nullable = false, min_length = 1)]
+    client_id: Option<String>,
+    /// `client_secret_post`: the client's secret (never with HTTP Basic).
+    #[schema(nullable = false, min_length = 1)]
+    client_secret: Option<String>,
+}
+
+/// An introspection response (RFC 7662 §2.2): `{"active": false}` for a
+/// token that is unknown, expired, revoked, or (to a public client) not
+/// its own; otherwise the token's claims. An access token has every
+/// field; a refresh token `token_type`, `client_id`, `exp` and `iss`.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Introspection)]
+#[allow(dead_code)]
+pub struct IntrospectionSchema {
+    active: bool,
+    /// `Bearer` for an access token, `refresh_token` for a refresh token.
+    #[schema(inline, nullable = false)]
+    token_type: Option<IntrospectedTokenType>,
+    /// Space-separated (access tokens).
+    #[schema(nullable = false)]
+    scope: Option<String>,
+    #[schema(nullable = false)]
+    client_id: Option<String>,
+    /// The user, or the client itself for client_credentials (access tokens).
+    #[schema(nullable = false)]
+    sub: Option<String>,
+    /// The resource the token is bound to, else the client id (access tokens).
+    #[schema(nullable = false)]
+    aud: Option<String>,
+    #[schema(nullable = false)]
+    iss: Option<String>,
+    /// Expiry, seconds since the epoch.
+    #[schema(nullable = false)]
+    exp: Option<i64>,
+    /// Issue time, seconds since the epoch (access tokens).
+    #[schema(nullable = false)]
+    iat: Option<i64>,
+    /// The access token's id.
+    #[schema(nullable = false)]
+    jti: Option<String>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+enum IntrospectedTokenType {
+    Bearer,
+    #[schema(rename = "refresh_token")]
+    RefreshToken,
 }
 
 /// What introspection and revocation both read: the instance, the
@@ -248,6 +349,27 @@ async fn token_request(
 
 /// RFC 7662, for clients of the instance: confidential clients (secret)
 /// about any token, public clients only about their own.
+#[utoipa::path(
+    post,
+    path = "/i/{instance_id}/oauth/token_info",
+    tag = "oauth",
+    operation_id = "oauth_introspect",
+    summary = "Token introspection",
+    description = "RFC 7662. Confidential clients may ask about any token of the instance; public clients only about their own (any other is `active: false`).",
+    params(("instance_id" = String, Path, description = "The instance; its issuer is `…/i/{instance_id}`.")),
+    request_body(content = TokenRequestForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "The token's standing; `active: false` for anything not active.", body = IntrospectionSchema, headers(
+            ("cache-control" = String, description = "`no-store`"),
+        )),
+        (status = 400, description = "`invalid_request`: `token` missing, a parameter repeated, two client authentication methods, or a body that is not a form.", body = gatehouse_platform::openapi::OAuthErrorBody),
+        (status = 401, description = "`invalid_client`: client authentication failed or is missing.", body = gatehouse_platform::openapi::OAuthErrorBody, headers(
+            ("www-authenticate" = String, description = "`Basic realm=\"oauth\", charset=\"UTF-8\"`"),
+        )),
+        (status = 404, description = "`invalid_request`: no active instance has this issuer.", body = gatehouse_platform::openapi::OAuthErrorBody),
+    ),
+    security(("client_secret_basic" = []), ()),
+)]
 pub async fn introspect(
     platform: web::Data<Platform>,
     req: HttpRequest,
@@ -335,6 +457,27 @@ pub async fn revoke_family(
 
 /// RFC 7009: the client revokes its own access or refresh token (and so its
 /// whole family). Unknown tokens are answered 200 as the RFC asks.
+#[utoipa::path(
+    post,
+    path = "/i/{instance_id}/oauth/revoke",
+    tag = "oauth",
+    operation_id = "oauth_revoke",
+    summary = "Token revocation",
+    description = "RFC 7009. The client revokes one of its own access or refresh tokens, and with it every token of the same grant. Unknown tokens, and other clients' tokens, are answered 200 without effect.",
+    params(("instance_id" = String, Path, description = "The instance; its issuer is `…/i/{instance_id}`.")),
+    request_body(content = TokenRequestForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Revoked, or nothing to revoke (an unknown token, or another client's). No body.", headers(
+            ("cache-control" = String, description = "`no-store`"),
+        )),
+        (status = 400, description = "`invalid_request`: `token` missing, a parameter repeated, two client authentication methods, or a body that is not a form.", body = gatehouse_platform::openapi::OAuthErrorBody),
+        (status = 401, description = "`invalid_client`: client authentication failed or is missing.", body = gatehouse_platform::openapi::OAuthErrorBody, headers(
+            ("www-authenticate" = String, description = "`Basic realm=\"oauth\", charset=\"UTF-8\"`"),
+        )),
+        (status = 404, description = "`invalid_request`: no active instance has this issuer.", body = gatehouse_platform::openapi::OAuthErrorBody),
+    ),
+    security(("client_secret_basic" = []), ()),
+)]
 pub async fn revoke(
     platform: web::Data<Platform>,
     req: HttpRequest,
@@ -366,6 +509,25 @@ pub async fn revoke(
 }
 
 /// OpenID userinfo for an active user access token.
+#[utoipa::path(
+    get,
+    path = "/i/{instance_id}/oauth/userinfo",
+    tag = "oauth",
+    operation_id = "oauth_userinfo",
+    summary = "OpenID Connect userinfo",
+    description = "The claims of the user an active access token was issued for, as its scopes release them (OpenID Connect Core §5.3). Also answered to POST.",
+    params(("instance_id" = String, Path, description = "The instance; its issuer is `…/i/{instance_id}`.")),
+    responses(
+        (status = 200, description = "The user's claims, as the token's scopes release them.", body = crate::users::UserInfoSchema, headers(
+            ("cache-control" = String, description = "`no-store`"),
+        )),
+        (status = 401, description = "`invalid_token`: no Bearer token, or one that is not an active access token of a user of this instance.", body = gatehouse_platform::openapi::OAuthErrorBody, headers(
+            ("www-authenticate" = String, description = "`Bearer error=\"invalid_token\"`"),
+        )),
+        (status = 404, description = "`invalid_request`: no active instance has this issuer.", body = gatehouse_platform::openapi::OAuthErrorBody),
+    ),
+    security(("oauth_access_token" = [])),
+)]
 pub async fn userinfo(
     platform: web::Data<Platform>,
     req: HttpRequest,
@@ -390,29 +552,98 @@ pub async fn userinfo(
         .json(claims))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct VerifyBody {
+#[schema(as = OAuthAccessTokenRequest)]
+pub struct VerifyBody {
+    /// The access token: a JWT or an opaque `oat_…` string.
     access_token: String,
 }
 
 /// `POST /oauth_applications/access_tokens/verify` (and under `/v1`):
 /// Clerk's `clerk_idp_oauth_access_token` object, 404 for a token that is
 /// not this instance's.
+///
+/// An opaque token that is revoked or expired is 404 too: the official SDK
+/// sends opaque tokens here and takes any 200 as valid, never reading
+/// `revoked` or `expired`. A JWT is answered with its standing in those
+/// fields, as Clerk does (the SDK checks JWTs itself and never sends them).
+#[utoipa::path(
+    post,
+    path = "/v1/oauth_applications/access_tokens/verify",
+    tag = "oauth_access_tokens",
+    operation_id = "verify_oauth_access_token",
+    summary = "Verify an OAuth access token",
+    description = "Clerk's verify endpoint (also served without `/v1`). A JWT of the instance is answered with its standing in `revoked` and `expired`; an opaque token is answered only while it is active (404 once revoked or expired).",
+    request_body = VerifyBody,
+    responses(
+        (status = 200, description = "The token, with its standing in `revoked` and `expired` (a JWT may be either; an opaque token answered here is neither).", body = IdPOAuthAccessTokenSchema),
+        (status = 404, description = "`resource_not_found`: not an access token of this instance, or an opaque token that is revoked or expired.", body = gatehouse_platform::openapi::ErrorBody),
+    ),
+    security(("secret_key" = [])),
+)]
 pub async fn verify(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let b: VerifyBody = parse_json(&body)?;
+    let now = platform.now_ms();
+    let opaque = b.access_token.starts_with(AccessTokenFormat::OPAQUE_PREFIX);
     let r = inspect(&platform, auth.instance.id.as_str(), &b.access_token)
         .await?
+        .filter(|r| !opaque || active(r, now))
         .ok_or_else(|| ApiError::not_found("OAuth access token"))?;
-    Ok(HttpResponse::Ok().json(access_token_json(&r, platform.now_ms())))
+    Ok(HttpResponse::Ok().json(access_token_json(&r, now)))
+}
+
+/// Clerk's `clerk_idp_oauth_access_token` object: an OAuth access token
+/// and its standing.
+// Served by `access_token_json`.
+#[derive(utoipa::ToSchema)]
+#[schema(as = IdPOAuthAccessToken)]
+#[allow(dead_code)]
+pub struct IdPOAuthAccessTokenSchema {
+    #[schema(inline)]
+    object: IdPOAuthAccessTokenObject,
+    /// The token's id (its `jti`).
+    id: String,
+    client_id: String,
+    #[schema(inline, rename = "type")]
+    type_: OAuthTokenType,
+    /// The user, or the client itself for client_credentials.
+    subject: String,
+    scopes: Vec<String>,
+    revoked: bool,
+    /// Why it was revoked (`revoked`, `refresh_token_reuse`, …); null while it is not.
+    revocation_reason: Option<String>,
+    expired: bool,
+    /// Expiry, milliseconds since the epoch.
+    expiration: i64,
+    /// Milliseconds since the epoch.
+    created_at: i64,
+    /// The revocation time, else `created_at`.
+    updated_at: i64,
+    /// The resource the token is bound to, else the client id.
+    aud: Vec<String>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum IdPOAuthAccessTokenObject {
+    ClerkIdpOauthAccessToken,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum OAuthTokenType {
+    OauthToken,
 }
 
 /// Clerk's `clerk_idp_oauth_access_token` object of a token record.
-fn access_token_json(r: &TokenRecord, now: i64) -> Value {
+pub(crate) fn access_token_json(r: &TokenRecord, now: i64) -> Value {
     let scopes: Vec<&str> = r.scope.split(' ').filter(|s| !s.is_empty()).collect();
     let aud: Value = if r.audience.is_empty() {
         json!([r.client_id])
@@ -440,6 +671,24 @@ fn access_token_json(r: &TokenRecord, now: i64) -> Value {
 /// the Backend API revokes one access token, and so its whole family;
 /// answers the token object as it now stands, 404 for a token that is not
 /// this instance's.
+#[utoipa::path(
+    post,
+    path = "/v1/oauth_applications/access_tokens/revoke",
+    tag = "oauth_access_tokens",
+    operation_id = "revoke_oauth_access_token",
+    summary = "Revoke an OAuth access token",
+    description = "Revokes the token and every token of its grant, and answers the token as it now stands (also served without `/v1`).",
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry replay the first answer instead of running again.", min_length = 1, max_length = 255, pattern = "^[!-~]+$")),
+    request_body = VerifyBody,
+    responses(
+        (status = 200, description = "The token as it now stands (`revoked: true`); its whole grant is revoked.", body = IdPOAuthAccessTokenSchema),
+        (status = 400, description = "`idempotency_key_invalid`: the Idempotency-Key is not 1 to 255 visible ASCII characters.", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 409, description = "A request with this Idempotency-Key is being processed.", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 404, description = "`resource_not_found`: not an access token of this instance.", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 422, description = "A body that does not meet the schema, or an Idempotency-Key used with a different request.", body = gatehouse_platform::openapi::ErrorBody),
+    ),
+    security(("secret_key" = [])),
+)]
 pub async fn backend_revoke(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -463,8 +712,50 @@ pub async fn backend_revoke(
         .await
 }
 
+/// What revoking an application's tokens did.
+#[derive(utoipa::ToSchema)]
+#[schema(as = OAuthApplicationTokenRevocation)]
+#[allow(dead_code)]
+pub struct ApplicationTokenRevocation {
+    #[schema(inline)]
+    object: ApplicationTokenRevocationObject,
+    application_id: String,
+    /// The application's OAuth client id.
+    client_id: String,
+    /// How many grants (token families) were revoked by this request.
+    #[schema(minimum = 0)]
+    revoked_families: u64,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum ApplicationTokenRevocationObject {
+    OauthApplicationTokenRevocation,
+}
+
 /// `POST /v1/oauth_applications/{id}/revoke_tokens`: every token the
 /// application's client holds, for every user, stops working at once.
+#[utoipa::path(
+    post,
+    path = "/v1/oauth_applications/{application_id}/revoke_tokens",
+    tag = "oauth_access_tokens",
+    operation_id = "revoke_oauth_application_tokens",
+    summary = "Revoke all tokens of an OAuth application",
+    description = "Every token the application's client holds, for every user, stops working at once.",
+    params(
+        ("application_id" = String, Path, description = "The OAuth application."),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry replay the first answer instead of running again.", min_length = 1, max_length = 255, pattern = "^[!-~]+$"),
+    ),
+    responses(
+        (status = 200, description = "Every grant of the application's client is revoked.", body = ApplicationTokenRevocation),
+        (status = 400, description = "`idempotency_key_invalid`: the Idempotency-Key is not 1 to 255 visible ASCII characters.", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 409, description = "A request with this Idempotency-Key is being processed.", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 404, description = "`resource_not_found`: no OAuth application of this instance has this id.", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 422, description = "The Idempotency-Key was used with a different request.", body = gatehouse_platform::openapi::ErrorBody),
+    ),
+    security(("secret_key" = [])),
+)]
 pub async fn revoke_application_tokens(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,

@@ -13,7 +13,9 @@ use gatehouse_proto::v1::{self, WebhookEndpointState as State};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::endpoints::{self, Decision, ROTATION_OVERLAP_MS, event};
+use crate::endpoints::{
+    self, DEFAULT_MAX_CONCURRENCY, Decision, MAX_CONCURRENCY_BOUND, ROTATION_OVERLAP_MS, event,
+};
 use crate::{catalog, urls};
 
 const MAX_DESCRIPTION: usize = 1024;
@@ -49,6 +51,7 @@ fn endpoint_json(s: &State) -> Value {
         "description": s.description,
         "filter_types": if s.filter_types.is_empty() { Value::Null } else { json!(s.filter_types) },
         "disabled": s.disabled,
+        "max_concurrency": endpoints::max_concurrency(s),
         "created_at": s.created_at_ms,
         "updated_at": s.updated_at_ms,
     })
@@ -63,6 +66,23 @@ fn description(raw: Option<String>) -> ApiResult<String> {
         ));
     }
     Ok(d)
+}
+
+/// Deliveries in flight at once: 1 to [`MAX_CONCURRENCY_BOUND`]; absent
+/// means [`DEFAULT_MAX_CONCURRENCY`].
+fn max_concurrency(raw: Option<i64>) -> ApiResult<i32> {
+    let Some(n) = raw else {
+        return Ok(DEFAULT_MAX_CONCURRENCY);
+    };
+    i32::try_from(n)
+        .ok()
+        .filter(|n| (1..=MAX_CONCURRENCY_BOUND).contains(n))
+        .ok_or_else(|| {
+            ApiError::invalid_param(
+                "max_concurrency",
+                format!("`max_concurrency` must be an integer from 1 to {MAX_CONCURRENCY_BOUND}."),
+            )
+        })
 }
 
 /// `null`/absent means every type; otherwise known public types, deduplicated.
@@ -99,6 +119,8 @@ struct CreateBody {
     filter_types: Option<Vec<String>>,
     #[serde(default)]
     disabled: Option<bool>,
+    #[serde(default)]
+    max_concurrency: Option<i64>,
 }
 
 async fn create(
@@ -121,6 +143,7 @@ async fn create(
                 description: description(b.description)?,
                 filter_types: filter_types(b.filter_types)?,
                 disabled: b.disabled.unwrap_or(false),
+                max_concurrency: max_concurrency(b.max_concurrency)?,
                 ..Default::default()
             };
             let (state, secret) = endpoints::create(&platform, &auth, state).await?;
@@ -188,6 +211,8 @@ struct UpdateBody {
     filter_types: Option<Option<Vec<String>>>,
     #[serde(default)]
     disabled: Option<bool>,
+    #[serde(default)]
+    max_concurrency: Option<i64>,
 }
 
 /// Tells a field given as `null` from one left out.
@@ -213,6 +238,9 @@ fn updated(mut next: State, before: &State, now: i64) -> Decision {
     }
     if next.disabled != before.disabled {
         changed.push("disabled".to_owned());
+    }
+    if endpoints::max_concurrency(&next) != endpoints::max_concurrency(before) {
+        changed.push("max_concurrency".to_owned());
     }
     if changed.is_empty() {
         return Decision::none(next);
@@ -250,6 +278,10 @@ async fn update(
     };
     let desc = b.description.map(|d| description(Some(d))).transpose()?;
     let filter = b.filter_types.map(filter_types).transpose()?;
+    let concurrency = b
+        .max_concurrency
+        .map(|n| max_concurrency(Some(n)))
+        .transpose()?;
     let state = endpoints::mutate(&platform, &auth, &path, |e, now| {
         let mut next = e.state.clone();
         if let Some(u) = &url {
@@ -263,6 +295,9 @@ async fn update(
         }
         if let Some(d) = b.disabled {
             next.disabled = d;
+        }
+        if let Some(n) = concurrency {
+            next.max_concurrency = n;
         }
         Ok(updated(next, &e.state, now))
     })

@@ -102,6 +102,7 @@ fn example_event(event_type: &str) -> Vec<u8> {
         email_addresses: vec![v1::EmailAddress {
             id: "idn_2x7Gq0M1fXb3Kd9LzYw4Vp".into(),
             email_address: "ada@example.com".into(),
+            verified: Some(true),
         }],
         primary_email_address_id: "idn_2x7Gq0M1fXb3Kd9LzYw4Vp".into(),
         first_name: Some("Ada".into()),

@@ -7,8 +7,9 @@
 //! lost (at-least-once; receivers dedupe on `webhook-id`, which is the
 //! message id on every attempt). Claims are serialized across processes (an
 //! advisory lock on PostgreSQL, the write lock on SQLite) and count the
-//! leases of every process, which is what makes [`PER_ENDPOINT`] a limit of
-//! the whole deployment.
+//! leases of every process, which is what makes each endpoint's
+//! `max_concurrency` ([`endpoints::max_concurrency`]) a limit of the whole
+//! deployment.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,12 +39,6 @@ pub const LEASE_MS: i64 = 60_000;
 /// An endpoint whose every attempt has failed for this long is disabled.
 pub const DISABLE_AFTER_MS: i64 = 5 * 24 * 3600 * 1000;
 pub const TIMEOUT: Duration = Duration::from_secs(15);
-/// Deliveries leased to one endpoint at most, counted over every process:
-/// a receiver never has more requests than this open at once. A lease runs
-/// from the claim until the result is recorded, a few tens of
-/// milliseconds longer than the request itself; with 8, that bookkeeping
-/// held a fast receiver near 200 deliveries a second (docs/benchmarks.md).
-pub const PER_ENDPOINT: i64 = 16;
 /// Deliveries one process has in flight (sent, or waiting to be recorded).
 const CAPACITY: usize = 256;
 /// Deliveries one claim takes at most.
@@ -160,29 +155,32 @@ impl Outcome {
 type Messages = HashMap<String, (Arc<str>, String)>;
 
 /// What a claim picks: the oldest due deliveries of enabled endpoints,
-/// ranked per endpoint so that no endpoint goes over [`PER_ENDPOINT`]
+/// ranked per endpoint so that no endpoint goes over its `max_concurrency`
 /// leases counting those it already has. `$1` now, `$2` how many, `$3`
-/// [`PER_ENDPOINT`], `$4` [`CLAIM_WINDOW`], `$6` [`CLAIM_SCAN`].
+/// [`endpoints::DEFAULT_MAX_CONCURRENCY`] (for a delivery whose endpoint is
+/// gone, which is cancelled unsent), `$4` [`CLAIM_WINDOW`], `$6`
+/// [`CLAIM_SCAN`]. The same text on PostgreSQL and SQLite.
 const CLAIM_PICK: &str = "WITH busy AS ( \
        SELECT endpoint_id, COUNT(*) AS k FROM webhooks_deliveries \
        WHERE leased_until IS NOT NULL AND leased_until > $1 AND status = 'pending' \
        GROUP BY endpoint_id \
      ), due AS ( \
-       SELECT d.message_id, d.endpoint_id, d.next_attempt_at, COALESCE(b.k, 0) AS k \
+       SELECT d.message_id, d.endpoint_id, d.next_attempt_at, COALESCE(b.k, 0) AS k, \
+         COALESCE(e.max_concurrency, $3) AS lim \
        FROM (SELECT message_id, endpoint_id, next_attempt_at FROM webhooks_deliveries \
              WHERE status = 'pending' AND next_attempt_at <= $1 \
              ORDER BY next_attempt_at LIMIT $6) d \
        LEFT JOIN busy b ON b.endpoint_id = d.endpoint_id \
-       WHERE COALESCE(b.k, 0) < $3 \
-         AND NOT EXISTS (SELECT 1 FROM webhooks_endpoints e \
-                         WHERE e.id = d.endpoint_id AND e.disabled) \
+       LEFT JOIN webhooks_endpoints e ON e.id = d.endpoint_id \
+       WHERE COALESCE(b.k, 0) < COALESCE(e.max_concurrency, $3) \
+         AND (e.id IS NULL OR NOT e.disabled) \
        ORDER BY d.next_attempt_at LIMIT $4 \
      ), ranked AS ( \
-       SELECT message_id, endpoint_id, next_attempt_at, k, ROW_NUMBER() OVER \
+       SELECT message_id, endpoint_id, next_attempt_at, k, lim, ROW_NUMBER() OVER \
          (PARTITION BY endpoint_id ORDER BY next_attempt_at, message_id) AS n \
        FROM due \
      ), pick AS ( \
-       SELECT message_id, endpoint_id FROM ranked WHERE n + k <= $3 \
+       SELECT message_id, endpoint_id FROM ranked WHERE n + k <= lim \
        ORDER BY next_attempt_at LIMIT $2 \
      )";
 
@@ -351,8 +349,8 @@ impl Dispatcher {
     }
 
     /// Leases up to `want` due deliveries, oldest first, leaving out
-    /// disabled endpoints and keeping every endpoint within
-    /// [`PER_ENDPOINT`] leases; returns them ready to send, each with its
+    /// disabled endpoints and keeping every endpoint within its
+    /// `max_concurrency` leases; returns them ready to send, each with its
     /// message body and target.
     async fn claim(&self, want: usize) -> Result<Vec<(Job, Arc<str>, Arc<Target>)>, DbErr> {
         let now = self.platform.now_ms();
@@ -385,7 +383,7 @@ impl Dispatcher {
             vec![
                 now.into(),
                 (want as i64).into(),
-                PER_ENDPOINT.into(),
+                i64::from(endpoints::DEFAULT_MAX_CONCURRENCY).into(),
                 CLAIM_WINDOW.into(),
                 (now + LEASE_MS).into(),
                 CLAIM_SCAN.into(),

@@ -27,6 +27,16 @@ use crate::STORE;
 /// How long a rotated-out secret keeps signing next to the new one.
 pub const ROTATION_OVERLAP_MS: i64 = 24 * 60 * 60 * 1000;
 const ID_PREFIX: &str = "ep_";
+/// Deliveries to an endpoint in flight at once, counted over every process,
+/// unless it sets its own `max_concurrency`. A lease runs from the claim
+/// until the result is recorded, a few tens of milliseconds longer than the
+/// request itself; with 8, that bookkeeping held a fast receiver near 200
+/// deliveries a second (docs/benchmarks.md).
+pub const DEFAULT_MAX_CONCURRENCY: i32 = 16;
+/// The most an endpoint may ask for: a quarter of what one process has in
+/// flight (256) and half of one claim (128), so a single endpoint never
+/// takes a process's every slot.
+pub const MAX_CONCURRENCY_BOUND: i32 = 64;
 
 /// A fresh `whsec_` secret.
 pub fn new_secret() -> String {
@@ -66,6 +76,15 @@ pub fn signing_secrets(platform: &Platform, state: &State, now: i64) -> Vec<Opti
                 .decrypt_at_rest(&s.encrypted_secret, &state.endpoint_id)
         })
         .collect()
+}
+
+/// The endpoint's bound on deliveries in flight: its setting, or the
+/// default for one recorded before the setting existed (0).
+pub fn max_concurrency(state: &State) -> i32 {
+    match state.max_concurrency {
+        0 => DEFAULT_MAX_CONCURRENCY,
+        n => n.clamp(1, MAX_CONCURRENCY_BOUND),
+    }
 }
 
 pub struct Endpoint {
@@ -227,9 +246,10 @@ pub async fn project(conn: &impl ConnectionTrait, ev: &RecordedEvent) -> Result<
     db::exec(
         conn,
         "INSERT INTO webhooks_endpoints (id, instance_id, version, url, description, filter_types, \
-         disabled, state, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         disabled, state, created_at, updated_at, max_concurrency) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
          ON CONFLICT (id) DO UPDATE SET version = $3, url = $4, description = $5, \
-         filter_types = $6, disabled = $7, state = $8, updated_at = $10",
+         filter_types = $6, disabled = $7, state = $8, updated_at = $10, max_concurrency = $11",
         vec![
             s.endpoint_id.clone().into(),
             ev.meta.instance_id.clone().into(),
@@ -241,6 +261,7 @@ pub async fn project(conn: &impl ConnectionTrait, ev: &RecordedEvent) -> Result<
             s.encode_to_vec().into(),
             s.created_at_ms.into(),
             s.updated_at_ms.into(),
+            max_concurrency(&s).into(),
         ],
     )
     .await?;
@@ -329,5 +350,15 @@ mod tests {
         assert!(!valid_id("ep_short"));
         assert!(!valid_id("oa_0352mGnX0xkVjXAn06w17p"));
         assert!(!valid_id("ep_0352mGnX0xkVjXAn06w1'p"));
+    }
+
+    #[test]
+    fn endpoints_recorded_before_the_setting_get_the_default() {
+        let mut s = State::default();
+        assert_eq!(max_concurrency(&s), DEFAULT_MAX_CONCURRENCY);
+        s.max_concurrency = 1;
+        assert_eq!(max_concurrency(&s), 1);
+        s.max_concurrency = MAX_CONCURRENCY_BOUND;
+        assert_eq!(max_concurrency(&s), MAX_CONCURRENCY_BOUND);
     }
 }

@@ -3,9 +3,12 @@
 // from @clerk/backend, and getAuth(req, { acceptsToken: 'oauth_token' })
 // behind @clerk/express's clerkMiddleware in a real Express server. A
 // user-bound token is the user, a client_credentials token is its client,
-// and garbage or another instance's token is refused.
+// and garbage or another instance's token is refused. An opaque token
+// (`oat_…`, which the SDK sends to the verify endpoint) is accepted, and
+// refused at once once revoked.
 // Usage: GATEHOUSE_URL=… GATEHOUSE_SECRET_KEY=… GATEHOUSE_PUBLISHABLE_KEY=…
-//   USER_TOKEN=… USER_ID=… MACHINE_TOKEN=… CLIENT_ID=… FOREIGN_TOKEN=… node resource_server.mjs
+//   USER_TOKEN=… USER_ID=… MACHINE_TOKEN=… CLIENT_ID=… FOREIGN_TOKEN=…
+//   OPAQUE_TOKEN=… OPAQUE_CLIENT_ID=… node resource_server.mjs
 import { createClerkClient } from "@clerk/backend";
 import { clerkMiddleware, getAuth } from "@clerk/express";
 import express from "express";
@@ -51,6 +54,13 @@ for (const [name, token] of [
   step("refused", { name, reason: state.reason });
 }
 
+state = await ask(env.OPAQUE_TOKEN);
+assert.equal(state.isAuthenticated, true, `opaque token refused: ${state.reason} ${state.message}`);
+auth = state.toAuth();
+assert.equal(auth.clientId, env.OPAQUE_CLIENT_ID);
+assert.equal(auth.userId, env.OPAQUE_CLIENT_ID);
+step("opaque token");
+
 // The same through Express.
 const app = express();
 app.use(clerkMiddleware(options));
@@ -73,7 +83,23 @@ try {
     const [status] = await call(token);
     assert.equal(status, 401);
   }
+  assert.deepEqual(await call(env.OPAQUE_TOKEN), [200, { userId: env.OPAQUE_CLIENT_ID }]);
   step("express getAuth");
+
+  // Revoked through the Backend API: both paths refuse it at once.
+  const res = await fetch(`${env.GATEHOUSE_URL}/v1/oauth_applications/access_tokens/revoke`, {
+    method: "POST",
+    headers: {
+      authorization: `Bearer ${env.GATEHOUSE_SECRET_KEY}`,
+      "content-type": "application/json",
+    },
+    body: JSON.stringify({ access_token: env.OPAQUE_TOKEN }),
+  });
+  assert.equal(res.status, 200, await res.text());
+  state = await ask(env.OPAQUE_TOKEN);
+  assert.equal(state.isAuthenticated, false, "a revoked opaque token was accepted");
+  assert.equal((await call(env.OPAQUE_TOKEN))[0], 401, "express accepted a revoked opaque token");
+  step("revoked opaque token refused", { reason: state.reason });
 } finally {
   server.close();
 }

@@ -18,6 +18,7 @@ use askama::Template;
 use gatehouse_platform::Platform;
 use gatehouse_platform::client_metadata;
 use gatehouse_platform::oauth_code::{AuthorizationCode, CODE_TTL_MS};
+use gatehouse_platform::openapi::{ErrorBody, OAuthErrorBody};
 use gatehouse_platform::tenancy::Authed;
 use gatehouse_proto::v1::UserState;
 
@@ -44,6 +45,94 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(web::resource("/i/{instance_id}/account/grants").get(grants_page))
     .service(web::resource("/i/{instance_id}/account/grants/revoke").post(revoke_grant));
     api::configure(cfg);
+}
+
+/// The browser side of OAuth's part of the published OpenAPI document:
+/// `/oauth/authorize` and the account's grants pages. (The Backend API over
+/// grants is [`api::openapi`].)
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    #[derive(OpenApi)]
+    #[openapi(
+        paths(authorize, decide, grants_page, revoke_grant),
+        components(schemas(ConsentForm, RevokeGrantForm))
+    )]
+    struct Doc;
+    Doc::openapi()
+}
+
+/// The parameters of an authorization request (RFC 6749 §4.1.1, RFC 7636,
+/// RFC 8707, OpenID Connect Core §3.1.2.1). Each may appear once; unknown
+/// ones are ignored. Until `client_id` and `redirect_uri` check out, errors
+/// are an HTML page; after that they go back to the client.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct AuthorizeParams {
+    /// Only `code`.
+    #[param(value_type = String, required = true, pattern = "^code$")]
+    response_type: Option<String>,
+    /// A registered client's id, or the URL of a client ID metadata document.
+    #[param(value_type = String, required = true, min_length = 1)]
+    client_id: Option<String>,
+    /// One of the client's redirect URIs; optional when it has one only.
+    redirect_uri: Option<String>,
+    /// Space-separated; the client's scopes when absent.
+    scope: Option<String>,
+    /// Returned as is; at most 2048 characters.
+    #[param(max_length = 2048)]
+    state: Option<String>,
+    /// The base64url SHA-256 of the PKCE verifier; required of public
+    /// clients and of those that require PKCE.
+    #[param(pattern = "^[A-Za-z0-9_-]{43}$")]
+    code_challenge: Option<String>,
+    /// Only `S256`, with `code_challenge`.
+    #[param(pattern = "^S256$")]
+    code_challenge_method: Option<String>,
+    /// Put in the ID token; at most 512 characters.
+    #[param(max_length = 512)]
+    nonce: Option<String>,
+    /// `none`, `login`, `consent` or `select_account`.
+    #[param(pattern = "^(none|login|consent|select_account)?$")]
+    prompt: Option<String>,
+    /// Seconds since sign-in beyond which the user signs in again.
+    #[param(minimum = 0, maximum = 10000000000_i64)]
+    max_age: Option<i64>,
+    /// The resource the token is for (RFC 8707): an absolute URI without a
+    /// fragment.
+    resource: Option<String>,
+}
+
+/// The consent form: the request's parameters again, the CSRF token and the
+/// user's answer.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct ConsentForm {
+    /// The token of the `gh_csrf` cookie the consent page set.
+    csrf_token: String,
+    #[schema(pattern = "^(accept|deny)$")]
+    decision: String,
+    response_type: String,
+    client_id: String,
+    redirect_uri: Option<String>,
+    scope: Option<String>,
+    state: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+    nonce: Option<String>,
+    prompt: Option<String>,
+    max_age: Option<String>,
+    resource: Option<String>,
+}
+
+/// Taking back one grant on the account's grants page.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct RevokeGrantForm {
+    /// The token of the `gh_csrf` cookie the grants page set.
+    csrf_token: String,
+    /// The application whose grant ends; one with none is ignored.
+    application_id: String,
 }
 
 #[derive(Template)]
@@ -314,6 +403,23 @@ fn actor_for(instance: &gatehouse_platform::tenancy::Instance, user_id: &str) ->
     Authed::other(instance.clone(), format!("user:{user_id}"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/i/{instance_id}/oauth/authorize",
+    tag = "authorize",
+    operation_id = "authorize",
+    description = "The authorization endpoint (authorization code only). A browser with the `gh_session` cookie of a signed-in user gets a code, or the consent screen; one without is sent to sign in first.",
+    params(("instance_id" = String, Path, description = "The instance (its issuer is `<public url>/i/{instance_id}`)."), AuthorizeParams),
+    responses(
+        (status = 200, description = "The consent screen (sets the `gh_csrf` cookie).", content_type = "text/html", body = String),
+        (status = 302, description = "Back to the client's redirect URI with `code`, `state` and `iss`, or with `error` (`invalid_request`, `unsupported_response_type`, `invalid_scope`, `invalid_target`, `login_required`, `consent_required`), `error_description`, `state` and `iss`; or to the sign-in page, which returns here.", headers(("location" = String, description = "Where the browser goes next."))),
+        (status = 400, description = "An HTML error page: no, an unknown or an unusable client, a redirect URI not registered for it, or a repeated `client_id` or `redirect_uri` (nobody is redirected); a JSON error for a URL with a NUL character.", content((String = "text/html"), (ErrorBody = "application/json"))),
+        (status = 404, description = "No active instance has this id (HTML).", content_type = "text/html", body = String),
+        (status = 413, description = "A declared body over 1 MiB.", body = OAuthErrorBody),
+        (status = 429, description = "Too many requests in flight from this address.", body = OAuthErrorBody),
+        (status = 503, description = "A lookup failed; try again shortly (HTML).", content_type = "text/html", body = String),
+    )
+)]
 async fn authorize(
     platform: web::Data<Platform>,
     http: HttpRequest,
@@ -466,6 +572,26 @@ async fn consent_page(
 }
 
 /// The consent form's answer.
+#[utoipa::path(
+    post,
+    path = "/i/{instance_id}/oauth/authorize",
+    tag = "authorize",
+    operation_id = "authorize_decide",
+    description = "The consent screen's form. Needs the `gh_csrf` cookie (matching `csrf_token`) and the `gh_session` cookie.",
+    params(("instance_id" = String, Path, description = "The instance (its issuer is `<public url>/i/{instance_id}`).")),
+    request_body(content = ConsentForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 302, description = "Not signed in: to the sign-in page, which returns to the authorization request.", headers(("location" = String, description = "The sign-in page."))),
+        (status = 303, description = "Back to the client's redirect URI with `code`, `state` and `iss` (accepted), or with `error` (`access_denied` when denied, or a request error), `error_description`, `state` and `iss`.", headers(("location" = String, description = "The client's redirect URI with the answer."))),
+        (status = 400, description = "An HTML error page: a form with a NUL character, no `decision` of `accept` or `deny`, or a request whose client or redirect URI cannot be trusted; a JSON error for a URL with a NUL character.", content((String = "text/html"), (ErrorBody = "application/json"))),
+        (status = 403, description = "The CSRF token is missing or does not match the `gh_csrf` cookie (HTML).", content_type = "text/html", body = String),
+        (status = 404, description = "No active instance has this id (HTML).", content_type = "text/html", body = String),
+        (status = 408, description = "The request body did not arrive in time.", body = OAuthErrorBody),
+        (status = 413, description = "The request body is over 1 MiB.", body = OAuthErrorBody),
+        (status = 429, description = "Too many requests in flight from this address.", body = OAuthErrorBody),
+        (status = 503, description = "Recording the grant or a lookup failed; try again shortly (HTML).", content_type = "text/html", body = String),
+    )
+)]
 async fn decide(
     platform: web::Data<Platform>,
     http: HttpRequest,
@@ -530,6 +656,21 @@ async fn decide(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/i/{instance_id}/account/grants",
+    tag = "authorize",
+    operation_id = "account_grants_page",
+    description = "The signed-in user's grants (`gh_session` cookie), each with a button to take it back.",
+    params(("instance_id" = String, Path, description = "The instance (its issuer is `<public url>/i/{instance_id}`).")),
+    responses(
+        (status = 200, description = "The grants page (sets the `gh_csrf` cookie).", content_type = "text/html", body = String),
+        (status = 302, description = "Not signed in: to the sign-in page, which returns here.", headers(("location" = String, description = "The sign-in page."))),
+        (status = 400, description = "A URL with a NUL character.", body = ErrorBody),
+        (status = 404, description = "No active instance has this id (HTML).", content_type = "text/html", body = String),
+        (status = 503, description = "A lookup failed; try again shortly (HTML).", content_type = "text/html", body = String),
+    )
+)]
 async fn grants_page(
     platform: web::Data<Platform>,
     http: HttpRequest,
@@ -578,6 +719,22 @@ async fn grants_page(
     with_csrf_cookie(page(StatusCode::OK, html), &platform, &id, token, fresh)
 }
 
+#[utoipa::path(
+    post,
+    path = "/i/{instance_id}/account/grants/revoke",
+    tag = "authorize",
+    operation_id = "account_revoke_grant",
+    description = "Takes back one of the signed-in user's grants. Needs the `gh_csrf` cookie (matching `csrf_token`) and the `gh_session` cookie.",
+    params(("instance_id" = String, Path, description = "The instance (its issuer is `<public url>/i/{instance_id}`).")),
+    request_body(content = RevokeGrantForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "To the grants page (the grant, if there was one, is revoked), or to the sign-in page when not signed in.", headers(("location" = String, description = "The grants page or the sign-in page."))),
+        (status = 400, description = "A form (HTML page) or a URL (JSON error) with a NUL character.", content((String = "text/html"), (ErrorBody = "application/json"))),
+        (status = 403, description = "The CSRF token is missing or does not match the `gh_csrf` cookie (HTML).", content_type = "text/html", body = String),
+        (status = 404, description = "No active instance has this id (HTML).", content_type = "text/html", body = String),
+        (status = 503, description = "Revoking failed, or concurrent changes to the grant kept winning; try again shortly (HTML).", content_type = "text/html", body = String),
+    )
+)]
 async fn revoke_grant(
     platform: web::Data<Platform>,
     http: HttpRequest,
@@ -613,5 +770,34 @@ async fn revoke_grant(
             format!("{}/account/grants", base(&id)),
         ),
         Err(e) => unavailable("revoking a grant", e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_lists_every_route() {
+        let v = serde_json::to_value(openapi()).unwrap_or_default();
+        let expected = [
+            ("get", "/i/{instance_id}/oauth/authorize"),
+            ("post", "/i/{instance_id}/oauth/authorize"),
+            ("get", "/i/{instance_id}/account/grants"),
+            ("post", "/i/{instance_id}/account/grants/revoke"),
+        ];
+        for (method, path) in expected {
+            assert!(v["paths"][path][method].is_object(), "{method} {path}");
+        }
+        let listed: usize = v["paths"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(_, item)| item.as_object().map_or(0, |m| m.len()))
+            .sum();
+        assert_eq!(listed, expected.len());
+        // The form posts are urlencoded.
+        let body = &v["paths"]["/i/{instance_id}/oauth/authorize"]["post"]["requestBody"];
+        assert!(body["content"]["application/x-www-form-urlencoded"].is_object());
     }
 }

@@ -8,6 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use gatehouse_platform::Platform;
+use gatehouse_platform::openapi::ErrorBody;
 use gatehouse_platform::tenancy::{self, Authed, Instance};
 use gatehouse_proto::v1::UserState;
 use subtle::ConstantTimeEq;
@@ -41,6 +42,40 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     )
     .service(web::resource("/i/{instance_id}/signed-in").get(signed_in))
     .service(web::resource("/i/{instance_id}/sign-out").post(sign_out));
+}
+
+/// The hosted pages' part of the published OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    #[derive(OpenApi)]
+    #[openapi(
+        paths(sign_in_page, sign_in, sign_up_page, sign_up, signed_in, sign_out),
+        components(schemas(CredentialsForm, SignOutForm))
+    )]
+    struct Doc;
+    Doc::openapi()
+}
+
+/// The sign-in and sign-up form.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct CredentialsForm {
+    /// The token of the `gh_csrf` cookie the form page set.
+    csrf_token: String,
+    email: String,
+    /// For sign-up, 8 to 256 characters.
+    password: String,
+    /// A path under `/i/{instance_id}/` to go to once signed in; anything
+    /// else means the signed-in page.
+    redirect_url: Option<String>,
+}
+
+/// The sign-out form.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct SignOutForm {
+    /// The token of the `gh_csrf` cookie the signed-in page set.
+    csrf_token: String,
 }
 
 #[derive(Template)]
@@ -316,6 +351,19 @@ async fn show_form(
     with_csrf_cookie(res, platform, id, token, fresh)
 }
 
+#[utoipa::path(
+    get,
+    path = "/i/{instance_id}/sign-in",
+    tag = "hosted_pages",
+    operation_id = "sign_in_page",
+    params(("instance_id" = String, Path, description = "The instance."), ("redirect_url" = Option<String>, Query, description = "A path under `/i/{instance_id}/` to go to once signed in (the authorization request, say); anything else means the signed-in page.")),
+    responses(
+        (status = 200, description = "The sign-in form (sets the `gh_csrf` cookie).", content_type = "text/html", body = String),
+        (status = 400, description = "A URL with a NUL character.", body = ErrorBody),
+        (status = 404, description = "No active instance has this id.", content_type = "text/html", body = String),
+        (status = 503, description = "A lookup or write failed; try again shortly.", content_type = "text/html", body = String),
+    )
+)]
 async fn sign_in_page(
     platform: web::Data<Platform>,
     req: HttpRequest,
@@ -324,6 +372,19 @@ async fn sign_in_page(
     show_form(&platform, &req, &path, false).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/i/{instance_id}/sign-up",
+    tag = "hosted_pages",
+    operation_id = "sign_up_page",
+    params(("instance_id" = String, Path, description = "The instance."), ("redirect_url" = Option<String>, Query, description = "A path under `/i/{instance_id}/` to go to once signed in (the authorization request, say); anything else means the signed-in page.")),
+    responses(
+        (status = 200, description = "The sign-up form (sets the `gh_csrf` cookie).", content_type = "text/html", body = String),
+        (status = 400, description = "A URL with a NUL character.", body = ErrorBody),
+        (status = 404, description = "No active instance has this id.", content_type = "text/html", body = String),
+        (status = 503, description = "A lookup or write failed; try again shortly.", content_type = "text/html", body = String),
+    )
+)]
 async fn sign_up_page(
     platform: web::Data<Platform>,
     req: HttpRequest,
@@ -471,6 +532,24 @@ async fn signed_in_redirect(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/i/{instance_id}/sign-in",
+    tag = "hosted_pages",
+    operation_id = "sign_in",
+    description = "Signs in with an email address and password. Needs the `gh_csrf` cookie (matching `csrf_token`). Failed attempts are throttled per account and per address, and slow down as they add up.",
+    params(("instance_id" = String, Path, description = "The instance.")),
+    request_body(content = CredentialsForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Signed in (sets the `gh_session` cookie): to `redirect_url`. Or, for an address of an SSO connection, to that connection.", headers(("location" = String, description = "Where the browser goes next."))),
+        (status = 400, description = "A form (HTML page) or a URL (JSON error) with a NUL character.", content((String = "text/html"), (ErrorBody = "application/json"))),
+        (status = 401, description = "The form again: the email address or password is incorrect (or the user is banned).", content_type = "text/html", body = String),
+        (status = 403, description = "The CSRF token is missing or does not match the `gh_csrf` cookie.", content_type = "text/html", body = String),
+        (status = 404, description = "No active instance has this id.", content_type = "text/html", body = String),
+        (status = 429, description = "The form again: too many failed attempts for this account or from this address (with `Retry-After`); or, as a JSON error, too many requests in flight from this address.", content((String = "text/html"), (ErrorBody = "application/json")), headers(("retry-after" = String, description = "Seconds until another attempt is admitted (on the HTML answer)."))),
+        (status = 503, description = "A lookup or write failed; try again shortly.", content_type = "text/html", body = String),
+    )
+)]
 async fn sign_in(
     platform: web::Data<Platform>,
     req: HttpRequest,
@@ -560,6 +639,25 @@ async fn sign_in(
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/i/{instance_id}/sign-up",
+    tag = "hosted_pages",
+    operation_id = "sign_up",
+    description = "Creates a user with an email address (unverified: no email is sent) and password, and signs them in. Needs the `gh_csrf` cookie (matching `csrf_token`). Sign-ups are throttled per address.",
+    params(("instance_id" = String, Path, description = "The instance.")),
+    request_body(content = CredentialsForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Signed up and in (sets the `gh_session` cookie): to `redirect_url`.", headers(("location" = String, description = "Where the browser goes next."))),
+        (status = 400, description = "A form (HTML page) or a URL (JSON error) with a NUL character.", content((String = "text/html"), (ErrorBody = "application/json"))),
+        (status = 403, description = "The CSRF token is missing or does not match the `gh_csrf` cookie.", content_type = "text/html", body = String),
+        (status = 404, description = "No active instance has this id.", content_type = "text/html", body = String),
+        (status = 409, description = "The form again: an account with this email address exists.", content_type = "text/html", body = String),
+        (status = 422, description = "The form again: the email address is not valid, or the password is not 8 to 256 characters.", content_type = "text/html", body = String),
+        (status = 429, description = "The form again: too many sign-ups from this address; or, as a JSON error, too many requests in flight from this address.", content((String = "text/html"), (ErrorBody = "application/json"))),
+        (status = 503, description = "A lookup or write failed; try again shortly.", content_type = "text/html", body = String),
+    )
+)]
 async fn sign_up(
     platform: web::Data<Platform>,
     req: HttpRequest,
@@ -606,9 +704,11 @@ async fn sign_up(
         Ok(h) => h,
         Err(e) => return unavailable("password hashing", e),
     };
-    let actor = Authed::other(instance.clone(), "sign_up".to_owned());
+    let actor = Authed::other(instance.clone(), gatehouse_proto::SIGN_UP_ACTOR.to_owned());
     let new = NewUser {
         email_addresses: vec![email_ok],
+        // Nothing checks the address: no email is sent.
+        email_verified: false,
         password_hash: Some(hash),
         first_name: None,
         last_name: None,
@@ -639,6 +739,21 @@ async fn sign_up(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/i/{instance_id}/signed-in",
+    tag = "hosted_pages",
+    operation_id = "signed_in_page",
+    description = "Where sign-in lands without a `redirect_url`: who is signed in (`gh_session` cookie), with a sign-out button.",
+    params(("instance_id" = String, Path, description = "The instance.")),
+    responses(
+        (status = 200, description = "The signed-in page (sets the `gh_csrf` cookie).", content_type = "text/html", body = String),
+        (status = 303, description = "Not signed in: to the sign-in page.", headers(("location" = String, description = "The sign-in page."))),
+        (status = 400, description = "A URL with a NUL character.", body = ErrorBody),
+        (status = 404, description = "No active instance has this id.", content_type = "text/html", body = String),
+        (status = 503, description = "A lookup or write failed; try again shortly.", content_type = "text/html", body = String),
+    )
+)]
 async fn signed_in(
     platform: web::Data<Platform>,
     req: HttpRequest,
@@ -676,6 +791,22 @@ async fn signed_in(
     with_csrf_cookie(page(StatusCode::OK, html), &platform, &id, token, fresh)
 }
 
+#[utoipa::path(
+    post,
+    path = "/i/{instance_id}/sign-out",
+    tag = "hosted_pages",
+    operation_id = "sign_out",
+    description = "Ends this browser's session (`gh_session` cookie), if any. Needs the `gh_csrf` cookie (matching `csrf_token`).",
+    params(("instance_id" = String, Path, description = "The instance.")),
+    request_body(content = SignOutForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Signed out (the `gh_session` cookie is removed): to the sign-in page.", headers(("location" = String, description = "The sign-in page."))),
+        (status = 400, description = "A form (HTML page) or a URL (JSON error) with a NUL character.", content((String = "text/html"), (ErrorBody = "application/json"))),
+        (status = 403, description = "The CSRF token is missing or does not match the `gh_csrf` cookie.", content_type = "text/html", body = String),
+        (status = 404, description = "No active instance has this id.", content_type = "text/html", body = String),
+        (status = 503, description = "A lookup or write failed; try again shortly.", content_type = "text/html", body = String),
+    )
+)]
 async fn sign_out(
     platform: web::Data<Platform>,
     req: HttpRequest,
@@ -717,6 +848,29 @@ async fn sign_out(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_document_lists_every_route() {
+        let v = serde_json::to_value(openapi()).unwrap_or_default();
+        let expected = [
+            ("get", "/i/{instance_id}/sign-in"),
+            ("post", "/i/{instance_id}/sign-in"),
+            ("get", "/i/{instance_id}/sign-up"),
+            ("post", "/i/{instance_id}/sign-up"),
+            ("get", "/i/{instance_id}/signed-in"),
+            ("post", "/i/{instance_id}/sign-out"),
+        ];
+        for (method, path) in expected {
+            assert!(v["paths"][path][method].is_object(), "{method} {path}");
+        }
+        let listed: usize = v["paths"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(_, item)| item.as_object().map_or(0, |m| m.len()))
+            .sum();
+        assert_eq!(listed, expected.len());
+    }
 
     #[test]
     fn redirects_stay_inside_the_instance() {

@@ -3,6 +3,7 @@
 
 use gatehouse_platform::db::{self, col};
 use gatehouse_platform::eventstore::RecordedEvent;
+use gatehouse_platform::oauth::AccessTokenFormat;
 use gatehouse_proto::event_types as et;
 use gatehouse_proto::stream_types as st;
 use gatehouse_proto::v1::{self, OAuthApplicationState as AppState};
@@ -48,12 +49,13 @@ pub async fn project(conn: &impl ConnectionTrait, ev: &RecordedEvent) -> Result<
         "INSERT INTO authz_oauth_applications (id, instance_id, version, name, client_id, \
          client_secret_hash, client_uri, client_image_url, dynamically_registered, \
          consent_screen_enabled, pkce_required, is_public, scopes, redirect_uris, created_at, updated_at, \
-         registration_access_token_hash, token_endpoint_auth_method, grant_types) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+         registration_access_token_hash, token_endpoint_auth_method, grant_types, access_token_format) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
          ON CONFLICT (id) DO UPDATE SET version = $3, name = $4, client_secret_hash = $6, \
          client_uri = $7, client_image_url = $8, consent_screen_enabled = $10, pkce_required = $11, \
          is_public = $12, scopes = $13, redirect_uris = $14, updated_at = $16, \
-         registration_access_token_hash = $17, token_endpoint_auth_method = $18, grant_types = $19",
+         registration_access_token_hash = $17, token_endpoint_auth_method = $18, grant_types = $19, \
+         access_token_format = $20",
         vec![
             a.application_id.into(),
             ev.meta.instance_id.clone().into(),
@@ -74,6 +76,9 @@ pub async fn project(conn: &impl ConnectionTrait, ev: &RecordedEvent) -> Result<
             a.registration_access_token_hash.into(),
             a.token_endpoint_auth_method.into(),
             grants.into(),
+            AccessTokenFormat::stored(&a.access_token_format)
+                .as_str()
+                .into(),
         ],
     )
     .await?;
@@ -94,7 +99,7 @@ pub async fn rebuild(db: &DatabaseConnection) -> Result<u64, DbErr> {
 const COLUMNS: &str = "id, name, client_id, client_secret_hash, client_uri, client_image_url, \
     dynamically_registered, consent_screen_enabled, pkce_required, is_public, scopes, \
     redirect_uris, created_at, updated_at, registration_access_token_hash, \
-    token_endpoint_auth_method, grant_types";
+    token_endpoint_auth_method, grant_types, access_token_format";
 
 fn from_row(r: &sea_orm::QueryResult) -> Result<AppState, DbErr> {
     let uris: String = col(r, "redirect_uris")?;
@@ -117,6 +122,7 @@ fn from_row(r: &sea_orm::QueryResult) -> Result<AppState, DbErr> {
         registration_access_token_hash: col(r, "registration_access_token_hash")?,
         token_endpoint_auth_method: col(r, "token_endpoint_auth_method")?,
         grant_types: serde_json::from_str(&grants).map_err(|e| DbErr::Custom(e.to_string()))?,
+        access_token_format: col(r, "access_token_format")?,
     })
 }
 

@@ -49,6 +49,61 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(get_settings, patch_settings, register, read, update, delete),
+    components(schemas(
+        SettingsObject,
+        SettingsBody,
+        ClientMetadata,
+        RegisteredClient,
+        AuthMethodSchema,
+        GrantTypeSchema,
+        ResponseTypeSchema
+    )),
+    modifiers(&RegistrationAccessToken)
+)]
+struct Doc;
+
+/// The bearer token of RFC 7592 management requests.
+struct RegistrationAccessToken;
+
+impl utoipa::Modify for RegistrationAccessToken {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "registration_access_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The registration access token returned by dynamic client registration \
+                         (RFC 7592 §3).",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The OpenAPI description of the instance's OAuth settings and of dynamic
+/// client registration (RFC 7591, RFC 7592).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = <Doc as utoipa::OpenApi>::openapi();
+    // An absent body reads as `{}`: the PATCH changes nothing.
+    if let Some(body) = doc
+        .paths
+        .paths
+        .get_mut("/v1/instance/oauth_application_settings")
+        .and_then(|item| item.patch.as_mut())
+        .and_then(|op| op.request_body.as_mut())
+    {
+        body.required = Some(utoipa::openapi::Required::False);
+    }
+    doc
+}
+
 // ------------------------------------------------------------- settings ----
 
 fn settings_stream(instance_id: &str) -> String {
@@ -155,6 +210,28 @@ pub async fn rebuild_settings(db: &DatabaseConnection) -> Result<u64, DbErr> {
         .await
 }
 
+/// An instance's OAuth settings (as `settings_json` builds them).
+#[derive(utoipa::ToSchema)]
+#[schema(as = OAuthApplicationSettings)]
+#[allow(dead_code)]
+struct SettingsObject {
+    /// Always `oauth_application_settings`.
+    #[schema(example = "oauth_application_settings")]
+    object: String,
+    /// RFC 7591 registration at the issuer (off by default).
+    dynamic_oauth_client_registration: bool,
+    /// Clients identified by a metadata document URL (on by default).
+    client_id_metadata_documents: bool,
+    /// Open registration may register `client_credentials` clients (off by
+    /// default).
+    registration_client_credentials: bool,
+    /// Registered clients may ask for the instance's custom scopes (off by
+    /// default).
+    registration_custom_scopes: bool,
+    /// The resources (RFC 8707) tokens may be bound to; empty: any.
+    resource_indicators: Vec<String>,
+}
+
 fn settings_json(s: &Settings) -> Value {
     json!({
         "object": "oauth_application_settings",
@@ -166,6 +243,17 @@ fn settings_json(s: &Settings) -> Value {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/instance/oauth_application_settings",
+    tag = "oauth_settings",
+    operation_id = "get_oauth_application_settings",
+    summary = "Get the instance's OAuth settings",
+    responses(
+        (status = 200, description = "The settings.", body = SettingsObject),
+    ),
+    security(("secret_key" = []))
+)]
 async fn get_settings(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -174,13 +262,21 @@ async fn get_settings(
     Ok(HttpResponse::Ok().json(settings_json(&s)))
 }
 
-#[derive(Deserialize)]
+/// Absent or null fields are left as they are.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(
+    as = UpdateOAuthApplicationSettings,
+    example = json!({ "dynamic_oauth_client_registration": true })
+)]
 #[serde(deny_unknown_fields)]
 struct SettingsBody {
     dynamic_oauth_client_registration: Option<bool>,
     client_id_metadata_documents: Option<bool>,
     registration_client_credentials: Option<bool>,
     registration_custom_scopes: Option<bool>,
+    /// Replaces the list: absolute URIs without a fragment, at most 2048
+    /// characters each; duplicates are dropped.
+    #[schema(max_items = 50)]
     resource_indicators: Option<Vec<String>>,
 }
 
@@ -209,6 +305,21 @@ fn resource_indicators(list: Vec<String>) -> ApiResult<Vec<String>> {
     Ok(out)
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/instance/oauth_application_settings",
+    tag = "oauth_settings",
+    operation_id = "update_oauth_application_settings",
+    summary = "Change the instance's OAuth settings",
+    request_body(content = SettingsBody, content_type = "application/json", description = "Absent or empty: nothing changes."),
+    responses(
+        (status = 200, description = "The settings as changed.", body = SettingsObject),
+        (status = 400, description = "A body that is not JSON.", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 409, description = "Settings changed concurrently; retry (`concurrent_modification`).", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 422, description = "An invalid field or resource indicator.", body = gatehouse_platform::openapi::ErrorBody),
+    ),
+    security(("secret_key" = []))
+)]
 async fn patch_settings(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -295,18 +406,74 @@ async fn patch_settings(
 // ---------------------------------------------------------- registration ---
 
 /// RFC 7591 §2 client metadata. Unknown fields are ignored, as the RFC asks.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
+#[schema(
+    as = OAuthClientMetadata,
+    example = json!({
+        "client_name": "Example MCP client",
+        "redirect_uris": ["http://127.0.0.1:33418/callback"],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+        "scope": "openid profile"
+    })
+)]
 pub(super) struct ClientMetadata {
+    /// Required with the `authorization_code` grant: https, http on a
+    /// loopback host, or a reverse-domain private-use scheme; no fragment.
+    #[schema(max_items = 20)]
     pub(super) redirect_uris: Option<Vec<String>>,
+    /// 1 to 256 printable characters; `Unnamed client` when absent.
+    #[schema(
+        pattern = r"^[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb](?:[^\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]{0,254}[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890\u0891\u08e2\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb])?[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     pub(super) client_name: Option<String>,
+    /// An https URL.
+    #[schema(max_length = 2048)]
     pub(super) client_uri: Option<String>,
+    /// An https URL.
+    #[schema(max_length = 2048)]
     pub(super) logo_uri: Option<String>,
+    /// Space-separated; `openid profile email` when absent. Custom scopes
+    /// only where the instance allows them.
     pub(super) scope: Option<String>,
+    /// `["authorization_code"]` when absent; `client_credentials` only for
+    /// a confidential client, where the instance allows it.
+    #[schema(value_type = Option<Vec<GrantTypeSchema>>, min_items = 1)]
     pub(super) grant_types: Option<Vec<String>>,
+    /// `["code"]` exactly when `grant_types` has `authorization_code`.
+    #[schema(value_type = Option<Vec<ResponseTypeSchema>>)]
     pub(super) response_types: Option<Vec<String>>,
+    /// `client_secret_basic` when absent; `none` makes a public client.
+    #[schema(value_type = Option<AuthMethodSchema>)]
     pub(super) token_endpoint_auth_method: Option<String>,
     /// Only in RFC 7592 updates, where it must match.
     pub(super) client_id: Option<String>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(as = TokenEndpointAuthMethod, rename_all = "snake_case")]
+#[allow(dead_code)]
+enum AuthMethodSchema {
+    ClientSecretBasic,
+    ClientSecretPost,
+    None,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(as = OAuthGrantType, rename_all = "snake_case")]
+#[allow(dead_code)]
+enum GrantTypeSchema {
+    AuthorizationCode,
+    RefreshToken,
+    ClientCredentials,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(as = OAuthResponseType, rename_all = "snake_case")]
+#[allow(dead_code)]
+enum ResponseTypeSchema {
+    Code,
 }
 
 const AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post", "none"];
@@ -436,6 +603,38 @@ pub(super) fn to_state(
     })
 }
 
+/// RFC 7591 §3.2.1 client information (as `registration_json` builds it).
+#[derive(utoipa::ToSchema)]
+#[schema(as = OAuthClientInformation)]
+#[allow(dead_code)]
+struct RegisteredClient {
+    client_id: String,
+    /// Seconds since the Unix epoch.
+    client_id_issued_at: i64,
+    client_name: String,
+    redirect_uris: Vec<String>,
+    grant_types: Vec<GrantTypeSchema>,
+    response_types: Vec<ResponseTypeSchema>,
+    token_endpoint_auth_method: AuthMethodSchema,
+    /// Space-separated.
+    scope: String,
+    /// Where RFC 7592 manages this registration.
+    registration_client_uri: String,
+    #[schema(nullable = false)]
+    client_uri: Option<String>,
+    #[schema(nullable = false)]
+    logo_uri: Option<String>,
+    /// Confidential clients: `0`, the secret does not expire.
+    #[schema(nullable = false)]
+    client_secret_expires_at: Option<i64>,
+    /// Confidential clients, on registration only: shown once.
+    #[schema(nullable = false)]
+    client_secret: Option<String>,
+    /// On registration only: shown once.
+    #[schema(nullable = false)]
+    registration_access_token: Option<String>,
+}
+
 fn registration_json(
     platform: &Platform,
     instance_id: &str,
@@ -521,6 +720,23 @@ fn no_store(mut res: HttpResponse) -> HttpResponse {
     res
 }
 
+#[utoipa::path(
+    post,
+    path = "/i/{instance_id}/oauth/register",
+    tag = "registration",
+    operation_id = "register_oauth_client",
+    summary = "Register a client (RFC 7591)",
+    params(("instance_id" = String, Path, description = "The instance whose issuer this is (`ins_…`).")),
+    request_body(content = ClientMetadata, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Registered: the client's information with its `registration_access_token` (and `client_secret` for a confidential client), shown only here.", body = RegisteredClient, headers(("cache-control" = String, description = "`no-store`."))),
+        (status = 400, description = "Invalid metadata (`invalid_client_metadata`, `invalid_redirect_uri`).", body = gatehouse_platform::openapi::OAuthErrorBody),
+        (status = 403, description = "Dynamic registration is off for this instance (`access_denied`).", body = gatehouse_platform::openapi::OAuthErrorBody),
+        (status = 404, description = "No active instance has this issuer (`invalid_request`).", body = gatehouse_platform::openapi::OAuthErrorBody),
+        (status = 415, description = "A body under a Content-Type other than application/json (`invalid_request`).", body = gatehouse_platform::openapi::OAuthErrorBody),
+        (status = 429, description = "Too many registrations from this address (`too_many_requests`).", body = gatehouse_platform::openapi::OAuthErrorBody, headers(("retry-after" = String, description = "Seconds to wait."))),
+    )
+)]
 async fn register(
     platform: web::Data<Platform>,
     req: HttpRequest,
@@ -600,6 +816,21 @@ async fn managed(
     Ok((instance, settings, app))
 }
 
+#[utoipa::path(
+    get,
+    path = "/i/{instance_id}/oauth/register/{client_id}",
+    tag = "registration",
+    operation_id = "get_oauth_client_registration",
+    summary = "Read a client registration (RFC 7592)",
+    params(("instance_id" = String, Path, description = "The instance whose issuer this is (`ins_…`)."), ("client_id" = String, Path, description = "The registered client's `client_id`.")),
+    responses(
+        (status = 200, description = "The client's information (no secrets).", body = RegisteredClient, headers(("cache-control" = String, description = "`no-store`."))),
+        (status = 401, description = "The registration access token is missing or wrong, or the client is unknown (`invalid_token`).", body = gatehouse_platform::openapi::OAuthErrorBody, headers(("www-authenticate" = String, description = "`Bearer error=\"invalid_token\"`."))),
+        (status = 403, description = "Dynamic registration is off for this instance (`access_denied`).", body = gatehouse_platform::openapi::OAuthErrorBody),
+        (status = 404, description = "No active instance has this issuer (`invalid_request`).", body = gatehouse_platform::openapi::OAuthErrorBody),
+    ),
+    security(("registration_access_token" = []))
+)]
 async fn read(
     platform: web::Data<Platform>,
     req: HttpRequest,
@@ -616,6 +847,24 @@ async fn read(
     ))))
 }
 
+#[utoipa::path(
+    put,
+    path = "/i/{instance_id}/oauth/register/{client_id}",
+    tag = "registration",
+    operation_id = "update_oauth_client_registration",
+    summary = "Replace a client registration (RFC 7592)",
+    params(("instance_id" = String, Path, description = "The instance whose issuer this is (`ins_…`)."), ("client_id" = String, Path, description = "The registered client's `client_id`.")),
+    request_body(content = ClientMetadata, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The client's information as updated (no secrets).", body = RegisteredClient, headers(("cache-control" = String, description = "`no-store`."))),
+        (status = 400, description = "Invalid metadata, `client_id` missing or different, or a switch between public and confidential (`invalid_client_metadata`, `invalid_redirect_uri`).", body = gatehouse_platform::openapi::OAuthErrorBody),
+        (status = 401, description = "The registration access token is missing or wrong, or the client is unknown (`invalid_token`).", body = gatehouse_platform::openapi::OAuthErrorBody, headers(("www-authenticate" = String, description = "`Bearer error=\"invalid_token\"`."))),
+        (status = 403, description = "Dynamic registration is off for this instance (`access_denied`).", body = gatehouse_platform::openapi::OAuthErrorBody),
+        (status = 404, description = "No active instance has this issuer (`invalid_request`), or the client was deleted meanwhile (`invalid_client`).", body = gatehouse_platform::openapi::OAuthErrorBody),
+        (status = 415, description = "A body under a Content-Type other than application/json (`invalid_request`).", body = gatehouse_platform::openapi::OAuthErrorBody),
+    ),
+    security(("registration_access_token" = []))
+)]
 async fn update(
     platform: web::Data<Platform>,
     req: HttpRequest,
@@ -681,6 +930,22 @@ async fn update(
     ))))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/i/{instance_id}/oauth/register/{client_id}",
+    tag = "registration",
+    operation_id = "delete_oauth_client_registration",
+    summary = "Delete a client registration (RFC 7592)",
+    params(("instance_id" = String, Path, description = "The instance whose issuer this is (`ins_…`)."), ("client_id" = String, Path, description = "The registered client's `client_id`.")),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 400, description = "The client changed concurrently; retry (`invalid_client_metadata`).", body = gatehouse_platform::openapi::OAuthErrorBody),
+        (status = 401, description = "The registration access token is missing or wrong, or the client is unknown (`invalid_token`).", body = gatehouse_platform::openapi::OAuthErrorBody, headers(("www-authenticate" = String, description = "`Bearer error=\"invalid_token\"`."))),
+        (status = 403, description = "Dynamic registration is off for this instance (`access_denied`).", body = gatehouse_platform::openapi::OAuthErrorBody),
+        (status = 404, description = "No active instance has this issuer (`invalid_request`), or the client was deleted meanwhile (`invalid_client`).", body = gatehouse_platform::openapi::OAuthErrorBody),
+    ),
+    security(("registration_access_token" = []))
+)]
 async fn delete(
     platform: web::Data<Platform>,
     req: HttpRequest,
@@ -707,6 +972,52 @@ async fn delete(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The operation `method path` of `doc`, if documented.
+    fn documented(doc: &utoipa::openapi::OpenApi, method: &str, path: &str) -> bool {
+        doc.paths.paths.get(path).is_some_and(|item| match method {
+            "GET" => item.get.is_some(),
+            "POST" => item.post.is_some(),
+            "PUT" => item.put.is_some(),
+            "PATCH" => item.patch.is_some(),
+            "DELETE" => item.delete.is_some(),
+            _ => false,
+        })
+    }
+
+    #[test]
+    fn every_mounted_route_is_documented() {
+        let doc = super::openapi();
+        for (method, path) in [
+            ("GET", "/v1/instance/oauth_application_settings"),
+            ("PATCH", "/v1/instance/oauth_application_settings"),
+            ("POST", "/i/{instance_id}/oauth/register"),
+            ("GET", "/i/{instance_id}/oauth/register/{client_id}"),
+            ("PUT", "/i/{instance_id}/oauth/register/{client_id}"),
+            ("DELETE", "/i/{instance_id}/oauth/register/{client_id}"),
+        ] {
+            assert!(
+                documented(&doc, method, path),
+                "{method} {path} is not documented"
+            );
+        }
+    }
+
+    #[test]
+    fn management_is_authenticated_with_the_registration_access_token() {
+        let doc = super::openapi();
+        let schemes = doc.components.as_ref().map(|c| &c.security_schemes);
+        assert!(schemes.is_some_and(|s| s.contains_key("registration_access_token")));
+        let json = serde_json::to_value(&doc).unwrap_or_default();
+        let item = &json["paths"]["/i/{instance_id}/oauth/register/{client_id}"];
+        for method in ["get", "put", "delete"] {
+            assert_eq!(
+                item[method]["security"],
+                json!([{ "registration_access_token": [] }]),
+                "{method}"
+            );
+        }
+    }
 
     #[test]
     fn registered_clients_get_standard_scopes_unless_the_instance_allows_custom_ones() {

@@ -121,10 +121,70 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(list, define, describe, remove),
+    components(schemas(ScopeObject, ScopeList, DeletedScope, DefineBody, DescribeBody))
+)]
+struct Doc;
+
+/// The OpenAPI description of `/v1/oauth_scopes`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <Doc as utoipa::OpenApi>::openapi()
+}
+
+/// A scope applications may request (as `scope_json` builds it).
+#[derive(utoipa::ToSchema)]
+#[schema(as = OAuthScope)]
+#[allow(dead_code)]
+struct ScopeObject {
+    /// Always `oauth_scope`.
+    #[schema(example = "oauth_scope")]
+    object: String,
+    name: String,
+    /// What the consent screen says about the scope.
+    description: String,
+    /// One of `openid`, `profile`, `email`, `offline_access`: built in,
+    /// neither changed nor removed.
+    standard: bool,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(as = OAuthScopeList)]
+#[allow(dead_code)]
+struct ScopeList {
+    /// The standard scopes, then the custom ones by name.
+    data: Vec<ScopeObject>,
+    total_count: i64,
+}
+
+#[derive(utoipa::ToSchema)]
+#[schema(as = DeletedOAuthScope)]
+#[allow(dead_code)]
+struct DeletedScope {
+    /// Always `oauth_scope`.
+    #[schema(example = "oauth_scope")]
+    object: String,
+    name: String,
+    /// Always `true`.
+    deleted: bool,
+}
+
 fn scope_json(name: &str, description: &str, standard: bool) -> Value {
     json!({ "object": "oauth_scope", "name": name, "description": description, "standard": standard })
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/oauth_scopes",
+    tag = "oauth_scopes",
+    operation_id = "list_oauth_scopes",
+    summary = "List the scopes applications may request",
+    responses(
+        (status = 200, description = "The standard scopes and the instance's custom ones.", body = ScopeList),
+    ),
+    security(("secret_key" = []))
+)]
 async fn list(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -140,16 +200,40 @@ async fn list(
     Ok(HttpResponse::Ok().json(json!({ "data": data, "total_count": total })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(
+    as = CreateOAuthScope,
+    example = json!({ "name": "files:read", "description": "Read your files" })
+)]
 #[serde(deny_unknown_fields)]
 struct DefineBody {
+    /// An RFC 6749 §3.3 scope token: no space, quote or backslash.
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = r"^[\x21\x23-\x5b\x5d-\x7e]+$"
+    )]
     name: String,
+    /// Shown to users on the consent screen as is: 1 to 300 printable
+    /// characters once trimmed.
+    #[schema(
+        pattern = r"^[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,298}[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f])?[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     description: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(
+    as = UpdateOAuthScope,
+    example = json!({ "description": "Read your files and folders" })
+)]
 #[serde(deny_unknown_fields)]
 struct DescribeBody {
+    /// Shown to users on the consent screen as is: 1 to 300 printable
+    /// characters once trimmed.
+    #[schema(
+        pattern = r"^[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f](?:[^\x00-\x1f\x7f-\x9f]{0,298}[^\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\x00-\x1f\x7f-\x9f])?[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$"
+    )]
     description: String,
 }
 
@@ -261,6 +345,22 @@ async fn record(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/oauth_scopes",
+    tag = "oauth_scopes",
+    operation_id = "create_oauth_scope",
+    summary = "Define a custom scope",
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = r"^[\x21-\x7e]{1,255}$", description = "1 to 255 visible ASCII characters: a retry with the same key and request gets the first response again (for 24 hours).")),
+    request_body(content = DefineBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The new scope.", body = ScopeObject, headers(("Idempotent-Replayed" = String, description = "`true` when this is the stored response of an earlier request with the same Idempotency-Key."))),
+        (status = 400, description = "A body that is not JSON, or an invalid Idempotency-Key.", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 409, description = "The scope exists or is a standard one (`scope_exists`), scopes changed concurrently, or a request with this Idempotency-Key is still running.", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 422, description = "An invalid name or description, or an Idempotency-Key reused with another request.", body = gatehouse_platform::openapi::ErrorBody),
+    ),
+    security(("secret_key" = []))
+)]
 async fn define(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -304,6 +404,23 @@ async fn define(
     .await
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/oauth_scopes/{name}",
+    tag = "oauth_scopes",
+    operation_id = "update_oauth_scope",
+    summary = "Change a custom scope's description",
+    params(("name" = String, Path, description = "The custom scope's name.")),
+    request_body(content = DescribeBody, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The scope as updated.", body = ScopeObject),
+        (status = 400, description = "A body that is not JSON.", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 404, description = "No such custom scope (standard scopes cannot be changed).", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 409, description = "Scopes changed concurrently; retry.", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 422, description = "An invalid description.", body = gatehouse_platform::openapi::ErrorBody),
+    ),
+    security(("secret_key" = []))
+)]
 async fn describe(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -329,6 +446,20 @@ async fn describe(
     Ok(HttpResponse::Ok().json(scope_json(&name, &description, false)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/oauth_scopes/{name}",
+    tag = "oauth_scopes",
+    operation_id = "delete_oauth_scope",
+    summary = "Remove a custom scope",
+    params(("name" = String, Path, description = "The custom scope's name.")),
+    responses(
+        (status = 200, description = "Removed.", body = DeletedScope),
+        (status = 404, description = "No such custom scope (standard scopes cannot be removed).", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 409, description = "Applications still list the scope (`scope_in_use`), or scopes changed concurrently.", body = gatehouse_platform::openapi::ErrorBody),
+    ),
+    security(("secret_key" = []))
+)]
 async fn remove(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -351,6 +482,34 @@ async fn remove(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The operation `method path` of `doc`, if documented.
+    fn documented(doc: &utoipa::openapi::OpenApi, method: &str, path: &str) -> bool {
+        doc.paths.paths.get(path).is_some_and(|item| match method {
+            "GET" => item.get.is_some(),
+            "POST" => item.post.is_some(),
+            "PUT" => item.put.is_some(),
+            "PATCH" => item.patch.is_some(),
+            "DELETE" => item.delete.is_some(),
+            _ => false,
+        })
+    }
+
+    #[test]
+    fn every_mounted_route_is_documented() {
+        let doc = super::openapi();
+        for (method, path) in [
+            ("GET", "/v1/oauth_scopes"),
+            ("POST", "/v1/oauth_scopes"),
+            ("PATCH", "/v1/oauth_scopes/{name}"),
+            ("DELETE", "/v1/oauth_scopes/{name}"),
+        ] {
+            assert!(
+                documented(&doc, method, path),
+                "{method} {path} is not documented"
+            );
+        }
+    }
 
     #[test]
     fn scope_names_follow_rfc_6749() {

@@ -17,6 +17,9 @@ use serde_json::{Value, json};
 use super::projection::{self, Filter, OrderBy};
 use super::{Decision, NewUser, password, touched, validate};
 
+use gatehouse_platform::openapi::ErrorBody;
+use gatehouse_platform::wire::user_schema::UserObject;
+
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/v1/users")
@@ -38,6 +41,156 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// The users API's part of the published OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    #[derive(OpenApi)]
+    #[openapi(
+        paths(
+            create_user,
+            list_users,
+            count_users,
+            get_user,
+            update_user,
+            delete_user,
+            ban_user,
+            unban_user,
+            replace_metadata,
+            merge_metadata
+        ),
+        components(schemas(
+            UserObject,
+            gatehouse_platform::wire::user_schema::EmailAddressObject,
+            gatehouse_platform::wire::user_schema::EmailVerification,
+            gatehouse_platform::wire::user_schema::VerificationAdmin,
+            gatehouse_platform::wire::user_schema::VerificationOtp,
+            UserList,
+            TotalCount,
+            DeletedUser,
+            CreateBody,
+            UpdateBody,
+            MetadataBody,
+            MetadataMerge,
+            EmailParam
+        ))
+    )]
+    struct Doc;
+    Doc::openapi()
+}
+
+/// The answer of `GET /v1/users`: a bare array of users, as Clerk's.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct UserList(Vec<UserObject>);
+
+/// The answer of `GET /v1/users/count`.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct TotalCount {
+    #[schema(schema_with = total_count_object)]
+    object: String,
+    total_count: u64,
+}
+
+/// A deleted user.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct DeletedUser {
+    #[schema(schema_with = user_object)]
+    object: String,
+    id: String,
+    #[schema(schema_with = always_true)]
+    deleted: bool,
+}
+
+fn constant(value: Value) -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let t = if value.is_boolean() {
+        Type::Boolean
+    } else {
+        Type::String
+    };
+    ObjectBuilder::new()
+        .schema_type(t)
+        .enum_values(Some([value]))
+        .build()
+}
+
+fn total_count_object() -> utoipa::openapi::schema::Object {
+    constant(json!("total_count"))
+}
+
+fn user_object() -> utoipa::openapi::schema::Object {
+    constant(json!("user"))
+}
+
+fn always_true() -> utoipa::openapi::schema::Object {
+    constant(json!(true))
+}
+
+/// `order_by`: a column, optionally prefixed by `+` (ascending, the
+/// default) or `-` (descending).
+fn order_by_schema() -> utoipa::openapi::schema::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let columns = [
+        "created_at",
+        "updated_at",
+        "first_name",
+        "last_name",
+        "username",
+        "email_address",
+    ];
+    let values = columns
+        .iter()
+        .flat_map(|c| [c.to_string(), format!("+{c}"), format!("-{c}")]);
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(values))
+        .default(Some(json!("-created_at")))
+        .build()
+}
+
+/// The filters of `GET /v1/users` and `GET /v1/users/count`. Repeated keys
+/// are OR-ed; at most 500 filter values in all. Any other parameter is 422.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct UserFilter {
+    /// Users with any of these email addresses (case-insensitive).
+    #[param(style = Form, explode)]
+    email_address: Option<Vec<String>>,
+    /// Users with any of these ids.
+    #[param(style = Form, explode)]
+    user_id: Option<Vec<String>>,
+    /// Users with any of these external ids.
+    #[param(style = Form, explode)]
+    external_id: Option<Vec<String>>,
+    /// Users with any of these usernames.
+    #[param(style = Form, explode)]
+    username: Option<Vec<String>>,
+    /// A case-insensitive substring of the id, a name, the username, the
+    /// external id or an email address.
+    query: Option<String>,
+    /// Only banned (`true`) or only unbanned (`false`) users.
+    banned: Option<bool>,
+}
+
+/// The paging of `GET /v1/users`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct UserPage {
+    /// 1 to 500; 10 when absent.
+    #[param(minimum = 1, maximum = 500, default = 10)]
+    limit: Option<u64>,
+    /// 0 when absent.
+    #[param(minimum = 0, maximum = 9223372036854775807_u64, default = 0)]
+    offset: Option<u64>,
+    /// `-created_at` (newest first) when absent.
+    #[param(schema_with = order_by_schema)]
+    order_by: Option<String>,
+}
+
 /// `Some(None)` for an explicit `null`, `None` when the field is absent.
 fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
@@ -45,25 +198,67 @@ fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Deserialize)]
+/// A new user. Each metadata object is at most 8 KiB serialized.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = CreateUserRequest)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
+    /// 1 to 20 distinct (case-insensitively) addresses, all unused in the
+    /// instance; the first is the primary one. Created verified.
     #[serde(default)]
+    #[schema(required = true, min_items = 1, max_items = 20, value_type = Vec<EmailParam>)]
     email_address: Vec<String>,
+    /// 8 to 256 characters (1 to 256 with `skip_password_checks`).
+    #[schema(min_length = 8, max_length = 256)]
     password: Option<String>,
+    /// At most 256 printable characters; empty means unset.
+    #[schema(max_length = 256, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     first_name: Option<String>,
+    /// At most 256 printable characters; empty means unset.
+    #[schema(max_length = 256, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     last_name: Option<String>,
+    /// At most 256 printable characters; empty means unset.
+    #[schema(max_length = 256, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     external_id: Option<String>,
+    /// Unused in the instance.
+    #[schema(pattern = "^[A-Za-z0-9_-]{4,64}$")]
     username: Option<String>,
+    #[schema(value_type = Option<Object>)]
     public_metadata: Option<Value>,
+    #[schema(value_type = Option<Object>)]
     private_metadata: Option<Value>,
+    #[schema(value_type = Option<Object>)]
     unsafe_metadata: Option<Value>,
+    /// Allows passwords of 1 to 7 characters.
     #[serde(default)]
     skip_password_checks: bool,
+    /// Accepted and ignored: a password is optional already.
     #[serde(default)]
     skip_password_requirement: bool,
 }
 
+/// An email address: one `@`, a local part of 1 to 64 bytes, a dotted
+/// domain of letters, digits and hyphens; at most 254 bytes.
+#[derive(utoipa::ToSchema)]
+#[schema(format = Email)]
+#[allow(dead_code)]
+struct EmailParam(String);
+
+#[utoipa::path(
+    post,
+    path = "/v1/users",
+    tag = "users",
+    operation_id = "create_user",
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters: a retry with the same key and body within 24 hours replays the first answer.")),
+    request_body = CreateBody,
+    responses(
+        (status = 200, description = "The new user.", body = UserObject, headers(("idempotent-replayed" = String, description = "`true` on a replayed answer."))),
+        (status = 400, description = "A malformed body, or an invalid `Idempotency-Key` (`idempotency_key_invalid`).", body = ErrorBody),
+        (status = 409, description = "An email address or the username is used by another user (`form_identifier_exists`), or a request with this `Idempotency-Key` is still running.", body = ErrorBody),
+        (status = 422, description = "A field fails validation (`form_param_missing`, `form_param_format_invalid`; `meta.param_name` names it), or the `Idempotency-Key` was used with another request (`idempotency_key_reused`).", body = ErrorBody),
+    ),
+    security(("secret_key" = []))
+)]
 async fn create_user(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -94,6 +289,8 @@ async fn create_user(
         };
         let new = NewUser {
             email_addresses: emails,
+            // The Backend API's addresses are verified, as in Clerk.
+            email_verified: true,
             password_hash,
             first_name: validate::text("first_name", b.first_name)?,
             last_name: validate::text("last_name", b.last_name)?,
@@ -158,6 +355,18 @@ fn parse_filter(qs: &str, paging: bool) -> ApiResult<(Filter, (OrderBy, bool), u
     Ok((f, order, limit, offset))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users",
+    tag = "users",
+    operation_id = "list_users",
+    params(UserFilter, UserPage),
+    responses(
+        (status = 200, description = "The matching users, a bare array as Clerk's.", body = UserList),
+        (status = 422, description = "An unknown query parameter or a value out of range (`form_param_format_invalid`).", body = ErrorBody),
+    ),
+    security(("secret_key" = []))
+)]
 async fn list_users(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -176,6 +385,18 @@ async fn list_users(
     Ok(HttpResponse::Ok().json(users.iter().map(user_json).collect::<Vec<_>>()))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users/count",
+    tag = "users",
+    operation_id = "count_users",
+    params(UserFilter),
+    responses(
+        (status = 200, description = "How many users match.", body = TotalCount),
+        (status = 422, description = "An unknown query parameter (paging ones included) or a bad value (`form_param_format_invalid`).", body = ErrorBody),
+    ),
+    security(("secret_key" = []))
+)]
 async fn count_users(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -186,6 +407,18 @@ async fn count_users(
     Ok(HttpResponse::Ok().json(json!({ "object": "total_count", "total_count": n })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/users/{user_id}",
+    tag = "users",
+    operation_id = "get_user",
+    params(("user_id" = String, Path, description = "The user's id (`user_…`).")),
+    responses(
+        (status = 200, description = "The user.", body = UserObject),
+        (status = 404, description = "No user of this instance has this id.", body = ErrorBody),
+    ),
+    security(("secret_key" = []))
+)]
 async fn get_user(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -197,25 +430,44 @@ async fn get_user(
     Ok(HttpResponse::Ok().json(user_json(&user)))
 }
 
-#[derive(Deserialize)]
+/// Changes to a user: absent fields stay as they are. Each metadata object
+/// given replaces the stored one (at most 8 KiB serialized).
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = UpdateUserRequest)]
 #[serde(deny_unknown_fields)]
 struct UpdateBody {
+    /// At most 256 printable characters; `null` or empty clears it.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, max_length = 256, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     first_name: Option<Option<String>>,
+    /// At most 256 printable characters; `null` or empty clears it.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, max_length = 256, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     last_name: Option<Option<String>>,
+    /// At most 256 printable characters; `null` or empty clears it.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, max_length = 256, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     external_id: Option<Option<String>>,
+    /// Unused in the instance; `null` clears it.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, pattern = "^[A-Za-z0-9_-]{4,64}$")]
     username: Option<Option<String>>,
+    /// The id of one of the user's email addresses.
     primary_email_address_id: Option<String>,
+    /// 8 to 256 characters (1 to 256 with `skip_password_checks`).
+    #[schema(min_length = 8, max_length = 256)]
     password: Option<String>,
+    /// Allows passwords of 1 to 7 characters.
     #[serde(default)]
     skip_password_checks: bool,
+    /// Accepted and ignored.
     #[serde(default)]
     sign_out_of_other_sessions: bool,
+    #[schema(value_type = Option<Object>)]
     public_metadata: Option<Value>,
+    #[schema(value_type = Option<Object>)]
     private_metadata: Option<Value>,
+    #[schema(value_type = Option<Object>)]
     unsafe_metadata: Option<Value>,
 }
 
@@ -262,6 +514,21 @@ fn updated_event(state: UserState, changed: Vec<String>) -> Decision {
     }
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/users/{user_id}",
+    tag = "users",
+    operation_id = "update_user",
+    params(("user_id" = String, Path, description = "The user's id (`user_…`).")),
+    request_body = UpdateBody,
+    responses(
+        (status = 200, description = "The user after the update.", body = UserObject),
+        (status = 404, description = "No user of this instance has this id.", body = ErrorBody),
+        (status = 409, description = "The username is used by another user (`form_identifier_exists`), or concurrent changes kept winning (`concurrent_modification`).", body = ErrorBody),
+        (status = 422, description = "A field fails validation, or `primary_email_address_id` is not one of the user's addresses (`form_param_format_invalid`).", body = ErrorBody),
+    ),
+    security(("secret_key" = []))
+)]
 async fn update_user(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -377,15 +644,35 @@ async fn update_user(
     Ok(HttpResponse::Ok().json(user_json(&state)))
 }
 
-#[derive(Deserialize)]
+/// Metadata objects, each at most 8 KiB serialized; absent fields stay as
+/// they are. `null` is accepted by `PUT` only.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = UserMetadataRequest)]
 #[serde(deny_unknown_fields)]
 struct MetadataBody {
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Object>)]
     public_metadata: Option<Option<Value>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Object>)]
     private_metadata: Option<Option<Value>>,
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Object>)]
     unsafe_metadata: Option<Option<Value>>,
+}
+
+/// What `PATCH …/metadata` accepts: metadata objects, none of them `null`.
+#[derive(utoipa::ToSchema)]
+#[schema(as = UserMetadataMergeRequest)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct MetadataMerge {
+    #[schema(value_type = Object, required = false)]
+    public_metadata: (),
+    #[schema(value_type = Object, required = false)]
+    private_metadata: (),
+    #[schema(value_type = Object, required = false)]
+    unsafe_metadata: (),
 }
 
 impl MetadataBody {
@@ -461,6 +748,21 @@ async fn metadata_command(
     Ok(HttpResponse::Ok().json(user_json(&state)))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/users/{user_id}/metadata",
+    tag = "users",
+    operation_id = "replace_user_metadata",
+    params(("user_id" = String, Path, description = "The user's id (`user_…`).")),
+    request_body = MetadataBody,
+    responses(
+        (status = 200, description = "The user, each given metadata field replaced (`null` stores `null`).", body = UserObject),
+        (status = 404, description = "No user of this instance has this id.", body = ErrorBody),
+        (status = 409, description = "Concurrent changes kept winning (`concurrent_modification`).", body = ErrorBody),
+        (status = 422, description = "A field is not an object or `null`, or is over 8 KiB (`form_param_format_invalid`).", body = ErrorBody),
+    ),
+    security(("secret_key" = []))
+)]
 async fn replace_metadata(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -471,6 +773,21 @@ async fn replace_metadata(
     metadata_command(auth, platform, path.into_inner(), b.validated(true)?, false).await
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/users/{user_id}/metadata",
+    tag = "users",
+    operation_id = "merge_user_metadata",
+    params(("user_id" = String, Path, description = "The user's id (`user_…`).")),
+    request_body(content = MetadataMerge, description = "Each given field is deep-merged: objects key by key, `null` removes a key. A field may not be `null` itself."),
+    responses(
+        (status = 200, description = "The user after the merge.", body = UserObject),
+        (status = 404, description = "No user of this instance has this id.", body = ErrorBody),
+        (status = 409, description = "Concurrent changes kept winning (`concurrent_modification`).", body = ErrorBody),
+        (status = 422, description = "A field is not an object, or it or the merge result is over 8 KiB (`form_param_format_invalid`).", body = ErrorBody),
+    ),
+    security(("secret_key" = []))
+)]
 async fn merge_metadata(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -482,6 +799,19 @@ async fn merge_metadata(
     metadata_command(auth, platform, path.into_inner(), fields, true).await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/users/{user_id}",
+    tag = "users",
+    operation_id = "delete_user",
+    params(("user_id" = String, Path, description = "The user's id (`user_…`).")),
+    responses(
+        (status = 200, description = "The user is deleted.", body = DeletedUser),
+        (status = 404, description = "No user of this instance has this id.", body = ErrorBody),
+        (status = 409, description = "Concurrent changes kept winning (`concurrent_modification`).", body = ErrorBody),
+    ),
+    security(("secret_key" = []))
+)]
 async fn delete_user(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -558,6 +888,21 @@ async fn set_banned(
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/users/{user_id}/ban",
+    tag = "users",
+    operation_id = "ban_user",
+    params(("user_id" = String, Path, description = "The user's id (`user_…`)."), ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters: a retry with the same key and body within 24 hours replays the first answer.")),
+    responses(
+        (status = 200, description = "The user, banned: sign-in refused (already so: unchanged).", body = UserObject, headers(("idempotent-replayed" = String, description = "`true` on a replayed answer."))),
+        (status = 400, description = "An invalid `Idempotency-Key` (`idempotency_key_invalid`).", body = ErrorBody),
+        (status = 404, description = "No user of this instance has this id.", body = ErrorBody),
+        (status = 409, description = "Concurrent changes kept winning (`concurrent_modification`), or a request with this `Idempotency-Key` is still running.", body = ErrorBody),
+        (status = 422, description = "The `Idempotency-Key` was used with another request (`idempotency_key_reused`).", body = ErrorBody),
+    ),
+    security(("secret_key" = []))
+)]
 async fn ban_user(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -567,6 +912,21 @@ async fn ban_user(
     set_banned(auth, platform, req, path.into_inner(), true).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/users/{user_id}/unban",
+    tag = "users",
+    operation_id = "unban_user",
+    params(("user_id" = String, Path, description = "The user's id (`user_…`)."), ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters: a retry with the same key and body within 24 hours replays the first answer.")),
+    responses(
+        (status = 200, description = "The user, no longer banned (already so: unchanged).", body = UserObject, headers(("idempotent-replayed" = String, description = "`true` on a replayed answer."))),
+        (status = 400, description = "An invalid `Idempotency-Key` (`idempotency_key_invalid`).", body = ErrorBody),
+        (status = 404, description = "No user of this instance has this id.", body = ErrorBody),
+        (status = 409, description = "Concurrent changes kept winning (`concurrent_modification`), or a request with this `Idempotency-Key` is still running.", body = ErrorBody),
+        (status = 422, description = "The `Idempotency-Key` was used with another request (`idempotency_key_reused`).", body = ErrorBody),
+    ),
+    security(("secret_key" = []))
+)]
 async fn unban_user(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -630,5 +990,82 @@ mod tests {
             assert!(v[k].is_array(), "{k}");
         }
         assert!(v["primary_email_address_id"].is_null());
+    }
+
+    #[test]
+    fn the_document_lists_every_route() {
+        let doc = openapi();
+        let json = doc.to_pretty_json().unwrap_or_default();
+        if std::env::var_os("GATEHOUSE_PRINT_OPENAPI").is_some() {
+            println!("{json}");
+        }
+        let expected = [
+            ("post", "/v1/users"),
+            ("get", "/v1/users"),
+            ("get", "/v1/users/count"),
+            ("get", "/v1/users/{user_id}"),
+            ("patch", "/v1/users/{user_id}"),
+            ("delete", "/v1/users/{user_id}"),
+            ("post", "/v1/users/{user_id}/ban"),
+            ("post", "/v1/users/{user_id}/unban"),
+            ("put", "/v1/users/{user_id}/metadata"),
+            ("patch", "/v1/users/{user_id}/metadata"),
+        ];
+        let v: Value = serde_json::from_str(&json).unwrap_or_default();
+        let mut listed = 0;
+        for (path, item) in v["paths"].as_object().into_iter().flatten() {
+            listed += item.as_object().map_or(0, |m| m.len());
+            let _ = path;
+        }
+        for (method, path) in expected {
+            assert!(v["paths"][path][method].is_object(), "{method} {path}");
+        }
+        assert_eq!(listed, expected.len());
+        // Every served user object meets the schema's required fields.
+        let user = user_json(&UserState {
+            email_addresses: vec![v1::EmailAddress {
+                id: "idn_a".into(),
+                email_address: "a@b.co".into(),
+                verified: Some(false),
+            }],
+            ..Default::default()
+        });
+        let schema = &v["components"]["schemas"]["User"];
+        let props = schema["properties"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        for k in user.as_object().into_iter().flatten().map(|(k, _)| k) {
+            assert!(props.contains_key(k), "{k} not in the User schema");
+        }
+        for k in schema["required"].as_array().into_iter().flatten() {
+            let k = k.as_str().unwrap_or_default();
+            assert!(user.get(k).is_some(), "{k} is required but not served");
+        }
+        assert_eq!(props.len(), user.as_object().map_or(0, |o| o.len()));
+    }
+
+    #[test]
+    fn email_addresses_show_whether_they_are_verified() {
+        let email = |id: &str, verified| v1::EmailAddress {
+            id: id.into(),
+            email_address: format!("{id}@example.com"),
+            verified,
+        };
+        let u = UserState {
+            email_addresses: vec![
+                email("idn_a", Some(true)),
+                email("idn_b", Some(false)),
+                email("idn_c", None),
+            ],
+            ..Default::default()
+        };
+        let v = user_json(&u);
+        let verification = |i: usize| &v["email_addresses"][i]["verification"];
+        assert_eq!(verification(0)["status"], "verified");
+        assert_eq!(verification(0)["strategy"], "admin");
+        assert_eq!(verification(1)["status"], "unverified");
+        assert_eq!(verification(1)["object"], "verification_otp");
+        assert_eq!(verification(2)["status"], "verified", "as shown before");
     }
 }

@@ -51,9 +51,21 @@ fn state_of(ev: &RecordedEvent) -> Option<UserState> {
     }
 }
 
-/// Folds a stream into the aggregate; `None` if the stream is empty.
+/// Fills in `verified` on the addresses of a state written before the field
+/// existed, from who created the user (identity.proto says what it means).
+pub fn settle_verification(state: &mut UserState, created_by: &str) {
+    let legacy = gatehouse_proto::verified_before_the_field(created_by);
+    for e in &mut state.email_addresses {
+        e.verified.get_or_insert(legacy);
+    }
+}
+
+/// Folds a stream into the aggregate; `None` if the stream is empty. Every
+/// address of the result says whether it is verified, so the events a
+/// command appends from it always carry the field.
 pub fn fold(events: &[RecordedEvent]) -> Option<User> {
     let mut user: Option<User> = None;
+    let created_by = events.first().map(|e| e.meta.actor.as_str()).unwrap_or("");
     for ev in events {
         if ev.event_type == et::USER_DELETED {
             if let Some(u) = user.as_mut() {
@@ -70,6 +82,9 @@ pub fn fold(events: &[RecordedEvent]) -> Option<User> {
                 deleted: false,
             });
         }
+    }
+    if let Some(u) = user.as_mut() {
+        settle_verification(&mut u.state, created_by);
     }
     user
 }
@@ -141,6 +156,9 @@ fn email_taken(emails: &[String]) -> ApiError {
 /// already hashed.
 pub struct NewUser {
     pub email_addresses: Vec<String>,
+    /// Whether the addresses are verified: the Backend API's are, hosted
+    /// sign-up's are not.
+    pub email_verified: bool,
     pub password_hash: Option<String>,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
@@ -160,6 +178,7 @@ pub async fn create(platform: &Platform, auth: &Authed, new: NewUser) -> ApiResu
         .map(|e| EmailAddress {
             id: EmailAddressId::new().into_string(),
             email_address: e.clone(),
+            verified: Some(new.email_verified),
         })
         .collect();
     let state = UserState {
@@ -314,4 +333,81 @@ pub fn touched(user: &User, now: i64) -> UserState {
     let mut s = user.state.clone();
     s.updated_at_ms = now.max(s.updated_at_ms);
     s
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use gatehouse_platform::eventstore::EventMeta;
+
+    fn recorded(version: i64, actor: &str, event_type: &str, state: UserState) -> RecordedEvent {
+        let payload = match event_type {
+            et::USER_CREATED => v1::UserCreated { user: Some(state) }.encode_to_vec(),
+            _ => v1::UserUpdated {
+                user: Some(state),
+                changed_fields: vec![],
+            }
+            .encode_to_vec(),
+        };
+        RecordedEvent {
+            global_position: version,
+            event_id: format!("ev{version}"),
+            stream_id: "user_x".into(),
+            stream_type: st::USER.into(),
+            stream_version: version,
+            event_type: event_type.into(),
+            payload,
+            meta: EventMeta {
+                actor: actor.into(),
+                ..Default::default()
+            },
+            recorded_at_ms: 0,
+        }
+    }
+
+    fn state(verified: Option<bool>) -> UserState {
+        UserState {
+            user_id: "user_x".into(),
+            email_addresses: vec![EmailAddress {
+                id: "idn_x".into(),
+                email_address: "ada@example.com".into(),
+                verified,
+            }],
+            primary_email_address_id: "idn_x".into(),
+            ..Default::default()
+        }
+    }
+
+    fn verified_after(events: &[RecordedEvent]) -> Option<bool> {
+        fold(events).unwrap().state.email_addresses[0].verified
+    }
+
+    #[test]
+    fn the_fold_says_whether_each_address_is_verified() {
+        let api = "secret_key:ak_1";
+        let sign_up = gatehouse_proto::SIGN_UP_ACTOR;
+        // Events that carry the flag keep it.
+        for v in [true, false] {
+            let ev = recorded(1, api, et::USER_CREATED, state(Some(v)));
+            assert_eq!(verified_after(&[ev]), Some(v));
+        }
+        // Events from before the flag: the creator decides, also after
+        // later events by someone else.
+        let old = |version, actor, event_type| recorded(version, actor, event_type, state(None));
+        assert_eq!(
+            verified_after(&[
+                old(1, api, et::USER_CREATED),
+                old(2, "user:user_x", et::USER_UPDATED)
+            ]),
+            Some(true)
+        );
+        assert_eq!(
+            verified_after(&[
+                old(1, sign_up, et::USER_CREATED),
+                old(2, api, et::USER_UPDATED)
+            ]),
+            Some(false)
+        );
+    }
 }

@@ -58,12 +58,27 @@ pub async fn project(conn: &impl ConnectionTrait, ev: &RecordedEvent) -> Result<
             return Ok(());
         }
     };
-    let Some(u) = state else {
+    let Some(mut u) = state else {
         return Err(DbErr::Custom(format!(
             "{} without user state",
             ev.event_type
         )));
     };
+    if u.email_addresses.iter().any(|e| e.verified.is_none()) {
+        // Written before addresses said whether they are verified: that
+        // depends on who created the user.
+        let created_by = if ev.stream_version == 1 {
+            ev.meta.actor.clone()
+        } else {
+            STORE
+                .load_stream(conn, &u.user_id)
+                .await?
+                .first()
+                .map(|first| first.meta.actor.clone())
+                .unwrap_or_default()
+        };
+        super::settle_verification(&mut u, &created_by);
+    }
     let instance_id = ev.meta.instance_id.clone();
     db::exec(
         conn,
@@ -103,8 +118,8 @@ pub async fn project(conn: &impl ConnectionTrait, ev: &RecordedEvent) -> Result<
     for (i, e) in u.email_addresses.iter().enumerate() {
         db::exec(
             conn,
-            "INSERT INTO authz_user_emails (id, instance_id, user_id, email_address, email_lower, position) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO authz_user_emails (id, instance_id, user_id, email_address, email_lower, \
+             position, verified) VALUES ($1, $2, $3, $4, $5, $6, $7)",
             vec![
                 e.id.clone().into(),
                 instance_id.clone().into(),
@@ -112,6 +127,7 @@ pub async fn project(conn: &impl ConnectionTrait, ev: &RecordedEvent) -> Result<
                 e.email_address.clone().into(),
                 e.email_address.to_lowercase().into(),
                 (i as i32).into(),
+                e.verified.unwrap_or(false).into(),
             ],
         )
         .await?;
@@ -175,7 +191,7 @@ async fn states_from_rows(
     }
     let placeholders: Vec<String> = (1..=users.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
-        "SELECT id, user_id, email_address, position FROM authz_user_emails \
+        "SELECT id, user_id, email_address, verified, position FROM authz_user_emails \
          WHERE user_id IN ({}) ORDER BY user_id, position",
         placeholders.join(", ")
     );
@@ -186,6 +202,7 @@ async fn states_from_rows(
             u.email_addresses.push(EmailAddress {
                 id: col(&r, "id")?,
                 email_address: col(&r, "email_address")?,
+                verified: Some(col(&r, "verified")?),
             });
         }
     }
@@ -205,7 +222,8 @@ pub async fn get(
     let rows = db::query_all(
         conn,
         &format!(
-            "SELECT {}, e.id AS email_id, e.email_address AS email_value \
+            "SELECT {}, e.id AS email_id, e.email_address AS email_value, \
+             e.verified AS email_verified \
              FROM authz_users u LEFT JOIN authz_user_emails e ON e.user_id = u.id \
              WHERE u.id = $1 AND u.instance_id = $2 ORDER BY e.position",
             columns.join(", ")
@@ -222,6 +240,7 @@ pub async fn get(
             user.email_addresses.push(EmailAddress {
                 id,
                 email_address: col(r, "email_value")?,
+                verified: Some(col(r, "email_verified")?),
             });
         }
     }

@@ -47,25 +47,156 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-#[derive(Deserialize)]
+/// The admin API's part of the published OpenAPI document.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    #[derive(OpenApi)]
+    #[openapi(
+        paths(
+            create_tenant,
+            list_tenants,
+            get_tenant,
+            disable_tenant,
+            get_instance,
+            advance_clock,
+            set_rate_limit,
+            create_key,
+            list_keys,
+            revoke_key,
+            rotate_key
+        ),
+        components(schemas(
+            super::TenantView,
+            super::SecretKeyView,
+            super::Environment,
+            Tenant,
+            TenantList,
+            Instance,
+            InstanceUsage,
+            InstanceRateLimit,
+            IssuedSecretKey,
+            SecretKeyList,
+            TestClock
+        ))
+    )]
+    struct Doc;
+    Doc::openapi()
+}
+
+/// A tenant with its instances.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Tenant {
+    /// `tenant`
+    object: String,
+    id: String,
+    name: String,
+    disabled: bool,
+    created_at: i64,
+    updated_at: i64,
+    instances: Vec<Instance>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct TenantList {
+    data: Vec<super::TenantView>,
+    total_count: u64,
+}
+
+/// An instance as the admin API shows it. Only the answer to tenant
+/// creation carries `secret_key` and `secret_key_id`: the key is shown once.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct Instance {
+    /// `instance`
+    object: String,
+    id: String,
+    tenant_id: String,
+    environment: super::Environment,
+    publishable_key: String,
+    /// The OAuth issuer, `<public url>/i/<instance id>`.
+    issuer: String,
+    created_at: i64,
+    usage: InstanceUsage,
+    rate_limit: InstanceRateLimit,
+    secret_key: Option<String>,
+    secret_key_id: Option<String>,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct InstanceUsage {
+    users: i64,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct InstanceRateLimit {
+    /// Backend API requests admitted per window.
+    limit: i64,
+    window_seconds: u64,
+    /// The environment's default limit.
+    default: u32,
+    overridden: bool,
+}
+
+/// A secret key as issued: the only time `secret_key` is shown.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct IssuedSecretKey {
+    /// `secret_key`
+    object: String,
+    id: String,
+    instance_id: String,
+    name: String,
+    hint: String,
+    revoked: bool,
+    revoked_at: Option<i64>,
+    created_at: i64,
+    secret_key: String,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct SecretKeyList {
+    data: Vec<super::SecretKeyView>,
+    total_count: u64,
+}
+
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+struct TestClock {
+    /// `test_clock`
+    object: String,
+    /// The clock's time, ms since the epoch.
+    now: i64,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateTenant {
+    /// 1 to 256 printable characters.
+    #[schema(min_length = 1, max_length = 256, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*\\S[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     name: String,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct KeyRequest {
+    /// 1 to 256 printable characters; `unnamed` when absent.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 256, pattern = "^[^\\x00-\\x1f\\x7f-\\x9f]*\\S[^\\x00-\\x1f\\x7f-\\x9f]*$")]
     name: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RateLimitBody {
     /// Requests per window; `null` returns to the environment's default. The
     /// field is required, so an empty body is an error, not a reset.
     #[serde(deserialize_with = "required_nullable")]
+    #[schema(required, minimum = 1, maximum = 4294967295_u64)]
     limit: Option<u32>,
 }
 
@@ -73,10 +204,14 @@ fn required_nullable<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u3
     Option::<u32>::deserialize(d)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct Page {
+    /// 1 to 500; 20 when absent.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u64>,
+    #[param(minimum = 0)]
     offset: Option<u64>,
 }
 
@@ -97,6 +232,15 @@ fn issued_json(k: &IssuedKey) -> Value {
     v
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/tenants",
+    tag = "admin",
+    operation_id = "create_tenant",
+    request_body = CreateTenant,
+    responses((status = 201, description = "The tenant and both of its instances, each with a fresh secret key shown only here.", body = Tenant)),
+    security(("admin_token" = []))
+)]
 async fn create_tenant(
     _: AdminAuth,
     platform: web::Data<Platform>,
@@ -129,6 +273,15 @@ async fn tenant_json(platform: &Platform, id: &str) -> ApiResult<Value> {
     Ok(v)
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/tenants",
+    tag = "admin",
+    operation_id = "list_tenants",
+    params(Page),
+    responses((status = 200, description = "Tenants, newest first.", body = TenantList), (status = 422, description = "`limit` or `offset` out of range.", body = crate::openapi::ErrorBody)),
+    security(("admin_token" = []))
+)]
 async fn list_tenants(
     _: AdminAuth,
     platform: web::Data<Platform>,
@@ -150,6 +303,15 @@ async fn list_tenants(
     Ok(HttpResponse::Ok().json(json!({ "data": tenants, "total_count": total })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/tenants/{tenant_id}",
+    tag = "admin",
+    operation_id = "get_tenant",
+    params(("tenant_id" = String, Path, description = "A tenant id (`ten_…`)")),
+    responses((status = 200, description = "The tenant with its instances.", body = Tenant), (status = 404, description = "No such tenant.", body = crate::openapi::ErrorBody)),
+    security(("admin_token" = []))
+)]
 async fn get_tenant(
     _: AdminAuth,
     platform: web::Data<Platform>,
@@ -158,6 +320,15 @@ async fn get_tenant(
     Ok(HttpResponse::Ok().json(tenant_json(&platform, &path).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/tenants/{tenant_id}/disable",
+    tag = "admin",
+    operation_id = "disable_tenant",
+    params(("tenant_id" = String, Path, description = "A tenant id (`ten_…`)")),
+    responses((status = 200, description = "The tenant, now disabled: its keys stop working.", body = Tenant), (status = 404, description = "No such tenant.", body = crate::openapi::ErrorBody)),
+    security(("admin_token" = []))
+)]
 async fn disable_tenant(
     _: AdminAuth,
     platform: web::Data<Platform>,
@@ -167,13 +338,24 @@ async fn disable_tenant(
     Ok(HttpResponse::Ok().json(tenant_json(&platform, &path).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AdvanceBody {
+    /// How far to move the clock: 0 to 30 days in ms.
+    #[schema(minimum = 0, maximum = 2592000000_i64)]
     ms: i64,
 }
 
 /// Moves a `--test-clock` process's clock forward; 404 everywhere else.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/test/clock/advance",
+    tag = "admin",
+    operation_id = "advance_clock",
+    request_body = AdvanceBody,
+    responses((status = 200, description = "The clock, moved.", body = TestClock), (status = 404, description = "This process does not run on a test clock.", body = crate::openapi::ErrorBody)),
+    security(("admin_token" = []))
+)]
 async fn advance_clock(
     _: AdminAuth,
     platform: web::Data<Platform>,
@@ -190,6 +372,15 @@ async fn advance_clock(
     Ok(HttpResponse::Ok().json(json!({ "object": "test_clock", "now": platform.now_ms() })))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/instances/{instance_id}",
+    tag = "admin",
+    operation_id = "get_instance",
+    params(("instance_id" = String, Path, description = "An instance id (`ins_…`)")),
+    responses((status = 200, description = "The instance with its usage and rate limit.", body = Instance), (status = 404, description = "No such instance.", body = crate::openapi::ErrorBody)),
+    security(("admin_token" = []))
+)]
 async fn get_instance(
     _: AdminAuth,
     platform: web::Data<Platform>,
@@ -219,6 +410,16 @@ async fn instance_json(platform: &Platform, inst: &super::InstanceView) -> ApiRe
     Ok(v)
 }
 
+#[utoipa::path(
+    put,
+    path = "/admin/v1/instances/{instance_id}/rate_limit",
+    tag = "admin",
+    operation_id = "set_rate_limit",
+    params(("instance_id" = String, Path, description = "An instance id (`ins_…`)")),
+    request_body = RateLimitBody,
+    responses((status = 200, description = "The instance with its new limit.", body = Instance), (status = 404, description = "No such instance.", body = crate::openapi::ErrorBody)),
+    security(("admin_token" = []))
+)]
 async fn set_rate_limit(
     _: AdminAuth,
     platform: web::Data<Platform>,
@@ -245,6 +446,16 @@ fn key_name(body: &[u8]) -> ApiResult<String> {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/instances/{instance_id}/secret_keys",
+    tag = "admin",
+    operation_id = "create_secret_key",
+    params(("instance_id" = String, Path, description = "An instance id (`ins_…`)")),
+    request_body = Option<KeyRequest>,
+    responses((status = 201, description = "The new key, shown only here.", body = IssuedSecretKey), (status = 404, description = "No such instance.", body = crate::openapi::ErrorBody), (status = 409, description = "The tenant is disabled.", body = crate::openapi::ErrorBody)),
+    security(("admin_token" = []))
+)]
 async fn create_key(
     _: AdminAuth,
     platform: web::Data<Platform>,
@@ -256,6 +467,15 @@ async fn create_key(
     Ok(HttpResponse::build(StatusCode::CREATED).json(issued_json(&issued)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/admin/v1/instances/{instance_id}/secret_keys",
+    tag = "admin",
+    operation_id = "list_secret_keys",
+    params(("instance_id" = String, Path, description = "An instance id (`ins_…`)")),
+    responses((status = 200, description = "The instance's keys, without secrets.", body = SecretKeyList), (status = 404, description = "No such instance.", body = crate::openapi::ErrorBody)),
+    security(("admin_token" = []))
+)]
 async fn list_keys(
     _: AdminAuth,
     platform: web::Data<Platform>,
@@ -269,6 +489,15 @@ async fn list_keys(
     Ok(HttpResponse::Ok().json(json!({ "data": keys, "total_count": total })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/instances/{instance_id}/secret_keys/{key_id}/revoke",
+    tag = "admin",
+    operation_id = "revoke_secret_key",
+    params(("instance_id" = String, Path, description = "An instance id (`ins_…`)"), ("key_id" = String, Path, description = "A secret key id")),
+    responses((status = 200, description = "The key, revoked (again, if it was).", body = super::SecretKeyView), (status = 404, description = "No such instance or key.", body = crate::openapi::ErrorBody)),
+    security(("admin_token" = []))
+)]
 async fn revoke_key(
     _: AdminAuth,
     platform: web::Data<Platform>,
@@ -279,6 +508,15 @@ async fn revoke_key(
     Ok(HttpResponse::Ok().json(key))
 }
 
+#[utoipa::path(
+    post,
+    path = "/admin/v1/instances/{instance_id}/secret_keys/{key_id}/rotate",
+    tag = "admin",
+    operation_id = "rotate_secret_key",
+    params(("instance_id" = String, Path, description = "An instance id (`ins_…`)"), ("key_id" = String, Path, description = "A secret key id")),
+    responses((status = 201, description = "A new key replacing this one, which is revoked.", body = IssuedSecretKey), (status = 404, description = "No such instance or key.", body = crate::openapi::ErrorBody), (status = 409, description = "The key is already revoked, or the tenant is disabled.", body = crate::openapi::ErrorBody)),
+    security(("admin_token" = []))
+)]
 async fn rotate_key(
     _: AdminAuth,
     platform: web::Data<Platform>,

@@ -25,7 +25,7 @@ use crate::ids::{InstanceId, SecretKeyId, TenantId};
 
 pub const STORE: EventStore = EventStore::new("tenancy", "tenancy_events");
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Environment {
     Development,
@@ -73,8 +73,9 @@ pub struct Instance {
     pub rate_limit: Option<u32>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TenantView {
+    /// `tenant`
     pub object: &'static str,
     pub id: String,
     pub name: String,
@@ -96,8 +97,9 @@ pub struct InstanceView {
     pub created_at: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SecretKeyView {
+    /// `secret_key`
     pub object: &'static str,
     pub id: String,
     pub instance_id: String,
