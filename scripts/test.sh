@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # README's second command: installs and starts what the tests need, then runs
-# every check and test. `.ci/run` calls exactly this. Safe to re-run.
+# every check and test: fmt, clippy, the OpenAPI drift check, a schemathesis
+# run over both documents, then every test. `.ci/run` calls exactly this.
+# Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -67,7 +69,12 @@ promtool check rules deploy/prometheus/alerts.yml
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-log "build once, then every test"
+log "the OpenAPI documents match the code, and schemathesis finds nothing"
+cargo build --locked
+target/debug/gatehouse openapi --check
+scripts/schemathesis.sh
+
+log "every test"
 if command -v cargo-nextest >/dev/null; then
   cargo nextest run --workspace --locked --no-fail-fast
 else

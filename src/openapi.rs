@@ -72,6 +72,8 @@ fn whole() -> utoipa::openapi::OpenApi {
         )
         .build();
     for part in [
+        gatehouse_authz::openapi(),
+        gatehouse_tokens::openapi(),
         gatehouse_platform::tenancy::admin_api::openapi(),
         gatehouse_platform::http::ops_openapi(),
         Served::openapi(),
@@ -172,8 +174,10 @@ pub fn run(dir: &Path, check: bool) -> anyhow::Result<()> {
                 stale.push(path.display().to_string());
             }
         } else {
-            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-            std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::write(&path, text)
+                .with_context(|| format!("cannot write {}", path.display()))?;
             println!("wrote {}", path.display());
         }
     }
@@ -203,7 +207,11 @@ mod tests {
         let paths = |d: &Value| -> Vec<String> {
             d["paths"].as_object().unwrap().keys().cloned().collect()
         };
-        assert!(paths(&admin).iter().all(|p| is_admin(p)), "{:?}", paths(&admin));
+        assert!(
+            paths(&admin).iter().all(|p| is_admin(p)),
+            "{:?}",
+            paths(&admin)
+        );
         assert!(paths(&backend).iter().all(|p| !is_admin(p)));
         assert!(paths(&admin).contains(&"/admin/v1/tenants".to_owned()));
         assert!(admin["components"]["schemas"]["Tenant"].is_object());

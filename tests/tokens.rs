@@ -1331,24 +1331,38 @@ async fn opaque_flow(mode: Mode) {
     assert_eq!(app["access_token_format"], "opaque", "{app}");
     let client_id = app["client_id"].as_str().unwrap().to_owned();
     let mut b = Browser::new(&g, &ins);
-    let code = code_for(&mut b, &pkce_authorize(&client_id, "openid email offline_access")).await;
+    let code = code_for(
+        &mut b,
+        &pkce_authorize(&client_id, "openid email offline_access"),
+    )
+    .await;
     let tok = redeem(&o, &client_id, &code).await;
     let first = tok["access_token"].as_str().unwrap().to_owned();
-    assert!(
-        first.starts_with("oat_") && !first.contains('.'),
-        "{first}"
+    assert!(first.starts_with("oat_") && !first.contains('.'), "{first}");
+    assert_eq!(
+        jwt_part(tok["id_token"].as_str().unwrap(), 1)["sub"]
+            .as_str()
+            .map(|s| s.starts_with("user_")),
+        Some(true),
+        "the ID token stays a JWT"
     );
-    assert_eq!(jwt_part(tok["id_token"].as_str().unwrap(), 1)["sub"].as_str().map(|s| s.starts_with("user_")), Some(true), "the ID token stays a JWT");
     let (s, v) = verify(&g, &key, &first, check).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["object"], "clerk_idp_oauth_access_token");
-    assert_eq!((v["revoked"].clone(), v["expired"].clone()), (json!(false), json!(false)));
+    assert_eq!(
+        (v["revoked"].clone(), v["expired"].clone()),
+        (json!(false), json!(false))
+    );
     let user_id = v["subject"].as_str().unwrap().to_owned();
     assert!(user_id.starts_with("user_"), "{v}");
     let (s, c) = userinfo(&first).await;
     assert_eq!((s, c["sub"].as_str()), (200, Some(user_id.as_str())), "{c}");
     let i = introspect(first.clone(), client_id.clone()).await;
-    assert_eq!((i["active"].clone(), i["sub"].as_str()), (json!(true), Some(user_id.as_str())), "{i}");
+    assert_eq!(
+        (i["active"].clone(), i["sub"].as_str()),
+        (json!(true), Some(user_id.as_str())),
+        "{i}"
+    );
     let (s, e) = verify(&g, &t.prod.key, &first, check).await;
     assert_eq!(s, 404, "another instance's key: {e}");
     let (s, e) = verify(&g, &key, &format!("{first}x"), check).await;
@@ -1374,7 +1388,10 @@ async fn opaque_flow(mode: Mode) {
     let (s, e) = verify(&g, &key, &first, check).await;
     assert_eq!(s, 404, "an expired opaque token: {e}");
     common::assert_error_shape(s, &e);
-    assert_eq!(introspect(first.clone(), client_id.clone()).await["active"], false);
+    assert_eq!(
+        introspect(first.clone(), client_id.clone()).await["active"],
+        false
+    );
     assert_eq!(userinfo(&first).await.0, 401);
 
     // Revoked (RFC 7009 by its client): the same at once.
@@ -1401,7 +1418,10 @@ async fn opaque_flow(mode: Mode) {
         .await;
     assert_eq!(s, 200);
     assert_eq!(verify(&g, &key, &live, check).await.0, 404);
-    assert_eq!(introspect(live.clone(), client_id.clone()).await["active"], false);
+    assert_eq!(
+        introspect(live.clone(), client_id.clone()).await["active"],
+        false
+    );
     assert_eq!(userinfo(&live).await.0, 401);
 
     // A machine's opaque token; switching the application to JWTs changes
@@ -1411,8 +1431,10 @@ async fn opaque_flow(mode: Mode) {
             &key,
             Method::POST,
             "/v1/oauth_applications",
-            Some(json!({ "name": "Worker", "redirect_uris": [REDIRECT], "scopes": "openid",
-                         "access_token_format": "opaque" })),
+            Some(
+                json!({ "name": "Worker", "redirect_uris": [REDIRECT], "scopes": "openid",
+                         "access_token_format": "opaque" }),
+            ),
         )
         .await;
     assert_eq!(s, 200, "{machine}");
@@ -1420,10 +1442,15 @@ async fn opaque_flow(mode: Mode) {
         machine["client_id"].as_str().unwrap().to_owned(),
         machine["client_secret"].as_str().unwrap().to_owned(),
     );
-    let opaque = client_credentials_tokens(&o, &id, &secret, 1).await.remove(0);
+    let opaque = client_credentials_tokens(&o, &id, &secret, 1)
+        .await
+        .remove(0);
     assert!(opaque.starts_with("oat_"), "{opaque}");
     let (_, v) = verify(&g, &key, &opaque, check).await;
-    assert_eq!((v["subject"].as_str(), v["client_id"].as_str()), (Some(id.as_str()), Some(id.as_str())));
+    assert_eq!(
+        (v["subject"].as_str(), v["client_id"].as_str()),
+        (Some(id.as_str()), Some(id.as_str()))
+    );
     let machine_id = machine["id"].as_str().unwrap();
     let (s, patched) = g
         .call(
@@ -1433,18 +1460,29 @@ async fn opaque_flow(mode: Mode) {
             Some(json!({ "access_token_format": "jwt" })),
         )
         .await;
-    assert_eq!((s, patched["access_token_format"].as_str()), (200, Some("jwt")), "{patched}");
+    assert_eq!(
+        (s, patched["access_token_format"].as_str()),
+        (200, Some("jwt")),
+        "{patched}"
+    );
     g.eventually("the token service issues JWTs to the client", 10, || {
         let (o, id, secret) = (&o, id.clone(), secret.clone());
         async move {
             let (s, b) = o
-                .token(&[("grant_type", "client_credentials")], Some((&id, &secret)))
+                .token(
+                    &[("grant_type", "client_credentials")],
+                    Some((&id, &secret)),
+                )
                 .await;
             s == 200 && b["access_token"].as_str().unwrap().split('.').count() == 3
         }
     })
     .await;
-    assert_eq!(verify(&g, &key, &opaque, check).await.0, 200, "issued tokens stay opaque");
+    assert_eq!(
+        verify(&g, &key, &opaque, check).await.0,
+        200,
+        "issued tokens stay opaque"
+    );
 }
 
 in_both_shapes!(opaque_flow: opaque_embedded, opaque_production_shape);

@@ -30,6 +30,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     metadata::configure(cfg);
 }
 
+/// The authorization service's part of the published OpenAPI document:
+/// every route `configure` mounts.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut doc = users::api::openapi();
+    for part in [
+        authorize::api::openapi(),
+        authorize::openapi(),
+        oauth_apps::api::openapi(),
+        oauth_apps::scopes::openapi(),
+        oauth_apps::registration::openapi(),
+        hosted::pages::openapi(),
+        metadata::openapi(),
+    ] {
+        doc.merge(part);
+    }
+    doc
+}
+
 fn topic_for(stream_type: &str) -> &'static str {
     match stream_type {
         gatehouse_proto::stream_types::SESSION => topics::IDENTITY,

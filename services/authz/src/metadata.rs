@@ -225,14 +225,4 @@ mod tests {
         ids.dedup();
         assert_eq!(ids.len(), 4, "{ids:?}");
     }
-
-    #[test]
-    fn zz_tmp_dump() {
-        let mut doc = crate::oauth_apps::api::openapi();
-        doc.merge(crate::oauth_apps::scopes::openapi());
-        doc.merge(crate::oauth_apps::registration::openapi());
-        doc.merge(super::openapi());
-        gatehouse_platform::openapi::finish(&mut doc);
-        std::fs::write("/tmp/authz_oauth_openapi.json", doc.to_pretty_json().unwrap_or_default()).ok();
-    }
 }

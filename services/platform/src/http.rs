@@ -64,11 +64,13 @@ pub async fn observe(
             // NUL cannot be stored in PostgreSQL text; refuse it up front
             // rather than let a path id or filter reach a query.
             if req.path().contains("%00") || req.query_string().contains("%00") {
-                let err = ApiError::bad_request(
+                let refused = refusal(
+                    req.path(),
+                    StatusCode::BAD_REQUEST,
                     "malformed_request",
                     "The URL contains a NUL character (%00).",
                 );
-                return Ok(req.into_response(err.error_response()));
+                return Ok(req.into_response(refused));
             }
             // Extractors and handlers render their own errors (in our shape);
             // an error out of the service itself is left to actix.
@@ -166,8 +168,9 @@ fn is_json(req: &ServiceRequest) -> bool {
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
 }
 
-/// OAuth protocol endpoints answer in the RFC 6749 shape.
-fn is_oauth_path(path: &str) -> bool {
+/// OAuth protocol endpoints answer in the RFC 6749 shape (the published
+/// document says the same: `openapi::Surface`).
+pub fn is_oauth_path(path: &str) -> bool {
     path.starts_with("/i/") && path.contains("/oauth/")
 }
 

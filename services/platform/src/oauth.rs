@@ -148,7 +148,11 @@ impl AccessTokenFormat {
     /// As events and rows store it: anything but "opaque" (the empty string
     /// of events older than the setting included) is a JWT.
     pub fn stored(raw: &str) -> Self {
-        if raw == "opaque" { Self::Opaque } else { Self::Jwt }
+        if raw == "opaque" {
+            Self::Opaque
+        } else {
+            Self::Jwt
+        }
     }
 }
 
@@ -183,7 +187,10 @@ mod tests {
 
     #[test]
     fn only_opaque_is_stored_as_opaque_and_older_events_mean_jwt() {
-        assert_eq!(AccessTokenFormat::stored("opaque"), AccessTokenFormat::Opaque);
+        assert_eq!(
+            AccessTokenFormat::stored("opaque"),
+            AccessTokenFormat::Opaque
+        );
         assert_eq!(AccessTokenFormat::stored(""), AccessTokenFormat::Jwt);
         assert_eq!(AccessTokenFormat::stored("jwt"), AccessTokenFormat::Jwt);
         for f in [AccessTokenFormat::Jwt, AccessTokenFormat::Opaque] {

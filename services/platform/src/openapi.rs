@@ -61,8 +61,11 @@ pub enum Surface {
     Backend,
     /// `/admin/v1/…`: the admin token.
     Admin,
-    /// Under an issuer `/i/{instance_id}/…`, JSON or form in the RFC shapes.
+    /// `/i/{instance_id}/oauth/…`: answers in the RFC 6749 shape.
     OAuth,
+    /// Other JSON under an issuer, or the discovery documents under
+    /// `/.well-known/`: each handler documents its own refusals.
+    IssuerDocument,
     /// Hosted HTML pages under an issuer.
     Page,
     /// `/healthz`, `/readyz`, `/metrics`, the documents themselves.
@@ -79,8 +82,10 @@ impl Surface {
             Self::Admin
         } else if path.starts_with("/i/") && page {
             Self::Page
-        } else if path.starts_with("/i/") || path.starts_with("/.well-known/") {
+        } else if crate::http::is_oauth_path(path) {
             Self::OAuth
+        } else if path.starts_with("/i/") || path.starts_with("/.well-known/") {
+            Self::IssuerDocument
         } else if matches!(path, "/healthz" | "/readyz" | "/metrics")
             || path.ends_with("/openapi.json")
         {
@@ -122,10 +127,7 @@ fn has_body(op: &Operation) -> bool {
 fn add_layer_responses(surface: Surface, op: &mut Operation) {
     let body = has_body(op);
     let mut add = |status: &str, r: RefOr<utoipa::openapi::Response>| {
-        op.responses
-            .responses
-            .entry(status.to_owned())
-            .or_insert(r);
+        op.responses.responses.entry(status.to_owned()).or_insert(r);
     };
     let error = match surface {
         Surface::OAuth => oauth_error,
@@ -139,17 +141,17 @@ fn add_layer_responses(surface: Surface, op: &mut Operation) {
     add("413", error("The request body is over 1 MiB."));
     add(
         "429",
-        error("Too many requests: over the instance's rate limit, or too many in flight from one address."),
+        error(
+            "Too many requests: over the instance's rate limit, or too many in flight from one address.",
+        ),
     );
     match surface {
         Surface::Backend => {
             add(
                 "401",
-                json_error("The secret key is missing, malformed, revoked or unknown."),
-            );
-            add(
-                "403",
-                json_error("The key's tenant or instance is disabled."),
+                json_error(
+                    "The secret key is missing, malformed, revoked or unknown, or its tenant is disabled.",
+                ),
             );
             add("400", json_error("A malformed request."));
             if body {
@@ -161,9 +163,10 @@ fn add_layer_responses(surface: Surface, op: &mut Operation) {
             }
         }
         Surface::Admin => {
+            add("401", json_error("The admin token is missing or wrong."));
             add(
-                "401",
-                json_error("The admin token is missing or wrong."),
+                "403",
+                json_error("The admin API is switched off on this process."),
             );
             add("400", json_error("A malformed request."));
             if body {
@@ -181,7 +184,7 @@ fn add_layer_responses(surface: Surface, op: &mut Operation) {
             );
             add("404", oauth_error("No active instance has this issuer."));
         }
-        Surface::Page | Surface::Ops => {}
+        Surface::Page | Surface::IssuerDocument | Surface::Ops => {}
     }
 }
 
@@ -208,10 +211,9 @@ pub fn finish(doc: &mut OpenApi) {
         SECRET_KEY.to_owned(),
         bearer("An instance secret key (`sk_test_…` or `sk_live_…`)."),
     );
-    components.security_schemes.insert(
-        ADMIN_TOKEN.to_owned(),
-        bearer("The platform admin token."),
-    );
+    components
+        .security_schemes
+        .insert(ADMIN_TOKEN.to_owned(), bearer("The platform admin token."));
     components.security_schemes.insert(
         CLIENT_BASIC.to_owned(),
         SecurityScheme::Http(
@@ -252,7 +254,10 @@ mod tests {
     fn doc_with(path: &str, html: bool) -> OpenApi {
         let mut ok = ResponseBuilder::new().description("ok");
         if html {
-            ok = ok.content("text/html", Content::new(None::<RefOr<utoipa::openapi::Schema>>));
+            ok = ok.content(
+                "text/html",
+                Content::new(None::<RefOr<utoipa::openapi::Schema>>),
+            );
         }
         let op = OperationBuilder::new()
             .responses(ResponsesBuilder::new().response("200", ok.build()).build())
@@ -274,7 +279,7 @@ mod tests {
         let mut doc = doc_with("/v1/users", false);
         finish(&mut doc);
         let s = statuses(&doc, "/v1/users");
-        for code in ["200", "400", "401", "403", "408", "413", "429"] {
+        for code in ["200", "400", "401", "408", "413", "429"] {
             assert!(s.contains(&code.to_owned()), "{code} missing from {s:?}");
         }
         // No body, so no 415 or 422 from the JSON extractor.
