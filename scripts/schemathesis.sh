@@ -48,6 +48,21 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 export GATEHOUSE_ACCESS_TOKEN=$(json "['access_token']" <<<"$token")
+opaque_app=$(curl -fs -X POST "$base/v1/oauth_applications" -H "authorization: Bearer $GATEHOUSE_SECRET_KEY" \
+  -H 'content-type: application/json' \
+  -d '{"name":"Opaque client","redirect_uris":["https://app.example/cb"],"access_token_format":"opaque"}')
+for _ in $(seq 1 100); do
+  opaque=$(curl -s -u "$(json "['client_id']" <<<"$opaque_app"):$(json "['client_secret']" <<<"$opaque_app")" \
+    -d grant_type=client_credentials "$base/i/$GATEHOUSE_INSTANCE_ID/oauth/token" || true)
+  case "$opaque" in *access_token*) break ;; esac
+  sleep 0.1
+done
+user=$(curl -fs -X POST "$base/v1/users" -H "authorization: Bearer $GATEHOUSE_SECRET_KEY" \
+  -H 'content-type: application/json' -d '{"email_address":["fuzzed@example.com"],"first_name":"Fuzz"}')
+mkdir -p target/schemathesis
+printf '"%s"\n"%s"\n' "$GATEHOUSE_ACCESS_TOKEN" "$(json "['access_token']" <<<"$opaque")" \
+  > target/schemathesis/tokens.dict
+printf '"%s"\n' "$(json "['id']" <<<"$user")" > target/schemathesis/users.dict
 
 checks=not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance
 status=0

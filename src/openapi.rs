@@ -74,6 +74,7 @@ fn whole() -> utoipa::openapi::OpenApi {
     for part in [
         gatehouse_authz::openapi(),
         gatehouse_tokens::openapi(),
+        gatehouse_webhooks::openapi(),
         gatehouse_platform::tenancy::admin_api::openapi(),
         gatehouse_platform::http::ops_openapi(),
         Served::openapi(),

@@ -16,6 +16,10 @@ use serde_json::{Value, json};
 use crate::endpoints::{
     self, DEFAULT_MAX_CONCURRENCY, Decision, MAX_CONCURRENCY_BOUND, ROTATION_OVERLAP_MS, event,
 };
+use crate::openapi::{
+    BODY_OR_IDEMPOTENCY_400, ENDPOINT_ID, IDEMPOTENCY_400, IDEMPOTENCY_409, IDEMPOTENCY_422,
+    IDEMPOTENCY_KEY, TAG, constant, filter_types_schema,
+};
 use crate::{catalog, urls};
 
 const MAX_DESCRIPTION: usize = 1024;
@@ -33,14 +37,209 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         );
 }
 
+/// This module's part of the published OpenAPI document.
+pub(crate) fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    #[derive(OpenApi)]
+    #[openapi(
+        paths(
+            event_types,
+            list,
+            create,
+            get,
+            update,
+            delete,
+            secret,
+            rotate_secret,
+            enable
+        ),
+        components(schemas(
+            EventTypeObject,
+            EventTypeList,
+            EndpointObject,
+            CreatedEndpoint,
+            EndpointList,
+            DeletedEndpoint,
+            SecretObject,
+            RotatedSecret,
+            CreateBody,
+            UpdateBody
+        ))
+    )]
+    struct Doc;
+    Doc::openapi()
+}
+
+/// One public event type of the catalog.
+#[derive(utoipa::ToSchema)]
+#[schema(as = WebhookEventType)]
+#[allow(dead_code)]
+pub(crate) struct EventTypeObject {
+    #[schema(schema_with = event_type_object)]
+    object: String,
+    /// The event type, as in `type` of a delivery and in `filter_types`.
+    name: String,
+    /// What the event means.
+    description: String,
+    /// A whole webhook body of this type, as delivered:
+    /// `{"data","object":"event","type","timestamp","instance_id"}`.
+    #[schema(value_type = Object)]
+    example: Value,
+}
+
+fn event_type_object() -> utoipa::openapi::schema::Object {
+    constant(json!("event_type"))
+}
+
+/// The answer of `GET /v1/webhooks/event_types`: the whole catalog.
+#[derive(utoipa::ToSchema)]
+#[schema(as = WebhookEventTypeList)]
+#[allow(dead_code)]
+struct EventTypeList {
+    data: Vec<EventTypeObject>,
+    total_count: u64,
+}
+
 /// The event catalog: every public type, its meaning, and an example body
 /// built by the code that builds deliveries.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/event_types",
+    tag = TAG,
+    operation_id = "list_webhook_event_types",
+    responses(
+        (status = 200, description = "Every public event type with an example body.", body = EventTypeList),
+    ),
+    security(("secret_key" = []))
+)]
 async fn event_types(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
 ) -> ApiResult<HttpResponse> {
     let data = catalog::entries(&platform, auth.instance.id.as_str());
     Ok(HttpResponse::Ok().json(json!({ "total_count": data.len(), "data": data })))
+}
+
+/// A webhook endpoint, as every endpoint route answers it (its secret
+/// aside).
+#[derive(utoipa::ToSchema)]
+#[schema(as = WebhookEndpoint)]
+#[allow(dead_code)]
+struct EndpointObject {
+    #[schema(schema_with = endpoint_object)]
+    object: String,
+    /// `ep_` and 22 letters or digits.
+    #[schema(pattern = "^ep_[A-Za-z0-9]{22}$")]
+    id: String,
+    url: String,
+    /// Empty when none was given.
+    description: String,
+    /// The event types delivered to it; `null` for every public type.
+    #[schema(required = true)]
+    filter_types: Option<Vec<String>>,
+    /// A disabled endpoint receives nothing until enabled.
+    disabled: bool,
+    /// Deliveries to it in flight at once.
+    #[schema(minimum = 1, maximum = 64)]
+    max_concurrency: i32,
+    /// Milliseconds since the Unix epoch.
+    created_at: i64,
+    /// Milliseconds since the Unix epoch.
+    updated_at: i64,
+}
+
+/// A new webhook endpoint, with its signing secret: shown in this answer
+/// only (and at `GET …/{id}/secret`).
+#[derive(utoipa::ToSchema)]
+#[schema(as = CreatedWebhookEndpoint)]
+#[allow(dead_code)]
+struct CreatedEndpoint {
+    #[schema(schema_with = endpoint_object)]
+    object: String,
+    /// `ep_` and 22 letters or digits.
+    #[schema(pattern = "^ep_[A-Za-z0-9]{22}$")]
+    id: String,
+    url: String,
+    /// Empty when none was given.
+    description: String,
+    /// The event types delivered to it; `null` for every public type.
+    #[schema(required = true)]
+    filter_types: Option<Vec<String>>,
+    /// A disabled endpoint receives nothing until enabled.
+    disabled: bool,
+    /// Deliveries to it in flight at once.
+    #[schema(minimum = 1, maximum = 64)]
+    max_concurrency: i32,
+    /// Milliseconds since the Unix epoch.
+    created_at: i64,
+    /// Milliseconds since the Unix epoch.
+    updated_at: i64,
+    /// The Standard Webhooks signing secret: `whsec_` and the base64 of 32
+    /// bytes.
+    #[schema(pattern = "^whsec_[A-Za-z0-9+/]{43}=$")]
+    secret: String,
+}
+
+/// A page of the instance's endpoints, oldest first.
+#[derive(utoipa::ToSchema)]
+#[schema(as = WebhookEndpointList)]
+#[allow(dead_code)]
+struct EndpointList {
+    data: Vec<EndpointObject>,
+    /// Every endpoint of the instance, whatever the page.
+    total_count: u64,
+}
+
+/// A deleted endpoint.
+#[derive(utoipa::ToSchema)]
+#[schema(as = DeletedWebhookEndpoint)]
+#[allow(dead_code)]
+struct DeletedEndpoint {
+    #[schema(schema_with = endpoint_object)]
+    object: String,
+    id: String,
+    #[schema(schema_with = always_true)]
+    deleted: bool,
+}
+
+/// An endpoint's current signing secret.
+#[derive(utoipa::ToSchema)]
+#[schema(as = WebhookEndpointSecret)]
+#[allow(dead_code)]
+struct SecretObject {
+    #[schema(schema_with = secret_object)]
+    object: String,
+    /// `whsec_` and the base64 of 32 bytes.
+    #[schema(pattern = "^whsec_[A-Za-z0-9+/]{43}=$")]
+    secret: String,
+}
+
+/// The signing secret after a rotation.
+#[derive(utoipa::ToSchema)]
+#[schema(as = RotatedWebhookEndpointSecret)]
+#[allow(dead_code)]
+struct RotatedSecret {
+    #[schema(schema_with = secret_object)]
+    object: String,
+    /// The new current secret: `whsec_` and the base64 of 32 bytes.
+    #[schema(pattern = "^whsec_[A-Za-z0-9+/]{43}=$")]
+    secret: String,
+    /// Until when (ms since the Unix epoch) the replaced secret keeps
+    /// signing alongside the new one: 24 hours after the rotation.
+    #[schema(required = true)]
+    previous_secret_expires_at: Option<i64>,
+}
+
+fn endpoint_object() -> utoipa::openapi::schema::Object {
+    constant(json!("webhook_endpoint"))
+}
+
+fn secret_object() -> utoipa::openapi::schema::Object {
+    constant(json!("webhook_endpoint_secret"))
+}
+
+fn always_true() -> utoipa::openapi::schema::Object {
+    constant(json!(true))
 }
 
 fn endpoint_json(s: &State) -> Value {
@@ -109,19 +308,55 @@ fn filter_types(raw: Option<Vec<String>>) -> ApiResult<Vec<String>> {
     Ok(out)
 }
 
-#[derive(Deserialize)]
+/// A new webhook endpoint. `null` is the same as an absent field.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = CreateWebhookEndpointRequest)]
 #[serde(deny_unknown_fields)]
 struct CreateBody {
+    /// An absolute `https` URL of at most 2048 bytes, without
+    /// credentials, fragment, whitespace or control characters, whose host
+    /// is or resolves only to public addresses. (A deployment started with
+    /// `--webhooks-allow-loopback` also takes `http` or `https` to
+    /// `localhost`, `127.0.0.1` and `[::1]` for development instances.)
+    #[schema(format = "uri", min_length = 1, max_length = 2048)]
     url: String,
+    /// At most 1024 characters, no control characters but newlines; empty
+    /// when absent.
     #[serde(default)]
+    #[schema(
+        max_length = 1024,
+        pattern = "^[^\\u0000-\\u0009\\u000b-\\u001f\\u007f-\\u009f]*$"
+    )]
     description: Option<String>,
+    /// At most 64 public event types (duplicates are dropped); absent,
+    /// `null` or empty: every public type.
     #[serde(default)]
+    #[schema(schema_with = filter_types_schema)]
     filter_types: Option<Vec<String>>,
+    /// Created disabled; `false` when absent.
     #[serde(default)]
     disabled: Option<bool>,
+    /// Deliveries in flight at once, 1 to 64; 16 when absent.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 64, default = 16)]
     max_concurrency: Option<i64>,
 }
+
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/endpoints",
+    tag = TAG,
+    operation_id = "create_webhook_endpoint",
+    params(("Idempotency-Key" = Option<String>, Header, description = IDEMPOTENCY_KEY, pattern = "^[!-~]{1,255}$")),
+    request_body = CreateBody,
+    responses(
+        (status = 200, description = "The new endpoint, with its signing secret.", body = CreatedEndpoint, headers(("idempotent-replayed" = String, description = "`true` on a replayed answer."))),
+        (status = 400, description = BODY_OR_IDEMPOTENCY_400, body = gatehouse_platform::openapi::ErrorBody),
+        (status = 409, description = IDEMPOTENCY_409, body = gatehouse_platform::openapi::ErrorBody),
+        (status = 422, description = "A field fails validation: `url` not acceptable (an unresolvable or non-public host among them), an unknown event type in `filter_types`, `max_concurrency` out of range, an unknown field (`form_param_format_invalid`, `meta.param_name` names it); or the `Idempotency-Key` was used with another request (`idempotency_key_reused`).", body = gatehouse_platform::openapi::ErrorBody),
+    ),
+    security(("secret_key" = []))
+)]
 
 async fn create(
     InstanceKey(auth): InstanceKey,
@@ -154,6 +389,32 @@ async fn create(
         .await
 }
 
+/// `limit` and `offset` of the history's and the endpoints' lists; any
+/// other query parameter is 422.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct Page {
+    /// 1 to 500; 10 when absent.
+    #[param(minimum = 1, maximum = 500, default = 10)]
+    limit: Option<u64>,
+    /// 0 when absent.
+    #[param(minimum = 0, maximum = 9223372036854775807_u64, default = 0)]
+    offset: Option<u64>,
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/endpoints",
+    tag = TAG,
+    operation_id = "list_webhook_endpoints",
+    params(Page),
+    responses(
+        (status = 200, description = "A page of the instance's endpoints, oldest first.", body = EndpointList),
+        (status = 422, description = "An unknown query parameter, or `limit` or `offset` out of range (`form_param_format_invalid`).", body = gatehouse_platform::openapi::ErrorBody),
+    ),
+    security(("secret_key" = []))
+)]
 async fn list(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -190,6 +451,18 @@ async fn found(platform: &Platform, auth: &Authed, id: &str) -> ApiResult<State>
         .ok_or_else(|| ApiError::not_found("webhook endpoint"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/endpoints/{id}",
+    tag = TAG,
+    operation_id = "get_webhook_endpoint",
+    params(("id" = String, Path, description = ENDPOINT_ID)),
+    responses(
+        (status = 200, description = "The endpoint.", body = EndpointObject),
+        (status = 404, description = "No endpoint of this instance has this id (`resource_not_found`).", body = gatehouse_platform::openapi::ErrorBody),
+    ),
+    security(("secret_key" = []))
+)]
 async fn get(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -199,19 +472,34 @@ async fn get(
     Ok(HttpResponse::Ok().json(endpoint_json(&s)))
 }
 
-#[derive(Deserialize)]
+/// Changes to an endpoint: absent (or, but for `filter_types`, `null`)
+/// fields stay as they are.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = UpdateWebhookEndpointRequest)]
 #[serde(deny_unknown_fields)]
 struct UpdateBody {
+    /// As on creation: an absolute `https` URL of at most 2048 bytes
+    /// to a public host.
     #[serde(default)]
+    #[schema(format = "uri", min_length = 1, max_length = 2048)]
     url: Option<String>,
+    /// At most 1024 characters, no control characters but newlines.
     #[serde(default)]
+    #[schema(
+        max_length = 1024,
+        pattern = "^[^\\u0000-\\u0009\\u000b-\\u001f\\u007f-\\u009f]*$"
+    )]
     description: Option<String>,
+    /// At most 64 public event types; `null` or empty: every type again.
     /// Present and `null`: every type again.
     #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = filter_types_schema)]
     filter_types: Option<Option<Vec<String>>>,
     #[serde(default)]
     disabled: Option<bool>,
+    /// Deliveries in flight at once, 1 to 64.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 64)]
     max_concurrency: Option<i64>,
 }
 
@@ -258,6 +546,22 @@ fn updated(mut next: State, before: &State, now: i64) -> Decision {
     }
 }
 
+#[utoipa::path(
+    patch,
+    path = "/v1/webhooks/endpoints/{id}",
+    tag = TAG,
+    operation_id = "update_webhook_endpoint",
+    params(("id" = String, Path, description = ENDPOINT_ID)),
+    request_body = UpdateBody,
+    responses(
+        (status = 200, description = "The endpoint after the update.", body = EndpointObject),
+        (status = 400, description = "The body is not valid JSON (`malformed_request`).", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 404, description = "No endpoint of this instance has this id (`resource_not_found`).", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 409, description = "Concurrent changes kept winning (`concurrent_modification`).", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 422, description = "A field fails validation, as on creation (`form_param_format_invalid`, `meta.param_name` names it); checked before the endpoint is looked up.", body = gatehouse_platform::openapi::ErrorBody),
+    ),
+    security(("secret_key" = []))
+)]
 async fn update(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -307,6 +611,21 @@ async fn update(
 }
 
 /// Re-enables an endpoint (after it was disabled by hand or for failing).
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/endpoints/{id}/enable",
+    tag = TAG,
+    operation_id = "enable_webhook_endpoint",
+    params(("id" = String, Path, description = ENDPOINT_ID), ("Idempotency-Key" = Option<String>, Header, description = IDEMPOTENCY_KEY, pattern = "^[!-~]{1,255}$")),
+    responses(
+        (status = 200, description = "The endpoint, enabled.", body = EndpointObject, headers(("idempotent-replayed" = String, description = "`true` on a replayed answer."))),
+        (status = 400, description = IDEMPOTENCY_400, body = gatehouse_platform::openapi::ErrorBody),
+        (status = 404, description = "No endpoint of this instance has this id (`resource_not_found`).", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 409, description = "Concurrent changes kept winning (`concurrent_modification`), or a request with this `Idempotency-Key` is still running (`idempotency_request_in_progress`).", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 422, description = IDEMPOTENCY_422, body = gatehouse_platform::openapi::ErrorBody),
+    ),
+    security(("secret_key" = []))
+)]
 async fn enable(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -328,6 +647,19 @@ async fn enable(
         .await
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/webhooks/endpoints/{id}",
+    tag = TAG,
+    operation_id = "delete_webhook_endpoint",
+    params(("id" = String, Path, description = ENDPOINT_ID)),
+    responses(
+        (status = 200, description = "The endpoint is deleted; nothing more is delivered to it.", body = DeletedEndpoint),
+        (status = 404, description = "No endpoint of this instance has this id (`resource_not_found`).", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 409, description = "Concurrent changes kept winning (`concurrent_modification`).", body = gatehouse_platform::openapi::ErrorBody),
+    ),
+    security(("secret_key" = []))
+)]
 async fn delete(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -350,6 +682,18 @@ async fn delete(
 }
 
 /// The current signing secret.
+#[utoipa::path(
+    get,
+    path = "/v1/webhooks/endpoints/{id}/secret",
+    tag = TAG,
+    operation_id = "get_webhook_endpoint_secret",
+    params(("id" = String, Path, description = ENDPOINT_ID)),
+    responses(
+        (status = 200, description = "The current signing secret.", body = SecretObject),
+        (status = 404, description = "No endpoint of this instance has this id (`resource_not_found`).", body = gatehouse_platform::openapi::ErrorBody),
+    ),
+    security(("secret_key" = []))
+)]
 async fn secret(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -370,6 +714,21 @@ async fn secret(
 
 /// A new current secret; the previous one signs alongside it for 24 hours
 /// (one previous secret at most: rotating again ends the older one).
+#[utoipa::path(
+    post,
+    path = "/v1/webhooks/endpoints/{id}/rotate_secret",
+    tag = TAG,
+    operation_id = "rotate_webhook_endpoint_secret",
+    params(("id" = String, Path, description = ENDPOINT_ID), ("Idempotency-Key" = Option<String>, Header, description = IDEMPOTENCY_KEY, pattern = "^[!-~]{1,255}$")),
+    responses(
+        (status = 200, description = "The new secret; the replaced one signs alongside it for 24 hours.", body = RotatedSecret, headers(("idempotent-replayed" = String, description = "`true` on a replayed answer."))),
+        (status = 400, description = IDEMPOTENCY_400, body = gatehouse_platform::openapi::ErrorBody),
+        (status = 404, description = "No endpoint of this instance has this id (`resource_not_found`).", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 409, description = "Concurrent changes kept winning (`concurrent_modification`), or a request with this `Idempotency-Key` is still running (`idempotency_request_in_progress`).", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 422, description = IDEMPOTENCY_422, body = gatehouse_platform::openapi::ErrorBody),
+    ),
+    security(("secret_key" = []))
+)]
 async fn rotate_secret(
     InstanceKey(auth): InstanceKey,
     platform: web::Data<Platform>,
@@ -412,4 +771,31 @@ async fn rotate_secret(
             })))
         })
         .await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The schema's fields are the served ones, all required.
+    #[test]
+    fn the_endpoint_schema_is_what_is_served() {
+        let doc = serde_json::to_value(openapi()).unwrap();
+        let schema = &doc["components"]["schemas"]["WebhookEndpoint"];
+        let mut served: Vec<String> = endpoint_json(&State::default())
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        let mut required: Vec<String> = serde_json::from_value(schema["required"].clone()).unwrap();
+        served.sort();
+        required.sort();
+        assert_eq!(served, required);
+        assert_eq!(
+            schema["properties"].as_object().unwrap().len(),
+            required.len()
+        );
+    }
 }

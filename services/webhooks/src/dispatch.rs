@@ -539,8 +539,7 @@ impl Dispatcher {
                         _ => break,
                     }
                 }
-                bytes.truncate(EXCERPT_BYTES);
-                out.excerpt = String::from_utf8_lossy(&bytes).into_owned();
+                out.excerpt = excerpt(&bytes);
             }
             Err(e) => {
                 out.error = Some(if refused_as_private(&e) {
@@ -743,10 +742,23 @@ fn unique<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     values.filter(|v| seen.insert(*v)).collect()
 }
 
+/// The start of a receiver's answer, as recorded: at most
+/// [`EXCERPT_BYTES`] of it, invalid UTF-8 and NUL (which PostgreSQL text
+/// cannot hold, and which would fail the whole batch's record) replaced.
+fn excerpt(body: &[u8]) -> String {
+    String::from_utf8_lossy(&body[..body.len().min(EXCERPT_BYTES)]).replace('\0', "\u{fffd}")
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn excerpts_are_cut_and_hold_no_nul() {
+        assert_eq!(excerpt(b"ok\0\xff"), "ok\u{fffd}\u{fffd}");
+        assert_eq!(excerpt(&[b'a'; 2 * EXCERPT_BYTES]).len(), EXCERPT_BYTES);
+    }
 
     #[test]
     fn retries_follow_the_schedule_with_bounded_jitter() {

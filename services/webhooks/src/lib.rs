@@ -16,7 +16,10 @@ pub mod dispatch;
 pub mod endpoints;
 pub mod fanout;
 pub mod history;
+mod openapi;
 pub mod urls;
+
+pub use openapi::openapi;
 
 use std::sync::Arc;
 

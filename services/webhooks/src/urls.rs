@@ -7,7 +7,8 @@
 //! `localhost`, `127.0.0.1` and `[::1]`, and only those. Any tenant has a
 //! development instance, so without the switch no tenant can make the
 //! platform call (and show it the answers of) services on its own host.
-//! Credentials in the URL and fragments are refused everywhere.
+//! Credentials in the URL, fragments, whitespace and control characters are
+//! refused everywhere.
 
 use std::net::IpAddr;
 
@@ -36,9 +37,15 @@ pub fn is_loopback_url(url: &url::Url) -> bool {
 /// unless it is an allowed loopback one; returns it unchanged when
 /// acceptable. `allow_loopback` is the operator's switch.
 pub async fn check(raw: &str, env: Environment, allow_loopback: bool) -> Result<String, ApiError> {
-    if raw.is_empty() || raw.len() > MAX_URL_LEN || raw.chars().any(char::is_whitespace) {
+    // The parser would percent-encode a control character in the path or
+    // query, but the URL is kept as given, and NUL cannot be stored.
+    if raw.is_empty()
+        || raw.len() > MAX_URL_LEN
+        || raw.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
         return Err(invalid(
-            "`url` must be an absolute URL of at most 2048 characters.",
+            "`url` must be an absolute URL of at most 2048 characters, without spaces or \
+             control characters.",
         ));
     }
     let url = url::Url::parse(raw).map_err(|_| invalid("`url` must be an absolute URL."))?;
@@ -91,4 +98,28 @@ pub async fn public_host(url: &url::Url) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn control_characters_are_refused() {
+        for raw in [
+            "https://1.1.1.1/\0",
+            "https://1.1.1.1/a?b=\u{1}",
+            "https://1.1.1.1/\u{85}",
+        ] {
+            assert!(
+                check(raw, Environment::Production, false).await.is_err(),
+                "{raw:?}"
+            );
+        }
+        assert!(
+            check("https://1.1.1.1/hooks", Environment::Production, false)
+                .await
+                .is_ok()
+        );
+    }
 }
