@@ -178,18 +178,6 @@ async fn metadata(
 
 #[cfg(test)]
 mod tests {
-    /// The operation `method path` of `doc`, if documented.
-    fn documented(doc: &utoipa::openapi::OpenApi, method: &str, path: &str) -> bool {
-        doc.paths.paths.get(path).is_some_and(|item| match method {
-            "GET" => item.get.is_some(),
-            "POST" => item.post.is_some(),
-            "PUT" => item.put.is_some(),
-            "PATCH" => item.patch.is_some(),
-            "DELETE" => item.delete.is_some(),
-            _ => false,
-        })
-    }
-
     #[test]
     fn every_mounted_route_is_documented() {
         let doc = super::openapi();
@@ -206,7 +194,7 @@ mod tests {
             ),
         ] {
             assert!(
-                documented(&doc, method, path),
+                gatehouse_platform::openapi::documented(&doc, method, path),
                 "{method} {path} is not documented"
             );
         }

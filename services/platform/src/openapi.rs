@@ -244,6 +244,19 @@ pub fn finish(doc: &mut OpenApi) {
     }
 }
 
+/// Whether `doc` documents the operation `method path` (`method` in capitals):
+/// what each module's test of its mounted routes asks.
+pub fn documented(doc: &OpenApi, method: &str, path: &str) -> bool {
+    doc.paths.paths.get(path).is_some_and(|item| match method {
+        "GET" => item.get.is_some(),
+        "POST" => item.post.is_some(),
+        "PUT" => item.put.is_some(),
+        "PATCH" => item.patch.is_some(),
+        "DELETE" => item.delete.is_some(),
+        _ => false,
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -413,7 +413,7 @@ fn actor_for(instance: &gatehouse_platform::tenancy::Instance, user_id: &str) ->
     responses(
         (status = 200, description = "The consent screen (sets the `gh_csrf` cookie).", content_type = "text/html", body = String),
         (status = 302, description = "Back to the client's redirect URI with `code`, `state` and `iss`, or with `error` (`invalid_request`, `unsupported_response_type`, `invalid_scope`, `invalid_target`, `login_required`, `consent_required`), `error_description`, `state` and `iss`; or to the sign-in page, which returns here.", headers(("location" = String, description = "Where the browser goes next."))),
-        (status = 400, description = "An HTML error page: no, an unknown or an unusable client, a redirect URI not registered for it, or a repeated `client_id` or `redirect_uri` (nobody is redirected); a JSON error for a URL with a NUL character.", content((String = "text/html"), (ErrorBody = "application/json"))),
+        (status = 400, description = "An HTML error page: no, an unknown or an unusable client, a redirect URI not registered for it, or a repeated `client_id` or `redirect_uri` (nobody is redirected); an RFC 6749 error for a URL with a NUL character.", content((String = "text/html"), (OAuthErrorBody = "application/json"))),
         (status = 404, description = "No active instance has this id (HTML).", content_type = "text/html", body = String),
         (status = 413, description = "A declared body over 1 MiB.", body = OAuthErrorBody),
         (status = 429, description = "Too many requests in flight from this address.", body = OAuthErrorBody),
@@ -583,7 +583,7 @@ async fn consent_page(
     responses(
         (status = 302, description = "Not signed in: to the sign-in page, which returns to the authorization request.", headers(("location" = String, description = "The sign-in page."))),
         (status = 303, description = "Back to the client's redirect URI with `code`, `state` and `iss` (accepted), or with `error` (`access_denied` when denied, or a request error), `error_description`, `state` and `iss`.", headers(("location" = String, description = "The client's redirect URI with the answer."))),
-        (status = 400, description = "An HTML error page: a form with a NUL character, no `decision` of `accept` or `deny`, or a request whose client or redirect URI cannot be trusted; a JSON error for a URL with a NUL character.", content((String = "text/html"), (ErrorBody = "application/json"))),
+        (status = 400, description = "An HTML error page: a form with a NUL character, no `decision` of `accept` or `deny`, or a request whose client or redirect URI cannot be trusted; an RFC 6749 error for a URL with a NUL character.", content((String = "text/html"), (OAuthErrorBody = "application/json"))),
         (status = 403, description = "The CSRF token is missing or does not match the `gh_csrf` cookie (HTML).", content_type = "text/html", body = String),
         (status = 404, description = "No active instance has this id (HTML).", content_type = "text/html", body = String),
         (status = 408, description = "The request body did not arrive in time.", body = OAuthErrorBody),

@@ -305,7 +305,13 @@ async fn list(
             "order_by" => {
                 let (desc, name) = match v.strip_prefix('-') {
                     Some(rest) => (true, rest),
-                    None => (false, v.strip_prefix('+').unwrap_or(&v)),
+                    // A `+` sent unescaped arrives as a space.
+                    None => (
+                        false,
+                        v.strip_prefix('+')
+                            .or_else(|| v.strip_prefix(' '))
+                            .unwrap_or(&v),
+                    ),
                 };
                 let column = match name {
                     "created_at" => "created_at",
@@ -627,18 +633,6 @@ async fn rotate_secret(
 
 #[cfg(test)]
 mod tests {
-    /// The operation `method path` of `doc`, if documented.
-    fn documented(doc: &utoipa::openapi::OpenApi, method: &str, path: &str) -> bool {
-        doc.paths.paths.get(path).is_some_and(|item| match method {
-            "GET" => item.get.is_some(),
-            "POST" => item.post.is_some(),
-            "PUT" => item.put.is_some(),
-            "PATCH" => item.patch.is_some(),
-            "DELETE" => item.delete.is_some(),
-            _ => false,
-        })
-    }
-
     #[test]
     fn every_mounted_route_is_documented() {
         let doc = super::openapi();
@@ -651,7 +645,7 @@ mod tests {
             ("POST", "/v1/oauth_applications/{id}/rotate_secret"),
         ] {
             assert!(
-                documented(&doc, method, path),
+                gatehouse_platform::openapi::documented(&doc, method, path),
                 "{method} {path} is not documented"
             );
         }

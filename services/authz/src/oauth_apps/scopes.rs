@@ -483,18 +483,6 @@ async fn remove(
 mod tests {
     use super::*;
 
-    /// The operation `method path` of `doc`, if documented.
-    fn documented(doc: &utoipa::openapi::OpenApi, method: &str, path: &str) -> bool {
-        doc.paths.paths.get(path).is_some_and(|item| match method {
-            "GET" => item.get.is_some(),
-            "POST" => item.post.is_some(),
-            "PUT" => item.put.is_some(),
-            "PATCH" => item.patch.is_some(),
-            "DELETE" => item.delete.is_some(),
-            _ => false,
-        })
-    }
-
     #[test]
     fn every_mounted_route_is_documented() {
         let doc = super::openapi();
@@ -505,7 +493,7 @@ mod tests {
             ("DELETE", "/v1/oauth_scopes/{name}"),
         ] {
             assert!(
-                documented(&doc, method, path),
+                gatehouse_platform::openapi::documented(&doc, method, path),
                 "{method} {path} is not documented"
             );
         }

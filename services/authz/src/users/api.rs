@@ -249,7 +249,7 @@ struct EmailParam(String);
     path = "/v1/users",
     tag = "users",
     operation_id = "create_user",
-    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters: a retry with the same key and body within 24 hours replays the first answer.")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters: a retry with the same key and body within 24 hours replays the first answer.")),
     request_body = CreateBody,
     responses(
         (status = 200, description = "The new user.", body = UserObject, headers(("idempotent-replayed" = String, description = "`true` on a replayed answer."))),
@@ -893,7 +893,7 @@ async fn set_banned(
     path = "/v1/users/{user_id}/ban",
     tag = "users",
     operation_id = "ban_user",
-    params(("user_id" = String, Path, description = "The user's id (`user_…`)."), ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters: a retry with the same key and body within 24 hours replays the first answer.")),
+    params(("user_id" = String, Path, description = "The user's id (`user_…`)."), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters: a retry with the same key and body within 24 hours replays the first answer.")),
     responses(
         (status = 200, description = "The user, banned: sign-in refused (already so: unchanged).", body = UserObject, headers(("idempotent-replayed" = String, description = "`true` on a replayed answer."))),
         (status = 400, description = "An invalid `Idempotency-Key` (`idempotency_key_invalid`).", body = ErrorBody),
@@ -917,7 +917,7 @@ async fn ban_user(
     path = "/v1/users/{user_id}/unban",
     tag = "users",
     operation_id = "unban_user",
-    params(("user_id" = String, Path, description = "The user's id (`user_…`)."), ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters: a retry with the same key and body within 24 hours replays the first answer.")),
+    params(("user_id" = String, Path, description = "The user's id (`user_…`)."), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters: a retry with the same key and body within 24 hours replays the first answer.")),
     responses(
         (status = 200, description = "The user, no longer banned (already so: unchanged).", body = UserObject, headers(("idempotent-replayed" = String, description = "`true` on a replayed answer."))),
         (status = 400, description = "An invalid `Idempotency-Key` (`idempotency_key_invalid`).", body = ErrorBody),

@@ -285,7 +285,13 @@ impl OrderBy {
     pub fn parse(s: &str) -> Option<(Self, bool)> {
         let (desc, name) = match s.strip_prefix('-') {
             Some(rest) => (true, rest),
-            None => (false, s.strip_prefix('+').unwrap_or(s)),
+            // A `+` sent unescaped in a query string arrives as a space.
+            None => (
+                false,
+                s.strip_prefix('+')
+                    .or_else(|| s.strip_prefix(' '))
+                    .unwrap_or(s),
+            ),
         };
         let by = match name {
             "created_at" => Self::CreatedAt,
@@ -457,4 +463,31 @@ pub async fn credentials_by_email(
     .await?
     .map(|r| Ok((col(&r, "id")?, col(&r, "banned")?, col(&r, "hash")?)))
     .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OrderBy;
+
+    #[test]
+    fn order_by_takes_a_sign_and_reads_an_unescaped_plus_as_ascending() {
+        assert_eq!(
+            OrderBy::parse("-created_at"),
+            Some((OrderBy::CreatedAt, true))
+        );
+        assert_eq!(
+            OrderBy::parse("+created_at"),
+            Some((OrderBy::CreatedAt, false))
+        );
+        assert_eq!(
+            OrderBy::parse(" username"),
+            Some((OrderBy::Username, false))
+        );
+        assert_eq!(
+            OrderBy::parse("created_at"),
+            Some((OrderBy::CreatedAt, false))
+        );
+        assert_eq!(OrderBy::parse("--created_at"), None);
+        assert_eq!(OrderBy::parse("password"), None);
+    }
 }
