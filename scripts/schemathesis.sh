@@ -59,7 +59,21 @@ for _ in $(seq 1 100); do
 done
 user=$(curl -fs -X POST "$base/v1/users" -H "authorization: Bearer $GATEHOUSE_SECRET_KEY" \
   -H 'content-type: application/json' -d '{"email_address":["fuzzed@example.com"],"first_name":"Fuzz"}')
+# Dynamic registration on, and one registered client whose RFC 7592
+# management the fuzzer may exercise.
+curl -fs -X PATCH "$base/v1/instance/oauth_application_settings" \
+  -H "authorization: Bearer $GATEHOUSE_SECRET_KEY" -H 'content-type: application/json' \
+  -d '{"dynamic_oauth_client_registration":true}' >/dev/null
+for _ in $(seq 1 100); do
+  registered=$(curl -s -X POST "$base/i/$GATEHOUSE_INSTANCE_ID/oauth/register" \
+    -H 'content-type: application/json' \
+    -d '{"redirect_uris":["https://app.example/cb"],"client_name":"Registered"}' || true)
+  case "$registered" in *registration_access_token*) break ;; esac
+  sleep 0.1
+done
+export GATEHOUSE_REGISTRATION_TOKEN=$(json "['registration_access_token']" <<<"$registered")
 mkdir -p target/schemathesis
+printf '"%s"\n' "$(json "['client_id']" <<<"$registered")" > target/schemathesis/clients.dict
 printf '"%s"\n"%s"\n' "$GATEHOUSE_ACCESS_TOKEN" "$(json "['access_token']" <<<"$opaque")" \
   > target/schemathesis/tokens.dict
 printf '"%s"\n' "$(json "['id']" <<<"$user")" > target/schemathesis/users.dict

@@ -53,6 +53,7 @@ pub fn event<M: prost::Message>(event_type: &'static str, msg: &M) -> NewEvent {
 
 /// What a command decided about an aggregate: the events to append and the
 /// state to answer with (`None` when it is gone).
+#[derive(Debug)]
 pub struct Decision<S> {
     pub events: Vec<NewEvent>,
     pub state: Option<S>,

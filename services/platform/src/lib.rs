@@ -1,6 +1,7 @@
 //! The one library every Gatehouse service uses. Services depend on this
 //! crate and on `gatehouse-proto` only; they never call each other's code.
 
+pub mod aggregate;
 pub mod bus;
 pub mod client_metadata;
 pub mod clock;

@@ -15,6 +15,7 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub events_appended: IntCounterVec,
+    pub undecodable_events: IntCounterVec,
     pub outbox_published: IntCounterVec,
     pub outbox_lag_seconds: GaugeVec,
     pub consumer_processed: IntCounterVec,
@@ -133,6 +134,12 @@ impl Metrics {
                 &registry,
                 "gatehouse_events_appended_total",
                 "Events appended to a service's event store",
+                &["store", "event_type"],
+            ),
+            undecodable_events: counter(
+                &registry,
+                "gatehouse_undecodable_events_total",
+                "Stored events an aggregate could not read when loading (the command failed)",
                 &["store", "event_type"],
             ),
             outbox_published: counter(

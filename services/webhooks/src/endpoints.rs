@@ -9,10 +9,9 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use gatehouse_platform::aggregate::{self, Aggregate, Decided, Target, Unreadable};
 use gatehouse_platform::db::{self, col};
-use gatehouse_platform::eventstore::{
-    AppendError, Attempt, NewEvent, RecordedEvent, Stream, until_won,
-};
+use gatehouse_platform::eventstore::RecordedEvent;
 use gatehouse_platform::tenancy::Authed;
 use gatehouse_platform::{ApiError, ApiResult, Platform};
 use gatehouse_proto::event_types as et;
@@ -94,61 +93,58 @@ pub struct Endpoint {
     pub deleted: bool,
 }
 
+/// The state an event carries, for the projection.
 fn state_of(ev: &RecordedEvent) -> Option<State> {
-    let p = ev.payload.as_slice();
-    match ev.event_type.as_str() {
-        et::WEBHOOK_ENDPOINT_CREATED => v1::WebhookEndpointCreated::decode(p).ok()?.endpoint,
-        et::WEBHOOK_ENDPOINT_UPDATED => v1::WebhookEndpointUpdated::decode(p).ok()?.endpoint,
-        et::WEBHOOK_ENDPOINT_SECRET_ROTATED => {
-            v1::WebhookEndpointSecretRotated::decode(p).ok()?.endpoint
-        }
-        et::WEBHOOK_ENDPOINT_DISABLED => v1::WebhookEndpointDisabled::decode(p).ok()?.endpoint,
-        _ => None,
-    }
+    let mut one = None;
+    WebhookEndpoint::apply(&mut one, ev).ok()?;
+    one.map(|e| e.state)
 }
 
-pub fn fold(events: &[RecordedEvent]) -> Option<Endpoint> {
-    let mut out: Option<Endpoint> = None;
-    for ev in events {
-        if ev.event_type == et::WEBHOOK_ENDPOINT_DELETED {
-            if let Some(e) = out.as_mut() {
+/// The webhook endpoint aggregate: every event but deletion carries the
+/// whole state.
+pub struct WebhookEndpoint;
+
+impl Aggregate for WebhookEndpoint {
+    const KIND: &'static str = st::WEBHOOK_ENDPOINT;
+    type State = Option<Endpoint>;
+
+    fn apply(out: &mut Option<Endpoint>, ev: &RecordedEvent) -> Result<(), Unreadable> {
+        let p = ev.payload.as_slice();
+        let state = match ev.event_type.as_str() {
+            et::WEBHOOK_ENDPOINT_DELETED => {
+                let e = out
+                    .as_mut()
+                    .ok_or_else(|| Unreadable("deleted before it was created".into()))?;
                 e.deleted = true;
                 e.version = ev.stream_version;
+                return Ok(());
             }
-        } else if let Some(state) = state_of(ev) {
-            out = Some(Endpoint {
-                state,
-                version: ev.stream_version,
-                instance_id: ev.meta.instance_id.clone(),
-                deleted: false,
-            });
-        }
+            et::WEBHOOK_ENDPOINT_CREATED => v1::WebhookEndpointCreated::decode(p)?.endpoint,
+            et::WEBHOOK_ENDPOINT_UPDATED => v1::WebhookEndpointUpdated::decode(p)?.endpoint,
+            et::WEBHOOK_ENDPOINT_SECRET_ROTATED => {
+                v1::WebhookEndpointSecretRotated::decode(p)?.endpoint
+            }
+            et::WEBHOOK_ENDPOINT_DISABLED => v1::WebhookEndpointDisabled::decode(p)?.endpoint,
+            other => return Err(Unreadable(format!("no rule for {other}"))),
+        };
+        let state = state.ok_or_else(|| Unreadable(format!("{} without state", ev.event_type)))?;
+        *out = Some(Endpoint {
+            state,
+            version: ev.stream_version,
+            instance_id: ev.meta.instance_id.clone(),
+            deleted: false,
+        });
+        Ok(())
     }
-    out
 }
 
 pub use gatehouse_platform::eventstore::event;
 
-async fn append(
-    txn: &DatabaseTransaction,
-    platform: &Platform,
-    auth: &Authed,
-    id: &str,
-    version: i64,
-    events: &[NewEvent],
-) -> Result<Vec<RecordedEvent>, AppendError> {
-    let stream = Stream {
-        id,
-        kind: st::WEBHOOK_ENDPOINT,
-        version,
-    };
-    let recorded = STORE
-        .append(txn, stream, events, &auth.event_meta(), platform.now_ms())
-        .await?;
-    for ev in &recorded {
+async fn project_all(txn: &DatabaseTransaction, recorded: &[RecordedEvent]) -> ApiResult<()> {
+    for ev in recorded {
         project(txn, ev).await?;
     }
-    Ok(recorded)
+    Ok(())
 }
 
 /// Creates an endpoint from `state` (id, secret and times are set here);
@@ -164,26 +160,44 @@ pub async fn create(
     state.updated_at_ms = now;
     let secret = new_secret();
     state.secrets = vec![seal_secret(platform, &state.endpoint_id, &secret)];
-    let txn = db::begin_write(platform.db()).await?;
-    let events = [event(
-        et::WEBHOOK_ENDPOINT_CREATED,
-        &v1::WebhookEndpointCreated {
-            endpoint: Some(state.clone()),
+    let meta = auth.event_meta();
+    let target = Target {
+        store: STORE,
+        stream_id: &state.endpoint_id,
+        meta: &meta,
+    };
+    let created = aggregate::run::<WebhookEndpoint, _, ApiError, _, _>(
+        platform,
+        target,
+        |loaded, _| {
+            if loaded.state.is_some() {
+                return Err(ApiError::conflict(
+                    "endpoint_exists",
+                    "An endpoint already has this id; retry.",
+                ));
+            }
+            Ok(Decided {
+                events: vec![event(
+                    et::WEBHOOK_ENDPOINT_CREATED,
+                    &v1::WebhookEndpointCreated {
+                        endpoint: Some(state.clone()),
+                    },
+                )],
+                answer: state.clone(),
+            })
         },
-    )];
-    let recorded = append(&txn, platform, auth, &state.endpoint_id, 0, &events)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    txn.commit().await?;
-    platform.events_committed(STORE.table(), &recorded);
-    Ok((state, secret))
+        async |txn, _, recorded| project_all(txn, recorded).await,
+    )
+    .await?;
+    Ok((created, secret))
 }
 
 /// What an endpoint command decided.
 pub type Decision = gatehouse_platform::eventstore::Decision<State>;
 
-/// Load, decide, append, project; retried from a fresh load when another
-/// request appended first, then 409. Another instance's endpoint is 404.
+/// Load, decide, append, project, through the aggregate kernel: a lost
+/// race is decided again from a fresh load, then 409. Another instance's
+/// endpoint is 404.
 pub async fn mutate<D>(
     platform: &Platform,
     auth: &Authed,
@@ -196,32 +210,30 @@ where
     if !valid_id(id) {
         return Err(ApiError::not_found("webhook endpoint"));
     }
-    until_won(|| async {
-        let txn = db::begin_write(platform.db()).await?;
-        let endpoint = match fold(&STORE.load_stream(&txn, id).await?) {
-            Some(e) if !e.deleted && e.instance_id == auth.instance.id.as_str() => e,
-            _ => return Err(ApiError::not_found("webhook endpoint")),
-        };
-        let decision = decide(&endpoint, platform.now_ms())?;
-        if decision.events.is_empty() {
-            return Ok(Attempt::Done(decision.state));
-        }
-        match append(&txn, platform, auth, id, endpoint.version, &decision.events).await {
-            Ok(recorded) => {
-                txn.commit().await?;
-                platform.events_committed(STORE.table(), &recorded);
-                Ok(Attempt::Done(decision.state))
-            }
-            Err(e) => e.lost(),
-        }
-    })
-    .await?
-    .ok_or_else(|| {
-        ApiError::conflict(
-            "concurrent_modification",
-            "The webhook endpoint was changed by other requests at the same time; retry.",
-        )
-    })
+    let meta = auth.event_meta();
+    let target = Target {
+        store: STORE,
+        stream_id: id,
+        meta: &meta,
+    };
+    let instance_id = auth.instance.id.as_str();
+    aggregate::run::<WebhookEndpoint, _, ApiError, _, _>(
+        platform,
+        target,
+        |loaded, now| {
+            let endpoint = match &loaded.state {
+                Some(e) if !e.deleted && e.instance_id == instance_id => e,
+                _ => return Err(ApiError::not_found("webhook endpoint")),
+            };
+            let decision = decide(endpoint, now)?;
+            Ok(Decided {
+                events: decision.events,
+                answer: decision.state,
+            })
+        },
+        async |txn, _, recorded| project_all(txn, recorded).await,
+    )
+    .await
 }
 
 // ------------------------------------------------------------ projection ---
@@ -350,6 +362,39 @@ mod tests {
         assert!(!valid_id("ep_short"));
         assert!(!valid_id("oa_0352mGnX0xkVjXAn06w17p"));
         assert!(!valid_id("ep_0352mGnX0xkVjXAn06w1'p"));
+    }
+
+    #[test]
+    fn the_fold_refuses_an_event_it_cannot_read_instead_of_rewinding() {
+        let ev = |version: i64, event_type: &str, payload: Vec<u8>| RecordedEvent {
+            global_position: version,
+            event_id: format!("ev{version}"),
+            stream_id: "ep_1".into(),
+            stream_type: "webhook_endpoint".into(),
+            stream_version: version,
+            event_type: event_type.into(),
+            payload,
+            meta: Default::default(),
+            recorded_at_ms: 0,
+        };
+        let created = v1::WebhookEndpointCreated {
+            endpoint: Some(State {
+                url: "https://hooks.example/a".into(),
+                ..Default::default()
+            }),
+        }
+        .encode_to_vec();
+        let good = [ev(1, et::WEBHOOK_ENDPOINT_CREATED, created.clone())];
+        let loaded = gatehouse_platform::aggregate::fold::<WebhookEndpoint>(&good).unwrap();
+        assert_eq!(loaded.version, 1);
+        assert_eq!(loaded.state.unwrap().state.url, "https://hooks.example/a");
+        for bad in [
+            ev(2, et::WEBHOOK_ENDPOINT_UPDATED, vec![0xff, 0xff]),
+            ev(2, "webhook_endpoint.paused", Vec::new()),
+        ] {
+            let events = [ev(1, et::WEBHOOK_ENDPOINT_CREATED, created.clone()), bad];
+            assert!(gatehouse_platform::aggregate::fold::<WebhookEndpoint>(&events).is_err());
+        }
     }
 
     #[test]

@@ -15,7 +15,7 @@ use gatehouse_proto::v1::{self, OAuthApplicationState as AppState};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
-use super::{Decision, event, hash_secret, new_secret, projection, validate};
+use super::{Decision, commands, event, hash_secret, new_secret, projection, validate};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -201,18 +201,6 @@ struct CreateBody {
     access_token_format: Option<AccessTokenFormat>,
 }
 
-fn pkce_for(public: bool, requested: Option<bool>) -> ApiResult<bool> {
-    match (public, requested) {
-        (true, Some(false)) => Err(ApiError::invalid_param(
-            "pkce_required",
-            "Public clients must use PKCE.",
-        )),
-        (_, Some(p)) => Ok(p),
-        // OAuth 2.1: PKCE for every client unless turned off explicitly.
-        (_, None) => Ok(true),
-    }
-}
-
 #[utoipa::path(
     post,
     path = "/v1/oauth_applications",
@@ -252,7 +240,7 @@ async fn create(
             )?,
             public,
             consent_screen_enabled: b.consent_screen_enabled.unwrap_or(true),
-            pkce_required: pkce_for(public, b.pkce_required)?,
+            pkce_required: commands::pkce_for(public, b.pkce_required)?,
             client_uri: validate::info_url("client_uri", b.client_uri)?,
             client_image_url: validate::info_url("client_image_url", b.client_image_url)?,
             dynamically_registered: false,
@@ -461,77 +449,19 @@ async fn update(
         .map(|v| validate::info_url("client_image_url", v))
         .transpose()?;
     let instance_id = auth.instance.id.to_string();
+    let update = commands::Update {
+        name,
+        redirect_uris: uris,
+        scopes,
+        public: b.public,
+        consent_screen_enabled: b.consent_screen_enabled,
+        pkce_required: b.pkce_required,
+        client_uri,
+        client_image_url: image,
+        access_token_format: b.access_token_format,
+    };
     let app = super::mutate(&platform, &auth, &path, |app, now| {
-        let mut s = app.state.clone();
-        let mut changed = Vec::new();
-        let mut set = |field: &str, differs: bool| {
-            if differs {
-                changed.push(field.to_owned());
-            }
-        };
-        if b.public.is_some_and(|p| p != s.public) {
-            return Err(ApiError::invalid_param(
-                "public",
-                "An application cannot switch between public and confidential; create a new one.",
-            ));
-        }
-        if let Some(n) = &name {
-            set("name", *n != s.name);
-            s.name = n.clone();
-        }
-        if let Some(u) = &uris {
-            set("redirect_uris", *u != s.redirect_uris);
-            s.redirect_uris = u.clone();
-        }
-        if let Some(sc) = &scopes {
-            set("scopes", *sc != s.scopes);
-            s.scopes = sc.clone();
-        }
-        if let Some(c) = b.consent_screen_enabled {
-            if !c && s.dynamically_registered {
-                return Err(ApiError::bad_request(
-                    "consent_required",
-                    "Dynamically registered applications always show the consent screen.",
-                )
-                .with_meta(json!({ "param_name": "consent_screen_enabled" })));
-            }
-            set("consent_screen_enabled", c != s.consent_screen_enabled);
-            s.consent_screen_enabled = c;
-        }
-        if let Some(p) = b.pkce_required {
-            let p = pkce_for(s.public, Some(p))?;
-            set("pkce_required", p != s.pkce_required);
-            s.pkce_required = p;
-        }
-        if let Some(c) = &client_uri {
-            set("client_uri", *c != s.client_uri);
-            s.client_uri = c.clone();
-        }
-        if let Some(i) = &image {
-            set("client_image_url", *i != s.client_image_url);
-            s.client_image_url = i.clone();
-        }
-        if let Some(f) = b.access_token_format {
-            set(
-                "access_token_format",
-                f != AccessTokenFormat::stored(&s.access_token_format),
-            );
-            s.access_token_format = f.as_str().to_owned();
-        }
-        if changed.is_empty() {
-            return Ok(Decision::none(app.state.clone()));
-        }
-        s.updated_at_ms = now.max(s.updated_at_ms);
-        Ok(Decision {
-            events: vec![event(
-                et::OAUTH_APPLICATION_UPDATED,
-                &v1::OAuthApplicationUpdated {
-                    application: Some(s.clone()),
-                    changed_fields: changed,
-                },
-            )],
-            state: Some(s),
-        })
+        commands::update(&app.state, &update, now)
     })
     .await?
     .ok_or_else(|| ApiError::not_found("OAuth application"))?;

@@ -4,6 +4,7 @@
 //! stored as SHA-256.
 
 pub mod api;
+pub mod commands;
 pub mod documents;
 pub mod projection;
 pub mod registration;
@@ -11,18 +12,16 @@ pub mod scopes;
 pub mod validate;
 
 use actix_web::http::StatusCode;
-use gatehouse_platform::db;
-use gatehouse_platform::eventstore::{
-    AppendError, Attempt, NewEvent, RecordedEvent, Stream, until_won,
-};
+use gatehouse_platform::aggregate::{self, Aggregate, Decided, Target, Unreadable};
+use gatehouse_platform::eventstore::{EventMeta, RecordedEvent};
 use gatehouse_platform::idempotency;
 use gatehouse_platform::ids::OAuthApplicationId;
 use gatehouse_platform::tenancy::Authed;
 use gatehouse_platform::{ApiError, ApiResult, Platform};
 use gatehouse_proto::event_types as et;
 use gatehouse_proto::stream_types as st;
-use gatehouse_proto::v1::{self, OAuthApplicationState as AppState};
-use sea_orm::DatabaseTransaction;
+use gatehouse_proto::v1::OAuthApplicationState as AppState;
+use sea_orm::{DatabaseTransaction, DbErr};
 use sha2::{Digest, Sha256};
 
 use crate::users::STORE;
@@ -36,6 +35,7 @@ pub fn new_secret() -> String {
     gatehouse_platform::ids::random_base62(48)
 }
 
+#[derive(Debug)]
 pub struct App {
     pub state: AppState,
     pub version: i64,
@@ -43,54 +43,43 @@ pub struct App {
     pub deleted: bool,
 }
 
-fn state_of(ev: &RecordedEvent) -> Option<AppState> {
-    gatehouse_proto::oauth_application_state(&ev.event_type, &ev.payload)
-        .ok()
-        .flatten()
-}
+/// The OAuth application aggregate: every event but deletion carries the
+/// whole state.
+pub struct OAuthApplication;
 
-pub fn fold(events: &[RecordedEvent]) -> Option<App> {
-    let mut app: Option<App> = None;
-    for ev in events {
+impl Aggregate for OAuthApplication {
+    const KIND: &'static str = st::OAUTH_APPLICATION;
+    type State = Option<App>;
+
+    fn apply(app: &mut Option<App>, ev: &RecordedEvent) -> Result<(), Unreadable> {
         if ev.event_type == et::OAUTH_APPLICATION_DELETED {
-            if let Some(a) = app.as_mut() {
-                a.deleted = true;
-                a.version = ev.stream_version;
-            }
-        } else if let Some(state) = state_of(ev) {
-            app = Some(App {
-                state,
-                version: ev.stream_version,
-                instance_id: ev.meta.instance_id.clone(),
-                deleted: false,
-            });
+            let a = app
+                .as_mut()
+                .ok_or_else(|| Unreadable("deleted before it was created".into()))?;
+            a.deleted = true;
+            a.version = ev.stream_version;
+            return Ok(());
         }
+        let state = gatehouse_proto::oauth_application_state(&ev.event_type, &ev.payload)?
+            .ok_or_else(|| Unreadable(format!("no rule for {}", ev.event_type)))?;
+        *app = Some(App {
+            state,
+            version: ev.stream_version,
+            instance_id: ev.meta.instance_id.clone(),
+            deleted: false,
+        });
+        Ok(())
     }
-    app
 }
 
 pub use gatehouse_platform::eventstore::event;
 
-async fn append(
-    txn: &DatabaseTransaction,
-    platform: &Platform,
-    auth: &Authed,
-    id: &str,
-    version: i64,
-    events: &[NewEvent],
-) -> Result<Vec<RecordedEvent>, AppendError> {
-    let stream = Stream {
-        id,
-        kind: st::OAUTH_APPLICATION,
-        version,
-    };
-    let recorded = STORE
-        .append(txn, stream, events, &auth.event_meta(), platform.now_ms())
-        .await?;
-    for ev in &recorded {
-        projection::project(txn, ev).await?;
+fn target<'a>(id: &'a str, meta: &'a EventMeta) -> Target<'a> {
+    Target {
+        store: STORE,
+        stream_id: id,
+        meta,
     }
-    Ok(recorded)
 }
 
 /// Creates an application; returns it with its secret (confidential only).
@@ -107,36 +96,38 @@ pub async fn create(
     state.updated_at_ms = now;
     let secret = (!state.public).then(new_secret);
     state.client_secret_hash = secret.as_deref().map(hash_secret).unwrap_or_default();
-    let txn = db::begin_write(platform.db()).await?;
-    scopes::hold_defined(&txn, auth.instance.id.as_str(), &state.scopes).await?;
-    let events = [event(
-        et::OAUTH_APPLICATION_CREATED,
-        &v1::OAuthApplicationCreated {
-            application: Some(state.clone()),
+    let meta = auth.event_meta();
+    let instance_id = auth.instance.id.as_str();
+    let created = aggregate::run::<OAuthApplication, _, ApiError, _, _>(
+        platform,
+        target(id.as_str(), &meta),
+        |loaded, _| commands::create(loaded, &state),
+        async |txn, app: &AppState, recorded| -> ApiResult<()> {
+            scopes::hold_defined(txn, instance_id, &app.scopes).await?;
+            project(txn, recorded).await?;
+            idempotency::store_in(platform, txn, StatusCode::OK, || {
+                api::app_json(platform, instance_id, app, secret.as_deref())
+            })
+            .await?;
+            Ok(())
         },
-    )];
-    let recorded = append(&txn, platform, auth, id.as_str(), 0, &events)
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    idempotency::store_in(platform, &txn, StatusCode::OK, || {
-        api::app_json(
-            platform,
-            auth.instance.id.as_str(),
-            &state,
-            secret.as_deref(),
-        )
-    })
+    )
     .await?;
-    txn.commit().await?;
-    platform.events_committed(STORE.table(), &recorded);
-    Ok((state, secret))
+    Ok((created, secret))
+}
+
+async fn project(txn: &DatabaseTransaction, recorded: &[RecordedEvent]) -> Result<(), DbErr> {
+    for ev in recorded {
+        projection::project(txn, ev).await?;
+    }
+    Ok(())
 }
 
 /// What an application command decided.
 pub type Decision = gatehouse_platform::eventstore::Decision<AppState>;
 
-/// Load, decide, append, project; retried from a fresh load when another
-/// request appended first, then 409.
+/// Load, decide, append, project, through the aggregate kernel: a lost
+/// race is decided again from a fresh load, then 409.
 pub async fn mutate<D>(
     platform: &Platform,
     auth: &Authed,
@@ -149,35 +140,31 @@ where
     if OAuthApplicationId::parse(id).is_none() {
         return Err(ApiError::not_found("OAuth application"));
     }
-    until_won(|| async {
-        let txn = db::begin_write(platform.db()).await?;
-        let app = match fold(&STORE.load_stream(&txn, id).await?) {
-            Some(a) if !a.deleted && a.instance_id == auth.instance.id.as_str() => a,
-            _ => return Err(ApiError::not_found("OAuth application")),
-        };
-        let decision = decide(&app, platform.now_ms())?;
-        if decision.events.is_empty() {
-            return Ok(Attempt::Done(decision.state));
-        }
-        if let Some(next) = &decision.state
-            && next.scopes != app.state.scopes
-        {
-            scopes::hold_defined(&txn, auth.instance.id.as_str(), &next.scopes).await?;
-        }
-        match append(&txn, platform, auth, id, app.version, &decision.events).await {
-            Ok(recorded) => {
-                txn.commit().await?;
-                platform.events_committed(STORE.table(), &recorded);
-                Ok(Attempt::Done(decision.state))
+    let meta = auth.event_meta();
+    let instance_id = auth.instance.id.as_str();
+    aggregate::run::<OAuthApplication, _, ApiError, _, _>(
+        platform,
+        target(id, &meta),
+        |loaded, now| {
+            let app = commands::existing(loaded, instance_id)?;
+            let decision = decide(app, now)?;
+            let scopes_changed = decision
+                .state
+                .as_ref()
+                .is_some_and(|next| next.scopes != app.state.scopes);
+            Ok(Decided {
+                events: decision.events,
+                answer: (decision.state, scopes_changed),
+            })
+        },
+        async |txn, (next, scopes_changed): &(Option<AppState>, bool), recorded| -> ApiResult<()> {
+            if let (Some(next), true) = (next, scopes_changed) {
+                scopes::hold_defined(txn, instance_id, &next.scopes).await?;
             }
-            Err(e) => e.lost(),
-        }
-    })
-    .await?
-    .ok_or_else(|| {
-        ApiError::conflict(
-            "concurrent_modification",
-            "The OAuth application was changed by other requests at the same time; retry.",
-        )
-    })
+            project(txn, recorded).await?;
+            Ok(())
+        },
+    )
+    .await
+    .map(|(state, _)| state)
 }
