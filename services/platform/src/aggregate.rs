@@ -130,27 +130,34 @@ pub struct Target<'a> {
 }
 
 /// Runs one command: see the module's documentation. `decide` gets the
-/// loaded aggregate and the time; `within` runs in the command's
-/// transaction after the append, with the decision and the recorded
-/// events, to write the projection and whatever else must commit with them.
-pub async fn run<A, T, E, D, W>(
+/// loaded aggregate and the time. In the command's transaction, after the
+/// append: `within` gets the answer, to check what needs the database and
+/// write what must commit with the events (a password, an idempotent
+/// response); then `project` applies each recorded event to the service's
+/// projection. A unique index of the projection refusing a row means
+/// another command took the same key (an email address, a username) at
+/// the same moment: a lost race like any other, decided again from a fresh
+/// load.
+pub async fn run<A, T, E, D, W, P>(
     platform: &Platform,
     target: Target<'_>,
     mut decide: D,
     within: W,
+    project: P,
 ) -> Result<T, E>
 where
     A: Aggregate,
     E: From<KernelError> + From<DbErr>,
     D: FnMut(&Loaded<A::State>, i64) -> Result<Decided<T>, E>,
-    W: AsyncFn(&DatabaseTransaction, &T, &[RecordedEvent]) -> Result<(), E>,
+    W: AsyncFn(&DatabaseTransaction, &T) -> Result<(), E>,
+    P: AsyncFn(&DatabaseTransaction, &RecordedEvent) -> Result<(), DbErr>,
 {
     let Target {
         store,
         stream_id,
         meta,
     } = target;
-    for attempt in 0..MAX_ATTEMPTS {
+    'attempts: for attempt in 0..MAX_ATTEMPTS {
         let txn = db::begin_write(platform.db()).await?;
         let events = store.load_stream(&txn, stream_id).await?;
         let loaded = fold::<A>(&events).inspect_err(|e| unreadable(platform, store, e))?;
@@ -164,19 +171,30 @@ where
             kind: A::KIND,
             version: loaded.version,
         };
-        match store.append(&txn, stream, &decided.events, meta, now).await {
-            Ok(recorded) => {
-                within(&txn, &decided.answer, &recorded).await?;
-                txn.commit().await?;
-                platform.events_committed(store.table(), &recorded);
-                return Ok(decided.answer);
-            }
+        let recorded = match store.append(&txn, stream, &decided.events, meta, now).await {
+            Ok(recorded) => recorded,
             Err(AppendError::Conflict { .. }) => {
                 drop(txn);
                 pause_after_conflict(attempt).await;
+                continue;
             }
             Err(AppendError::Db(e)) => return Err(e.into()),
+        };
+        within(&txn, &decided.answer).await?;
+        for ev in &recorded {
+            match project(&txn, ev).await {
+                Ok(()) => {}
+                Err(e) if db::is_unique_violation(&e) => {
+                    drop(txn);
+                    pause_after_conflict(attempt).await;
+                    continue 'attempts;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
+        txn.commit().await?;
+        platform.events_committed(store.table(), &recorded);
+        return Ok(decided.answer);
     }
     Err(KernelError::Contended {
         stream_id: stream_id.to_owned(),

@@ -19,7 +19,7 @@ use gatehouse_proto::stream_types as st;
 use gatehouse_proto::v1::{self, WebhookEndpointState as State, WebhookSigningSecret};
 use prost::Message;
 use rand::RngCore;
-use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr};
 
 use crate::STORE;
 
@@ -140,13 +140,6 @@ impl Aggregate for WebhookEndpoint {
 
 pub use gatehouse_platform::eventstore::event;
 
-async fn project_all(txn: &DatabaseTransaction, recorded: &[RecordedEvent]) -> ApiResult<()> {
-    for ev in recorded {
-        project(txn, ev).await?;
-    }
-    Ok(())
-}
-
 /// Creates an endpoint from `state` (id, secret and times are set here);
 /// returns it with its secret in clear, shown this once.
 pub async fn create(
@@ -166,7 +159,7 @@ pub async fn create(
         stream_id: &state.endpoint_id,
         meta: &meta,
     };
-    let created = aggregate::run::<WebhookEndpoint, _, ApiError, _, _>(
+    let created = aggregate::run::<WebhookEndpoint, _, ApiError, _, _, _>(
         platform,
         target,
         |loaded, _| {
@@ -186,7 +179,8 @@ pub async fn create(
                 answer: state.clone(),
             })
         },
-        async |txn, _, recorded| project_all(txn, recorded).await,
+        async |_, _| Ok(()),
+        async |txn, ev| project(txn, ev).await,
     )
     .await?;
     Ok((created, secret))
@@ -217,7 +211,7 @@ where
         meta: &meta,
     };
     let instance_id = auth.instance.id.as_str();
-    aggregate::run::<WebhookEndpoint, _, ApiError, _, _>(
+    aggregate::run::<WebhookEndpoint, _, ApiError, _, _, _>(
         platform,
         target,
         |loaded, now| {
@@ -231,7 +225,8 @@ where
                 answer: decision.state,
             })
         },
-        async |txn, _, recorded| project_all(txn, recorded).await,
+        async |_, _| Ok(()),
+        async |txn, ev| project(txn, ev).await,
     )
     .await
 }

@@ -21,7 +21,6 @@ use gatehouse_platform::{ApiError, ApiResult, Platform};
 use gatehouse_proto::event_types as et;
 use gatehouse_proto::stream_types as st;
 use gatehouse_proto::v1::OAuthApplicationState as AppState;
-use sea_orm::{DatabaseTransaction, DbErr};
 use sha2::{Digest, Sha256};
 
 use crate::users::STORE;
@@ -98,29 +97,22 @@ pub async fn create(
     state.client_secret_hash = secret.as_deref().map(hash_secret).unwrap_or_default();
     let meta = auth.event_meta();
     let instance_id = auth.instance.id.as_str();
-    let created = aggregate::run::<OAuthApplication, _, ApiError, _, _>(
+    let created = aggregate::run::<OAuthApplication, _, ApiError, _, _, _>(
         platform,
         target(id.as_str(), &meta),
         |loaded, _| commands::create(loaded, &state),
-        async |txn, app: &AppState, recorded| -> ApiResult<()> {
+        async |txn, app: &AppState| -> ApiResult<()> {
             scopes::hold_defined(txn, instance_id, &app.scopes).await?;
-            project(txn, recorded).await?;
             idempotency::store_in(platform, txn, StatusCode::OK, || {
                 api::app_json(platform, instance_id, app, secret.as_deref())
             })
             .await?;
             Ok(())
         },
+        async |txn, ev| projection::project(txn, ev).await,
     )
     .await?;
     Ok((created, secret))
-}
-
-async fn project(txn: &DatabaseTransaction, recorded: &[RecordedEvent]) -> Result<(), DbErr> {
-    for ev in recorded {
-        projection::project(txn, ev).await?;
-    }
-    Ok(())
 }
 
 /// What an application command decided.
@@ -142,7 +134,7 @@ where
     }
     let meta = auth.event_meta();
     let instance_id = auth.instance.id.as_str();
-    aggregate::run::<OAuthApplication, _, ApiError, _, _>(
+    aggregate::run::<OAuthApplication, _, ApiError, _, _, _>(
         platform,
         target(id, &meta),
         |loaded, now| {
@@ -157,13 +149,13 @@ where
                 answer: (decision.state, scopes_changed),
             })
         },
-        async |txn, (next, scopes_changed): &(Option<AppState>, bool), recorded| -> ApiResult<()> {
+        async |txn, (next, scopes_changed): &(Option<AppState>, bool)| -> ApiResult<()> {
             if let (Some(next), true) = (next, scopes_changed) {
                 scopes::hold_defined(txn, instance_id, &next.scopes).await?;
             }
-            project(txn, recorded).await?;
             Ok(())
         },
+        async |txn, ev| projection::project(txn, ev).await,
     )
     .await
     .map(|(state, _)| state)

@@ -2,10 +2,12 @@
 //! Every event carries the user's whole state after it, so folding a stream
 //! is taking its last state, and consumers need no other lookup.
 //!
-//! Commands run in one transaction: load and fold the stream, decide, append
-//! with the expected version, project. A lost race (`UNIQUE(stream_id,
-//! stream_version)`) is retried from a fresh load a few times, then answered
-//! 409 — never a silent overwrite.
+//! Commands run through the aggregate kernel (`platform::aggregate`): load
+//! and fold the stream, decide, append with the expected version, check the
+//! identifiers are free, project, all in one transaction. A lost race
+//! (`UNIQUE(stream_id, stream_version)`, or a projection's unique index) is
+//! decided again from a fresh load a few times, then answered 409, never a
+//! silent overwrite.
 
 pub mod api;
 pub mod password;
@@ -13,10 +15,8 @@ pub mod projection;
 pub mod validate;
 
 use actix_web::http::StatusCode;
-use gatehouse_platform::db;
-use gatehouse_platform::eventstore::{
-    AppendError, Attempt, EventStore, NewEvent, RecordedEvent, Stream, until_won,
-};
+use gatehouse_platform::aggregate::{self, Aggregate, Decided, Loaded, Target, Unreadable};
+use gatehouse_platform::eventstore::{EventMeta, EventStore, RecordedEvent};
 use gatehouse_platform::idempotency;
 use gatehouse_platform::ids::{EmailAddressId, UserId};
 use gatehouse_platform::tenancy::Authed;
@@ -26,7 +26,7 @@ use gatehouse_proto::event_types as et;
 use gatehouse_proto::stream_types as st;
 use gatehouse_proto::v1::{self, EmailAddress, UserState};
 use prost::Message;
-use sea_orm::{ConnectionTrait, DatabaseTransaction};
+use sea_orm::DatabaseTransaction;
 use serde_json::Value;
 
 pub const STORE: EventStore = EventStore::new("authz", "authz_events");
@@ -38,16 +38,51 @@ pub struct User {
     pub version: i64,
     pub instance_id: String,
     pub deleted: bool,
+    /// The actor of the stream's first event (what `verified` means on
+    /// addresses written before the field).
+    pub created_by: String,
 }
 
-fn state_of(ev: &RecordedEvent) -> Option<UserState> {
-    let p = ev.payload.as_slice();
-    match ev.event_type.as_str() {
-        et::USER_CREATED => v1::UserCreated::decode(p).ok()?.user,
-        et::USER_UPDATED => v1::UserUpdated::decode(p).ok()?.user,
-        et::USER_BANNED => v1::UserBanned::decode(p).ok()?.user,
-        et::USER_UNBANNED => v1::UserUnbanned::decode(p).ok()?.user,
-        _ => None,
+/// The user aggregate: every event but deletion carries the whole state.
+pub struct UserStream;
+
+impl Aggregate for UserStream {
+    const KIND: &'static str = st::USER;
+    type State = Option<User>;
+
+    /// Every address of the result says whether it is verified, so the
+    /// events a command appends from it always carry the field.
+    fn apply(user: &mut Option<User>, ev: &RecordedEvent) -> Result<(), Unreadable> {
+        let p = ev.payload.as_slice();
+        let state = match ev.event_type.as_str() {
+            et::USER_DELETED => {
+                let u = user
+                    .as_mut()
+                    .ok_or_else(|| Unreadable("deleted before it was created".into()))?;
+                u.deleted = true;
+                u.version = ev.stream_version;
+                return Ok(());
+            }
+            et::USER_CREATED => v1::UserCreated::decode(p)?.user,
+            et::USER_UPDATED => v1::UserUpdated::decode(p)?.user,
+            et::USER_BANNED => v1::UserBanned::decode(p)?.user,
+            et::USER_UNBANNED => v1::UserUnbanned::decode(p)?.user,
+            other => return Err(Unreadable(format!("no rule for {other}"))),
+        };
+        let mut state =
+            state.ok_or_else(|| Unreadable(format!("{} without state", ev.event_type)))?;
+        let created_by = user
+            .as_ref()
+            .map_or_else(|| ev.meta.actor.clone(), |u| u.created_by.clone());
+        settle_verification(&mut state, &created_by);
+        *user = Some(User {
+            state,
+            version: ev.stream_version,
+            instance_id: ev.meta.instance_id.clone(),
+            deleted: false,
+            created_by,
+        });
+        Ok(())
     }
 }
 
@@ -60,74 +95,10 @@ pub fn settle_verification(state: &mut UserState, created_by: &str) {
     }
 }
 
-/// Folds a stream into the aggregate; `None` if the stream is empty. Every
-/// address of the result says whether it is verified, so the events a
-/// command appends from it always carry the field.
-pub fn fold(events: &[RecordedEvent]) -> Option<User> {
-    let mut user: Option<User> = None;
-    let created_by = events.first().map(|e| e.meta.actor.as_str()).unwrap_or("");
-    for ev in events {
-        if ev.event_type == et::USER_DELETED {
-            if let Some(u) = user.as_mut() {
-                u.deleted = true;
-                u.version = ev.stream_version;
-            }
-            continue;
-        }
-        if let Some(state) = state_of(ev) {
-            user = Some(User {
-                state,
-                version: ev.stream_version,
-                instance_id: ev.meta.instance_id.clone(),
-                deleted: false,
-            });
-        }
-    }
-    if let Some(u) = user.as_mut() {
-        settle_verification(&mut u.state, created_by);
-    }
-    user
-}
-
 /// What a user command decided.
 pub type Decision = gatehouse_platform::eventstore::Decision<UserState>;
 
 pub use gatehouse_platform::eventstore::event;
-
-async fn append_and_project(
-    txn: &DatabaseTransaction,
-    platform: &Platform,
-    auth: &Authed,
-    user_id: &str,
-    expected_version: i64,
-    events: &[NewEvent],
-) -> Result<Vec<RecordedEvent>, AppendError> {
-    let recorded = STORE
-        .append(
-            txn,
-            Stream {
-                id: user_id,
-                kind: st::USER,
-                version: expected_version,
-            },
-            events,
-            &auth.event_meta(),
-            platform.now_ms(),
-        )
-        .await?;
-    for ev in &recorded {
-        if let Err(err) = projection::project(txn, ev).await {
-            if db::is_unique_violation(&err) {
-                return Err(AppendError::Conflict {
-                    stream_id: user_id.to_owned(),
-                    expected: expected_version,
-                });
-            }
-            return Err(err.into());
-        }
-    }
-    Ok(recorded)
-}
 
 fn username_taken(username: &str) -> ApiError {
     ApiError::new(
@@ -198,58 +169,86 @@ pub async fn create(platform: &Platform, auth: &Authed, new: NewUser) -> ApiResu
         updated_at_ms: now,
     };
     let instance_id = auth.instance.id.as_str();
-    let txn = db::begin_write(platform.db()).await?;
-    let taken = projection::taken_emails(&txn, instance_id, &new.email_addresses, None).await?;
+    let meta = auth.event_meta();
+    aggregate::run::<UserStream, _, ApiError, _, _, _>(
+        platform,
+        target(user_id.as_str(), &meta),
+        |loaded, _| {
+            if loaded.state.is_some() {
+                return Err(ApiError::conflict(
+                    "user_exists",
+                    "A user already has this id; retry.",
+                ));
+            }
+            Ok(Decided {
+                events: vec![event(
+                    et::USER_CREATED,
+                    &v1::UserCreated {
+                        user: Some(state.clone()),
+                    },
+                )],
+                answer: state.clone(),
+            })
+        },
+        async |txn, state: &UserState| -> ApiResult<()> {
+            unique_identifiers(txn, instance_id, state, None).await?;
+            if let Some(hash) = &new.password_hash {
+                password::store(txn, instance_id, &state.user_id, hash, now).await?;
+            }
+            idempotency::store_in(platform, txn, StatusCode::OK, || user_json(state)).await?;
+            Ok(())
+        },
+        async |txn, ev| projection::project(txn, ev).await,
+    )
+    .await
+}
+
+fn target<'a>(user_id: &'a str, meta: &'a EventMeta) -> Target<'a> {
+    Target {
+        store: STORE,
+        stream_id: user_id,
+        meta,
+    }
+}
+
+/// The user's email addresses and username are no other user's of the
+/// instance (read in the command's transaction; a concurrent command taking
+/// one at the same moment is caught by the projection's unique indexes).
+async fn unique_identifiers(
+    txn: &DatabaseTransaction,
+    instance_id: &str,
+    state: &UserState,
+    except: Option<&str>,
+) -> ApiResult<()> {
+    let emails: Vec<String> = state
+        .email_addresses
+        .iter()
+        .map(|e| e.email_address.clone())
+        .collect();
+    let taken = projection::taken_emails(txn, instance_id, &emails, except).await?;
     if !taken.is_empty() {
         return Err(email_taken(&taken));
     }
     if let Some(u) = &state.username
-        && projection::username_taken(&txn, instance_id, u, None).await?
+        && projection::username_taken(txn, instance_id, u, except).await?
     {
         return Err(username_taken(u));
     }
-    let events = [event(
-        et::USER_CREATED,
-        &v1::UserCreated {
-            user: Some(state.clone()),
-        },
-    )];
-    let recorded =
-        match append_and_project(&txn, platform, auth, user_id.as_str(), 0, &events).await {
-            Ok(recorded) => recorded,
-            // A concurrent create took one of the identifiers first.
-            Err(AppendError::Conflict { .. }) => {
-                return Err(ApiError::conflict(
-                    "form_identifier_exists",
-                    "An email address or the username was taken by a concurrent request.",
-                ));
-            }
-            Err(AppendError::Db(e)) => return Err(e.into()),
-        };
-    if let Some(hash) = &new.password_hash {
-        password::store(&txn, instance_id, user_id.as_str(), hash, now).await?;
-    }
-    idempotency::store_in(platform, &txn, StatusCode::OK, || user_json(&state)).await?;
-    txn.commit().await?;
-    platform.events_committed(STORE.table(), &recorded);
-    Ok(state)
+    Ok(())
 }
 
-/// Loads a live user of this instance inside `txn`, or 404 (also for another
-/// instance's user: existence is not leaked).
-pub async fn load(txn: &impl ConnectionTrait, auth: &Authed, user_id: &str) -> ApiResult<User> {
-    if UserId::parse(user_id).is_none() {
-        return Err(ApiError::not_found("user"));
-    }
-    let events = STORE.load_stream(txn, user_id).await?;
-    match fold(&events) {
+/// A live user of this instance, or 404 (also for another instance's user:
+/// existence is not leaked).
+pub fn existing<'a>(loaded: &'a Loaded<Option<User>>, auth: &Authed) -> ApiResult<&'a User> {
+    match &loaded.state {
         Some(u) if !u.deleted && u.instance_id == auth.instance.id.as_str() => Ok(u),
         _ => Err(ApiError::not_found("user")),
     }
 }
 
-/// Runs a decision against the current state, retrying from a fresh load when
-/// another request appended first. `side_effect` runs in the same
+/// Runs a decision against the current state through the aggregate kernel
+/// (a lost race, or an identifier taken by a concurrent command, is decided
+/// again from a fresh load, then 409). `side_effect` runs in the same
 /// transaction after a successful append (password writes).
 pub async fn mutate<D, S>(
     platform: &Platform,
@@ -262,63 +261,34 @@ where
     D: Fn(&User, i64) -> ApiResult<Decision>,
     S: for<'a> Fn(&'a DatabaseTransaction, i64) -> SideEffect<'a>,
 {
-    until_won(|| async {
-        let txn = db::begin_write(platform.db()).await?;
-        let user = load(&txn, auth, user_id).await?;
-        let decision = decide(&user, platform.now_ms())?;
-        if decision.events.is_empty() {
-            txn.rollback().await?;
-            return Ok(Attempt::Done(decision.state));
-        }
-        if let Some(state) = &decision.state {
-            let emails: Vec<String> = state
-                .email_addresses
-                .iter()
-                .map(|e| e.email_address.clone())
-                .collect();
-            let taken =
-                projection::taken_emails(&txn, auth.instance.id.as_str(), &emails, Some(user_id))
-                    .await?;
-            if !taken.is_empty() {
-                return Err(email_taken(&taken));
+    if UserId::parse(user_id).is_none() {
+        return Err(ApiError::not_found("user"));
+    }
+    let meta = auth.event_meta();
+    let instance_id = auth.instance.id.as_str();
+    aggregate::run::<UserStream, _, ApiError, _, _, _>(
+        platform,
+        target(user_id, &meta),
+        |loaded, now| {
+            let decision = decide(existing(loaded, auth)?, now)?;
+            Ok(Decided {
+                events: decision.events,
+                answer: decision.state,
+            })
+        },
+        async |txn, state: &Option<UserState>| -> ApiResult<()> {
+            if let Some(state) = state {
+                unique_identifiers(txn, instance_id, state, Some(user_id)).await?;
             }
-            if let Some(u) = &state.username
-                && projection::username_taken(&txn, auth.instance.id.as_str(), u, Some(user_id))
-                    .await?
-            {
-                return Err(username_taken(u));
+            side_effect(txn, platform.now_ms()).await?;
+            if let Some(state) = state {
+                idempotency::store_in(platform, txn, StatusCode::OK, || user_json(state)).await?;
             }
-        }
-        match append_and_project(
-            &txn,
-            platform,
-            auth,
-            user_id,
-            user.version,
-            &decision.events,
-        )
-        .await
-        {
-            Ok(recorded) => {
-                side_effect(&txn, platform.now_ms()).await?;
-                if let Some(state) = &decision.state {
-                    idempotency::store_in(platform, &txn, StatusCode::OK, || user_json(state))
-                        .await?;
-                }
-                txn.commit().await?;
-                platform.events_committed(STORE.table(), &recorded);
-                Ok(Attempt::Done(decision.state))
-            }
-            Err(e) => e.lost(),
-        }
-    })
-    .await?
-    .ok_or_else(|| {
-        ApiError::conflict(
-            "concurrent_modification",
-            "The user was changed by other requests at the same time; retry.",
-        )
-    })
+            Ok(())
+        },
+        async |txn, ev| projection::project(txn, ev).await,
+    )
+    .await
 }
 
 pub type SideEffect<'a> =
@@ -380,7 +350,33 @@ mod tests {
     }
 
     fn verified_after(events: &[RecordedEvent]) -> Option<bool> {
-        fold(events).unwrap().state.email_addresses[0].verified
+        gatehouse_platform::aggregate::fold::<UserStream>(events)
+            .unwrap()
+            .state
+            .unwrap()
+            .state
+            .email_addresses[0]
+            .verified
+    }
+
+    #[test]
+    fn the_fold_refuses_an_event_it_cannot_read_instead_of_rewinding() {
+        let api = "secret_key:ak_1";
+        let created = recorded(1, api, et::USER_CREATED, state(Some(true)));
+        let mut garbled = recorded(2, api, et::USER_UPDATED, state(Some(true)));
+        garbled.payload = vec![0xff, 0xff];
+        let mut unknown = recorded(2, api, et::USER_UPDATED, state(Some(true)));
+        unknown.event_type = "user.renamed".into();
+        for bad in [garbled, unknown] {
+            assert!(
+                gatehouse_platform::aggregate::fold::<UserStream>(&[created.clone(), bad]).is_err()
+            );
+        }
+        let deleted = recorded(2, api, et::USER_DELETED, state(None));
+        let loaded =
+            gatehouse_platform::aggregate::fold::<UserStream>(&[created, deleted]).unwrap();
+        assert!(loaded.state.unwrap().deleted);
+        assert_eq!(loaded.version, 2);
     }
 
     #[test]
