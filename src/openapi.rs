@@ -195,7 +195,6 @@ pub fn run(dir: &Path, check: bool) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -73,8 +73,6 @@ pub fn verified_before_the_field(created_by: &str) -> bool {
     created_by != SIGN_UP_ACTOR
 }
 
-/// The whole application state an `oauth_application.*` event carries;
-/// `None` for deletion and for every other event type.
 /// The user state a user event carries (created, updated, banned,
 /// unbanned); `None` for other event types.
 pub fn user_state(
@@ -91,6 +89,8 @@ pub fn user_state(
     })
 }
 
+/// The whole application state an `oauth_application.*` event carries;
+/// `None` for deletion and for every other event type.
 pub fn oauth_application_state(
     event_type: &str,
     payload: &[u8],
@@ -111,7 +111,6 @@ pub fn oauth_application_state(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use prost::Message;

@@ -1,5 +1,7 @@
-//! The authorization service. This issue brings its users (a Backend API
-//! wire-compatible with Clerk's); sessions, sign-in pages and OAuth come next.
+//! The authorization service: users (a Backend API wire-compatible with
+//! Clerk's), hosted sign-in and sessions, OAuth applications and custom
+//! scopes, dynamic client registration and metadata documents, the
+//! authorization endpoint with consent, and grants.
 //!
 //! Like every service it exposes `configure` for its routes, `workers` for
 //! its background tasks, and `rebuild` for its projections, and depends only

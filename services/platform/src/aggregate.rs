@@ -220,7 +220,6 @@ fn unreadable(platform: &Platform, store: EventStore, e: &KernelError) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

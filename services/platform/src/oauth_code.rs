@@ -154,7 +154,6 @@ fn open_with(cipher: &Aes256Gcm, encoded: &str, aad: &[u8]) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

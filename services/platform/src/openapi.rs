@@ -258,7 +258,6 @@ pub fn documented(doc: &OpenApi, method: &str, path: &str) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};

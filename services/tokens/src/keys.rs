@@ -469,7 +469,6 @@ pub async fn jwks(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

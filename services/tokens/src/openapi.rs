@@ -108,7 +108,6 @@ fn renamed(mut op: Operation, operation_id: &str) -> Operation {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

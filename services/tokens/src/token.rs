@@ -766,7 +766,6 @@ async fn client_credentials(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

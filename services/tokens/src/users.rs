@@ -252,7 +252,6 @@ pub async fn profile(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

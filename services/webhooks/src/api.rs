@@ -774,7 +774,6 @@ async fn rotate_secret(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -339,7 +339,6 @@ pub async fn list(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

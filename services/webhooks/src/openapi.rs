@@ -63,7 +63,6 @@ pub(crate) fn filter_types_schema() -> utoipa::openapi::schema::Array {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use std::collections::BTreeSet;
 
