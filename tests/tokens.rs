@@ -1057,6 +1057,54 @@ async fn client_credentials_tokens(o: &Oauth<'_>, id: &str, secret: &str, n: usi
     panic!("the client never reached the token service");
 }
 
+/// Rotations of one instance's key at the same moment: each either makes
+/// its key active, which the JWKS then publishes, or answers 409; none
+/// answers 200 with a key that was never stored.
+async fn concurrent_rotations(mode: Mode) {
+    let g = Gatehouse::start(mode).await;
+    let t = g.tenant().await;
+    let ins = t.dev.id.clone();
+    let path = format!("/admin/v1/instances/{ins}/signing_keys/rotate");
+    let rotations = (0..8).map(|_| g.admin(Method::POST, &path, Some(json!({ "alg": "ES256" }))));
+    let answers = futures_util::future::join_all(rotations).await;
+    let jwks: Value = g
+        .client
+        .get(g.url(&format!("/i/{ins}/.well-known/jwks.json")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let published: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    let mut rotated = 0;
+    for (status, body) in &answers {
+        match status {
+            200 => {
+                rotated += 1;
+                let kid = body["kid"].as_str().unwrap();
+                assert!(
+                    published.contains(&kid),
+                    "{kid} answered but not published: {published:?}"
+                );
+            }
+            409 => assert_eq!(
+                body["errors"][0]["code"], "concurrent_modification",
+                "{body}"
+            ),
+            other => panic!("rotation answered {other}: {body}"),
+        }
+    }
+    assert!(rotated >= 1, "{answers:?}");
+}
+
+in_both_shapes!(concurrent_rotations: concurrent_rotations_embedded, concurrent_rotations_production_shape);
+
 /// Private signing keys are stored encrypted under the deployment secret;
 /// a process started with another secret cannot sign with them (a 500, not
 /// a silent rotation) until the admin API rotates the key, and tokens of the

@@ -227,13 +227,15 @@ pub fn encoding_key(alg: Algorithm, pem: &str) -> Result<EncodingKey, DbErr> {
     .map_err(err)
 }
 
+/// Stores a new active key; `None` when another one became active first
+/// (the unique index on active keys keeps one).
 async fn insert(
     conn: &impl ConnectionTrait,
     sealer: &CodeSealer,
     instance_id: &str,
     alg: Algorithm,
     now_ms: i64,
-) -> Result<String, DbErr> {
+) -> Result<Option<String>, DbErr> {
     // An RSA key takes from a few milliseconds to seconds to find: off
     // the async workers, whose other connections would stall meanwhile.
     let (kid, pem, jwk) = tokio::task::spawn_blocking(move || generate(alg))
@@ -243,7 +245,7 @@ async fn insert(
     let jwk = serde_json::to_string(&jwk).map_err(err)?;
     // Two processes may race to create an instance's first key: the unique
     // index on active keys keeps one.
-    db::exec(
+    let stored = db::exec(
         conn,
         "INSERT INTO tokens_signing_keys (kid, instance_id, alg, private_pem, public_jwk, active, created_at) \
          VALUES ($1, $2, $3, $4, $5, TRUE, $6) ON CONFLICT DO NOTHING",
@@ -257,7 +259,7 @@ async fn insert(
         ],
     )
     .await?;
-    Ok(kid)
+    Ok((stored == 1).then_some(kid))
 }
 
 /// The active key, `Err(Unreadable)` inside when it is stored under
@@ -335,14 +337,16 @@ pub async fn active(
 }
 
 /// Makes a new key (of `alg`) the instance's active one; the old one stays
-/// published until its tokens have expired. Returns the new key id.
+/// published until its tokens have expired. Returns the new key id, or
+/// `None` when a rotation running at the same time made its key active
+/// first (PostgreSQL: this one's update did not see that key).
 pub async fn rotate(
     conn: &impl ConnectionTrait,
     sealer: &CodeSealer,
     instance_id: &str,
     alg: Algorithm,
     now_ms: i64,
-) -> Result<String, DbErr> {
+) -> Result<Option<String>, DbErr> {
     db::exec(
         conn,
         "UPDATE tokens_signing_keys SET active = FALSE, retired_at = $2 WHERE instance_id = $1 AND active",

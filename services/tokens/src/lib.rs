@@ -139,6 +139,7 @@ enum SigningKeyObject {
         (status = 200, description = "The new active signing key.", body = SigningKeySchema),
         (status = 403, description = "`authorization_invalid`: the admin API is disabled on this process.", body = gatehouse_platform::openapi::ErrorBody),
         (status = 404, description = "`resource_not_found`: no active instance has this id.", body = gatehouse_platform::openapi::ErrorBody),
+        (status = 409, description = "`concurrent_modification`: another rotation of the instance's key ran at the same time; nothing changed.", body = gatehouse_platform::openapi::ErrorBody),
         (status = 422, description = "`form_param_format_invalid`: an unsupported `alg`, an unknown field, or a body that is not a JSON object.", body = gatehouse_platform::openapi::ErrorBody),
     ),
     security(("admin_token" = [])),
@@ -173,7 +174,14 @@ async fn rotate_key(
         return Err(ApiError::not_found("instance"));
     }
     let txn = db::begin_write(platform.db()).await?;
-    let kid = keys::rotate(&txn, platform.code_sealer(), &id, alg, platform.now_ms()).await?;
+    let kid = keys::rotate(&txn, platform.code_sealer(), &id, alg, platform.now_ms())
+        .await?
+        .ok_or_else(|| {
+            ApiError::conflict(
+                "concurrent_modification",
+                "Another rotation of this instance's key ran at the same time; retry.",
+            )
+        })?;
     txn.commit().await?;
     Ok(HttpResponse::Ok()
         .json(json!({ "object": "signing_key", "kid": kid, "alg": format!("{alg:?}") })))
