@@ -7,15 +7,13 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use gatehouse_platform::http::parse_json;
 use gatehouse_platform::idempotency;
 use gatehouse_platform::tenancy::InstanceKey;
-use gatehouse_platform::wire::{metadata_value, user_json};
+use gatehouse_platform::wire::user_json;
 use gatehouse_platform::{ApiError, ApiResult, Platform};
-use gatehouse_proto::event_types as et;
-use gatehouse_proto::v1::{self, UserState};
 use serde::{Deserialize, Deserializer};
 use serde_json::{Value, json};
 
 use super::projection::{self, Filter, OrderBy};
-use super::{Decision, NewUser, password, touched, validate};
+use super::{NewUser, commands, password, validate};
 
 use gatehouse_platform::openapi::ErrorBody;
 use gatehouse_platform::wire::user_schema::UserObject;
@@ -472,48 +470,6 @@ struct UpdateBody {
 }
 
 /// Sets an already validated optional text field, noting a change.
-fn set_text(
-    field: &'static str,
-    target: &mut Option<String>,
-    v: Option<Option<String>>,
-    changed: &mut Vec<String>,
-) {
-    if let Some(v) = v
-        && *target != v
-    {
-        *target = v;
-        changed.push(field.to_owned());
-    }
-}
-
-fn set_metadata(
-    field: &'static str,
-    target: &mut String,
-    v: Option<Value>,
-    changed: &mut Vec<String>,
-) {
-    if let Some(v) = v {
-        let s = v.to_string();
-        if *target != s {
-            *target = s;
-            changed.push(field.to_owned());
-        }
-    }
-}
-
-fn updated_event(state: UserState, changed: Vec<String>) -> Decision {
-    Decision {
-        events: vec![super::event(
-            et::USER_UPDATED,
-            &v1::UserUpdated {
-                user: Some(state.clone()),
-                changed_fields: changed,
-            },
-        )],
-        state: Some(state),
-    }
-}
-
 #[utoipa::path(
     patch,
     path = "/v1/users/{user_id}",
@@ -568,65 +524,18 @@ async fn update_user(
         &auth,
         &user_id,
         |user, now| {
-            let mut s = touched(user, now);
-            let mut changed = Vec::new();
-            set_text(
-                "first_name",
-                &mut s.first_name,
-                first_name.clone(),
-                &mut changed,
-            );
-            set_text(
-                "last_name",
-                &mut s.last_name,
-                last_name.clone(),
-                &mut changed,
-            );
-            set_text(
-                "external_id",
-                &mut s.external_id,
-                external_id.clone(),
-                &mut changed,
-            );
-            set_text("username", &mut s.username, username.clone(), &mut changed);
-            if let Some(primary) = &b.primary_email_address_id {
-                if !s.email_addresses.iter().any(|e| &e.id == primary) {
-                    return Err(ApiError::invalid_param(
-                        "primary_email_address_id",
-                        "No email address of this user has that id.",
-                    ));
-                }
-                if &s.primary_email_address_id != primary {
-                    s.primary_email_address_id = primary.clone();
-                    changed.push("primary_email_address_id".to_owned());
-                }
-            }
-            set_metadata(
-                "public_metadata",
-                &mut s.public_metadata_json,
-                public.clone(),
-                &mut changed,
-            );
-            set_metadata(
-                "private_metadata",
-                &mut s.private_metadata_json,
-                private.clone(),
-                &mut changed,
-            );
-            set_metadata(
-                "unsafe_metadata",
-                &mut s.unsafe_metadata_json,
-                unsafe_.clone(),
-                &mut changed,
-            );
-            if password_hash.is_some() {
-                s.password_enabled = true;
-                changed.push("password".to_owned());
-            }
-            if changed.is_empty() {
-                return Ok(Decision::none(user.state.clone()));
-            }
-            Ok(updated_event(s, changed))
+            let update = commands::ProfileUpdate {
+                first_name: first_name.clone(),
+                last_name: last_name.clone(),
+                external_id: external_id.clone(),
+                username: username.clone(),
+                primary_email_address_id: b.primary_email_address_id.clone(),
+                public_metadata: public.clone(),
+                private_metadata: private.clone(),
+                unsafe_metadata: unsafe_.clone(),
+                password_set: password_hash.is_some(),
+            };
+            commands::update_profile(user, &update, now)
         },
         |txn, now| {
             let hash = password_hash.clone();
@@ -708,39 +617,7 @@ async fn metadata_command(
         &platform,
         &auth,
         &user_id,
-        |user, now| {
-            let mut s = touched(user, now);
-            let mut changed = Vec::new();
-            for (field, value) in &fields {
-                let Some(value) = value else { continue };
-                let target = match *field {
-                    "public_metadata" => &mut s.public_metadata_json,
-                    "private_metadata" => &mut s.private_metadata_json,
-                    _ => &mut s.unsafe_metadata_json,
-                };
-                let next = if merge {
-                    let mut base = metadata_value(target);
-                    validate::merge(&mut base, value);
-                    if base.to_string().len() > validate::MAX_METADATA_BYTES {
-                        return Err(ApiError::invalid_param(
-                            field,
-                            format!(
-                                "`{field}` would exceed {} bytes.",
-                                validate::MAX_METADATA_BYTES
-                            ),
-                        ));
-                    }
-                    base
-                } else {
-                    value.clone()
-                };
-                set_metadata(field, target, Some(next), &mut changed);
-            }
-            if changed.is_empty() {
-                return Ok(Decision::none(user.state.clone()));
-            }
-            Ok(updated_event(s, changed))
-        },
+        |user, now| commands::set_metadata_fields(user, &fields, merge, now),
         super::no_side_effect,
     )
     .await?
@@ -822,17 +699,7 @@ async fn delete_user(
         &platform,
         &auth,
         &user_id,
-        |user, _| {
-            Ok(Decision {
-                events: vec![super::event(
-                    et::USER_DELETED,
-                    &v1::UserDeleted {
-                        user_id: user.state.user_id.clone(),
-                    },
-                )],
-                state: None,
-            })
-        },
+        |user, _| Ok(commands::delete(user)),
         super::no_side_effect,
     )
     .await?;
@@ -853,32 +720,7 @@ async fn set_banned(
             &platform,
             &auth,
             &user_id,
-            |user, now| {
-                if user.state.banned == banned {
-                    return Ok(Decision::none(user.state.clone()));
-                }
-                let mut s = touched(user, now);
-                s.banned = banned;
-                let ev = if banned {
-                    super::event(
-                        et::USER_BANNED,
-                        &v1::UserBanned {
-                            user: Some(s.clone()),
-                        },
-                    )
-                } else {
-                    super::event(
-                        et::USER_UNBANNED,
-                        &v1::UserUnbanned {
-                            user: Some(s.clone()),
-                        },
-                    )
-                };
-                Ok(Decision {
-                    events: vec![ev],
-                    state: Some(s),
-                })
-            },
+            |user, now| Ok(commands::set_banned(user, banned, now)),
             super::no_side_effect,
         )
         .await?
@@ -938,6 +780,8 @@ async fn unban_user(
 
 #[cfg(test)]
 mod tests {
+    use gatehouse_proto::v1::{self, UserState};
+
     use super::*;
 
     #[test]

@@ -10,6 +10,7 @@
 //! silent overwrite.
 
 pub mod api;
+pub mod commands;
 pub mod password;
 pub mod projection;
 pub mod validate;
