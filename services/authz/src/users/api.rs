@@ -469,7 +469,6 @@ struct UpdateBody {
     unsafe_metadata: Option<Value>,
 }
 
-/// Sets an already validated optional text field, noting a change.
 #[utoipa::path(
     patch,
     path = "/v1/users/{user_id}",
