@@ -2,9 +2,14 @@
 //! application (`oauth_grant:<user>:<application>`); `authz_oauth_grants`
 //! is its projection. A grant covering the requested scopes skips the
 //! consent screen; revoking it is an event the token service acts on.
+//!
+//! Commands run through the aggregate kernel (`platform::aggregate`); the
+//! decisions ([`decide_accept`], [`decide_revoke`]) are pure functions of
+//! the scopes standing.
 
+use gatehouse_platform::aggregate::{self, Aggregate, Decided, KernelError, Target, Unreadable};
 use gatehouse_platform::db::{self, col};
-use gatehouse_platform::eventstore::{Attempt, NewEvent, RecordedEvent, Stream, until_won};
+use gatehouse_platform::eventstore::RecordedEvent;
 use gatehouse_platform::tenancy::Authed;
 use gatehouse_platform::{ApiError, ApiResult, Platform};
 use gatehouse_proto::event_types as et;
@@ -19,72 +24,130 @@ fn stream_id(user_id: &str, application_id: &str) -> String {
     format!("oauth_grant:{user_id}:{application_id}")
 }
 
-/// Scopes currently granted by a stream's events (empty when revoked).
-fn fold(events: &[RecordedEvent]) -> Vec<String> {
-    let mut scopes = Vec::new();
-    for ev in events {
-        match ev.event_type.as_str() {
-            et::OAUTH_GRANT_ACCEPTED => {
-                if let Ok(m) = v1::OAuthGrantAccepted::decode(ev.payload.as_slice()) {
-                    scopes = m
-                        .scopes
-                        .split(' ')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                        .collect();
-                }
-            }
-            et::OAUTH_GRANT_REVOKED => scopes.clear(),
-            _ => {}
-        }
-    }
+fn split_scopes(scopes: &str) -> Vec<String> {
     scopes
+        .split(' ')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
-/// Appends what `decide` returns for the stream's events, retrying from a
-/// fresh load when another request appended first.
+/// The grant aggregate. Its state is the scopes standing, in the order
+/// they were granted: empty when never granted, or revoked.
+pub struct OAuthGrant;
+
+impl Aggregate for OAuthGrant {
+    const KIND: &'static str = st::OAUTH_GRANT;
+    type State = Vec<String>;
+
+    fn apply(scopes: &mut Vec<String>, ev: &RecordedEvent) -> Result<(), Unreadable> {
+        let p = ev.payload.as_slice();
+        match ev.event_type.as_str() {
+            et::OAUTH_GRANT_ACCEPTED => {
+                *scopes = split_scopes(&v1::OAuthGrantAccepted::decode(p)?.scopes);
+            }
+            et::OAUTH_GRANT_REVOKED => {
+                v1::OAuthGrantRevoked::decode(p)?;
+                scopes.clear();
+            }
+            other => return Err(Unreadable(format!("no rule for {other}"))),
+        }
+        Ok(())
+    }
+}
+
+/// What the user accepts on the consent screen (or is granted silently).
+pub struct Acceptance<'a> {
+    pub user_id: &'a str,
+    pub app: &'a AppState,
+    pub scopes: &'a [String],
+    pub consented: bool,
+}
+
+/// Accepting scopes: the grant becomes what was granted plus the new ones
+/// (a revoked grant starts from nothing); nothing is recorded when it
+/// already covers them, so consent is asked again only for scopes not
+/// granted yet. Answers whether anything was recorded.
+pub fn decide_accept(granted: &[String], a: &Acceptance<'_>) -> Decided<bool> {
+    if a.scopes.iter().all(|s| granted.contains(s)) {
+        return Decided::nothing(false);
+    }
+    let mut scopes = granted.to_vec();
+    for s in a.scopes {
+        if !scopes.contains(s) {
+            scopes.push(s.clone());
+        }
+    }
+    Decided {
+        events: vec![event(
+            et::OAUTH_GRANT_ACCEPTED,
+            &v1::OAuthGrantAccepted {
+                user_id: a.user_id.to_owned(),
+                application_id: a.app.application_id.clone(),
+                client_id: a.app.client_id.clone(),
+                scopes: scopes.join(" "),
+                consented: a.consented,
+                client_name: a.app.name.clone(),
+                client_logo_url: a.app.client_image_url.clone(),
+            },
+        )],
+        answer: true,
+    }
+}
+
+/// Taking a grant back: one `oauth_grant.revoked` while it stands, nothing
+/// when there is none (never granted, or revoked already). Answers whether
+/// anything was recorded.
+pub fn decide_revoke(
+    granted: &[String],
+    user_id: &str,
+    application_id: &str,
+    client_id: &str,
+    reason: &str,
+) -> Decided<bool> {
+    if granted.is_empty() {
+        return Decided::nothing(false);
+    }
+    Decided {
+        events: vec![event(
+            et::OAUTH_GRANT_REVOKED,
+            &v1::OAuthGrantRevoked {
+                user_id: user_id.to_owned(),
+                application_id: application_id.to_owned(),
+                client_id: client_id.to_owned(),
+                reason: reason.to_owned(),
+            },
+        )],
+        answer: true,
+    }
+}
+
+/// Runs a grant decision through the kernel; `true` when it recorded an
+/// event. Every lost race is the grant's own 409.
 async fn command<D>(platform: &Platform, actor: &Authed, stream: &str, decide: D) -> ApiResult<bool>
 where
-    D: Fn(&[RecordedEvent]) -> Option<NewEvent>,
+    D: Fn(&[String]) -> Decided<bool>,
 {
-    until_won::<bool, ApiError, _, _>(|| async {
-        let txn = db::begin_write(platform.db()).await?;
-        let events = STORE.load_stream(&txn, stream).await?;
-        let Some(new) = decide(&events) else {
-            return Ok(Attempt::Done(false));
-        };
-        let version = events.last().map_or(0, |e| e.stream_version);
-        let appended = STORE
-            .append(
-                &txn,
-                Stream {
-                    id: stream,
-                    kind: st::OAUTH_GRANT,
-                    version,
-                },
-                std::slice::from_ref(&new),
-                &actor.event_meta(),
-                platform.now_ms(),
-            )
-            .await;
-        match appended {
-            Ok(recorded) => {
-                for r in &recorded {
-                    project(&txn, r).await?;
-                }
-                txn.commit().await?;
-                platform.events_committed(STORE.table(), &recorded);
-                Ok(Attempt::Done(true))
-            }
-            Err(e) => e.lost(),
-        }
-    })
-    .await?
-    .ok_or_else(|| {
-        ApiError::conflict(
+    let meta = actor.event_meta();
+    let target = Target {
+        store: STORE,
+        stream_id: stream,
+        meta: &meta,
+    };
+    aggregate::run::<OAuthGrant, _, KernelError, _, _, _>(
+        platform,
+        target,
+        |loaded, _| Ok(decide(&loaded.state)),
+        async |_, _| Ok(()),
+        async |txn, ev| project(txn, ev).await,
+    )
+    .await
+    .map_err(|e| match e {
+        KernelError::Contended { .. } => ApiError::conflict(
             "concurrent_modification",
             "The grant was changed by other requests at the same time; retry.",
-        )
+        ),
+        e => e.into(),
     })
 }
 
@@ -99,28 +162,14 @@ pub async fn accept(
     consented: bool,
 ) -> ApiResult<()> {
     let stream = stream_id(user_id, &app.application_id);
-    command(platform, actor, &stream, |events| {
-        let mut granted = fold(events);
-        if scopes.iter().all(|s| granted.contains(s)) {
-            return None;
-        }
-        for s in scopes {
-            if !granted.contains(s) {
-                granted.push(s.clone());
-            }
-        }
-        Some(event(
-            et::OAUTH_GRANT_ACCEPTED,
-            &v1::OAuthGrantAccepted {
-                user_id: user_id.to_owned(),
-                application_id: app.application_id.clone(),
-                client_id: app.client_id.clone(),
-                scopes: granted.join(" "),
-                consented,
-                client_name: app.name.clone(),
-                client_logo_url: app.client_image_url.clone(),
-            },
-        ))
+    let acceptance = Acceptance {
+        user_id,
+        app,
+        scopes,
+        consented,
+    };
+    command(platform, actor, &stream, |granted| {
+        decide_accept(granted, &acceptance)
     })
     .await
     .map(|_| ())
@@ -145,18 +194,8 @@ pub async fn revoke(
         return Ok(false);
     };
     let stream = stream_id(user_id, application_id);
-    command(platform, actor, &stream, |events| {
-        (!fold(events).is_empty()).then(|| {
-            event(
-                et::OAUTH_GRANT_REVOKED,
-                &v1::OAuthGrantRevoked {
-                    user_id: user_id.to_owned(),
-                    application_id: application_id.to_owned(),
-                    client_id: grant.client_id.clone(),
-                    reason: reason.to_owned(),
-                },
-            )
-        })
+    command(platform, actor, &stream, |granted| {
+        decide_revoke(granted, user_id, application_id, &grant.client_id, reason)
     })
     .await
 }
@@ -243,11 +282,7 @@ fn from_row(r: &sea_orm::QueryResult) -> Result<Grant, DbErr> {
         client_id: col(r, "client_id")?,
         application_name: col(r, "name")?,
         client_image_url: col(r, "client_image_url")?,
-        scopes: scopes
-            .split(' ')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        scopes: split_scopes(&scopes),
         consented: col(r, "consented")?,
         created_at_ms: col(r, "created_at")?,
         updated_at_ms: col(r, "updated_at")?,
@@ -288,4 +323,180 @@ pub async fn list(
     .iter()
     .map(from_row)
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use gatehouse_platform::aggregate::fold;
+    use gatehouse_platform::eventstore::{EventMeta, NewEvent};
+
+    use super::*;
+
+    fn app() -> AppState {
+        AppState {
+            application_id: "oa_1".into(),
+            client_id: "client_1".into(),
+            name: "App".into(),
+            client_image_url: Some("https://app.example/logo.png".into()),
+            ..Default::default()
+        }
+    }
+
+    fn scopes(s: &str) -> Vec<String> {
+        split_scopes(s)
+    }
+
+    fn recorded(version: i64, new: &NewEvent) -> RecordedEvent {
+        RecordedEvent {
+            global_position: version,
+            event_id: format!("ev{version}"),
+            stream_id: "oauth_grant:user_1:oa_1".into(),
+            stream_type: st::OAUTH_GRANT.into(),
+            stream_version: version,
+            event_type: new.event_type.into(),
+            payload: new.payload.clone(),
+            meta: EventMeta::default(),
+            recorded_at_ms: 0,
+        }
+    }
+
+    fn accepting(granted: &[String], requested: &str, consented: bool) -> Decided<bool> {
+        let app = app();
+        let requested = scopes(requested);
+        decide_accept(
+            granted,
+            &Acceptance {
+                user_id: "user_1",
+                app: &app,
+                scopes: &requested,
+                consented,
+            },
+        )
+    }
+
+    fn accepted(d: &Decided<bool>) -> v1::OAuthGrantAccepted {
+        assert_eq!(d.events.len(), 1);
+        assert_eq!(d.events[0].event_type, et::OAUTH_GRANT_ACCEPTED);
+        v1::OAuthGrantAccepted::decode(d.events[0].payload.as_slice()).unwrap()
+    }
+
+    /// One command's decision, from the scopes standing.
+    type Step = dyn Fn(&[String]) -> Decided<bool>;
+
+    /// The stream after `decisions`, each decided from the fold so far.
+    fn folded(decisions: &[&Step]) -> Vec<String> {
+        let mut events = Vec::new();
+        for decide in decisions {
+            let granted = fold::<OAuthGrant>(&events).unwrap().state;
+            for new in decide(&granted).events {
+                events.push(recorded(events.len() as i64 + 1, &new));
+            }
+        }
+        fold::<OAuthGrant>(&events).unwrap().state
+    }
+
+    #[test]
+    fn the_fold_refuses_an_event_it_cannot_read_instead_of_skipping_it() {
+        let first = recorded(1, &accepting(&[], "openid", true).events[0]);
+        let mut garbled = first.clone();
+        (garbled.stream_version, garbled.payload) = (2, vec![0xff, 0xff]);
+        let mut garbled_revocation = garbled.clone();
+        garbled_revocation.event_type = et::OAUTH_GRANT_REVOKED.into();
+        let mut unknown = first.clone();
+        (unknown.stream_version, unknown.event_type) = (2, "oauth_grant.renamed".into());
+        for bad in [garbled, garbled_revocation, unknown] {
+            assert!(fold::<OAuthGrant>(&[first.clone(), bad]).is_err());
+        }
+        let loaded = fold::<OAuthGrant>(&[first]).unwrap();
+        assert_eq!((loaded.state, loaded.version), (scopes("openid"), 1));
+    }
+
+    #[test]
+    fn consent_is_asked_again_only_for_scopes_not_granted_yet() {
+        let granted = scopes("openid profile");
+        for covered in ["openid", "profile openid", ""] {
+            let d = accepting(&granted, covered, true);
+            assert!(d.events.is_empty() && !d.answer, "{covered}");
+        }
+        let d = accepting(&granted, "openid email", true);
+        assert!(d.answer);
+        assert_eq!(accepted(&d).scopes, "openid profile email");
+    }
+
+    #[test]
+    fn the_grant_accumulates_scopes_in_the_order_they_were_granted() {
+        let standing = folded(&[
+            &|g| accepting(g, "openid", true),
+            &|g| accepting(g, "email openid", true),
+            &|g| accepting(g, "profile email", false),
+        ]);
+        assert_eq!(standing, scopes("openid email profile"));
+    }
+
+    #[test]
+    fn the_accepted_event_names_the_client_and_whether_the_user_consented() {
+        for consented in [true, false] {
+            let m = accepted(&accepting(&[], "openid", consented));
+            assert_eq!(m.consented, consented);
+            assert_eq!(
+                (
+                    m.user_id.as_str(),
+                    m.application_id.as_str(),
+                    m.client_id.as_str()
+                ),
+                ("user_1", "oa_1", "client_1")
+            );
+            assert_eq!(m.client_name, "App");
+            assert_eq!(
+                m.client_logo_url.as_deref(),
+                Some("https://app.example/logo.png")
+            );
+        }
+    }
+
+    #[test]
+    fn revoking_an_absent_grant_changes_nothing() {
+        let d = decide_revoke(&[], "user_1", "oa_1", "client_1", "user");
+        assert!(d.events.is_empty() && !d.answer);
+        // Revoked already: the second revocation records nothing either.
+        let standing = folded(&[&|g| accepting(g, "openid", true), &|g| {
+            decide_revoke(g, "user_1", "oa_1", "client_1", "user")
+        }]);
+        let again = decide_revoke(&standing, "user_1", "oa_1", "client_1", "backend_api");
+        assert!(again.events.is_empty() && !again.answer);
+    }
+
+    #[test]
+    fn revoking_a_standing_grant_records_one_revocation_with_its_reason() {
+        let d = decide_revoke(
+            &scopes("openid"),
+            "user_1",
+            "oa_1",
+            "client_1",
+            "backend_api",
+        );
+        assert!(d.answer);
+        assert_eq!(d.events.len(), 1);
+        assert_eq!(d.events[0].event_type, et::OAUTH_GRANT_REVOKED);
+        let m = v1::OAuthGrantRevoked::decode(d.events[0].payload.as_slice()).unwrap();
+        assert_eq!(
+            (
+                m.user_id.as_str(),
+                m.application_id.as_str(),
+                m.client_id.as_str()
+            ),
+            ("user_1", "oa_1", "client_1")
+        );
+        assert_eq!(m.reason, "backend_api");
+    }
+
+    #[test]
+    fn a_revoked_grant_re_granted_starts_fresh() {
+        let standing = folded(&[
+            &|g| accepting(g, "openid profile", true),
+            &|g| decide_revoke(g, "user_1", "oa_1", "client_1", "user"),
+            &|g| accepting(g, "email", true),
+        ]);
+        assert_eq!(standing, scopes("email"));
+    }
 }
