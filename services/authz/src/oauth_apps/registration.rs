@@ -7,10 +7,13 @@
 //! registration access token (shown once, stored as SHA-256) to read, update
 //! and delete its registration.
 
+mod settings_commands;
+
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
+use gatehouse_platform::aggregate::{self, Aggregate, Target, Unreadable};
 use gatehouse_platform::db::{self, col};
-use gatehouse_platform::eventstore::{AppendError, EventMeta, RecordedEvent, Stream};
+use gatehouse_platform::eventstore::RecordedEvent;
 use gatehouse_platform::http::{bearer_token, parse_json};
 use gatehouse_platform::oauth::OAuthError;
 use gatehouse_platform::tenancy::{self, Authed, InstanceKey};
@@ -141,6 +144,30 @@ impl Default for Settings {
 
 /// Resource indicators one instance may declare.
 pub const MAX_RESOURCE_INDICATORS: usize = 50;
+
+/// The OAuth settings aggregate: one stream per instance, each event
+/// carrying the whole settings.
+pub struct OAuthSettings;
+
+impl Aggregate for OAuthSettings {
+    const KIND: &'static str = st::OAUTH_SETTINGS;
+    type State = Settings;
+
+    fn apply(s: &mut Settings, ev: &RecordedEvent) -> Result<(), Unreadable> {
+        if ev.event_type != et::OAUTH_SETTINGS_CHANGED {
+            return Err(Unreadable(format!("no rule for {}", ev.event_type)));
+        }
+        let m = v1::OAuthSettingsChanged::decode(ev.payload.as_slice())?;
+        *s = Settings {
+            dynamic_registration: m.dynamic_client_registration,
+            metadata_documents: !m.client_id_metadata_documents_disabled,
+            registration_client_credentials: m.registration_client_credentials,
+            registration_custom_scopes: m.registration_custom_scopes,
+            resource_indicators: m.resource_indicators,
+        };
+        Ok(())
+    }
+}
 
 pub async fn settings(conn: &impl ConnectionTrait, instance_id: &str) -> Result<Settings, DbErr> {
     let Some(r) = db::query_one(
@@ -280,31 +307,6 @@ struct SettingsBody {
     resource_indicators: Option<Vec<String>>,
 }
 
-/// The declared resources: absolute URIs without a fragment (RFC 8707
-/// §2), each once, at most [`MAX_RESOURCE_INDICATORS`].
-fn resource_indicators(list: Vec<String>) -> ApiResult<Vec<String>> {
-    if list.len() > MAX_RESOURCE_INDICATORS {
-        return Err(gatehouse_platform::ApiError::invalid_param(
-            "resource_indicators",
-            format!("At most {MAX_RESOURCE_INDICATORS} resource indicators."),
-        ));
-    }
-    let mut out: Vec<String> = Vec::with_capacity(list.len());
-    for (i, r) in list.into_iter().enumerate() {
-        if gatehouse_platform::oauth::resource_indicator(&r).is_none() {
-            return Err(gatehouse_platform::ApiError::invalid_param(
-                &format!("resource_indicators[{i}]"),
-                "A resource indicator is an absolute URI without a fragment, of at most 2048 \
-                 characters.",
-            ));
-        }
-        if !out.contains(&r) {
-            out.push(r);
-        }
-    }
-    Ok(out)
-}
-
 #[utoipa::path(
     patch,
     path = "/v1/instance/oauth_application_settings",
@@ -326,81 +328,31 @@ async fn patch_settings(
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let b: SettingsBody = parse_json(&body)?;
-    let resources = b.resource_indicators.map(resource_indicators).transpose()?;
-    let instance_id = auth.instance.id.to_string();
-    let sid = settings_stream(&instance_id);
-    for attempt in 0..gatehouse_platform::eventstore::MAX_ATTEMPTS {
-        let txn = db::begin_write(platform.db()).await?;
-        let current = settings(&txn, &instance_id).await?;
-        let wanted = Settings {
-            dynamic_registration: b
-                .dynamic_oauth_client_registration
-                .unwrap_or(current.dynamic_registration),
-            metadata_documents: b
-                .client_id_metadata_documents
-                .unwrap_or(current.metadata_documents),
-            registration_client_credentials: b
-                .registration_client_credentials
-                .unwrap_or(current.registration_client_credentials),
-            registration_custom_scopes: b
-                .registration_custom_scopes
-                .unwrap_or(current.registration_custom_scopes),
-            resource_indicators: resources
-                .clone()
-                .unwrap_or_else(|| current.resource_indicators.clone()),
-        };
-        if current == wanted {
-            return Ok(HttpResponse::Ok().json(settings_json(&wanted)));
-        }
-        let version = STORE
-            .load_stream(&txn, &sid)
-            .await?
-            .last()
-            .map_or(0, |e| e.stream_version);
-        let meta = EventMeta {
-            tenant_id: auth.instance.tenant_id.to_string(),
-            instance_id: instance_id.clone(),
-            actor: auth.actor(),
-            trace_id: gatehouse_platform::http::current_trace_id(),
-        };
-        let ev = event(
-            et::OAUTH_SETTINGS_CHANGED,
-            &v1::OAuthSettingsChanged {
-                dynamic_client_registration: wanted.dynamic_registration,
-                client_id_metadata_documents_disabled: !wanted.metadata_documents,
-                registration_client_credentials: wanted.registration_client_credentials,
-                registration_custom_scopes: wanted.registration_custom_scopes,
-                resource_indicators: wanted.resource_indicators.clone(),
-            },
-        );
-        let stream = Stream {
-            id: &sid,
-            kind: st::OAUTH_SETTINGS,
-            version,
-        };
-        match STORE
-            .append(&txn, stream, &[ev], &meta, platform.now_ms())
-            .await
-        {
-            Ok(recorded) => {
-                for r in &recorded {
-                    project_settings(&txn, r).await?;
-                }
-                txn.commit().await?;
-                platform.events_committed(STORE.table(), &recorded);
-                return Ok(HttpResponse::Ok().json(settings_json(&wanted)));
-            }
-            Err(AppendError::Conflict { .. }) => {
-                drop(txn);
-                gatehouse_platform::eventstore::pause_after_conflict(attempt).await;
-            }
-            Err(AppendError::Db(e)) => return Err(e.into()),
-        }
-    }
-    Err(gatehouse_platform::ApiError::conflict(
-        "concurrent_modification",
-        "Settings changed concurrently; retry.",
-    ))
+    let change = settings_commands::Change {
+        dynamic_registration: b.dynamic_oauth_client_registration,
+        metadata_documents: b.client_id_metadata_documents,
+        registration_client_credentials: b.registration_client_credentials,
+        registration_custom_scopes: b.registration_custom_scopes,
+        resource_indicators: b
+            .resource_indicators
+            .map(settings_commands::resource_indicators)
+            .transpose()?,
+    };
+    let sid = settings_stream(auth.instance.id.as_str());
+    let meta = auth.event_meta();
+    let settings = aggregate::run::<OAuthSettings, _, gatehouse_platform::ApiError, _, _, _>(
+        &platform,
+        Target {
+            store: STORE,
+            stream_id: &sid,
+            meta: &meta,
+        },
+        |loaded, _| Ok(settings_commands::change(&loaded.state, &change)),
+        async |_, _| Ok(()),
+        async |txn, ev| project_settings(txn, ev).await,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(settings_json(&settings)))
 }
 
 // ---------------------------------------------------------- registration ---

@@ -3,9 +3,15 @@
 //! the consent screen shows. Custom scopes are one stream per instance
 //! (`oauth_scopes:<instance id>`); `authz_oauth_scopes` is its projection.
 
+mod commands;
+
+use std::collections::BTreeMap;
+
+use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
+use gatehouse_platform::aggregate::{self, Aggregate, Decided, Target, Unreadable};
 use gatehouse_platform::db::{self, col};
-use gatehouse_platform::eventstore::{AppendError, EventMeta, RecordedEvent, Stream};
+use gatehouse_platform::eventstore::RecordedEvent;
 use gatehouse_platform::http::parse_json;
 use gatehouse_platform::idempotency::Idempotent;
 use gatehouse_platform::tenancy::{Authed, InstanceKey};
@@ -18,7 +24,6 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::event;
 use crate::users::STORE;
 
 /// The standard scopes and what the consent screen says about them.
@@ -38,6 +43,40 @@ pub fn is_standard(name: &str) -> bool {
 
 fn stream_id(instance_id: &str) -> String {
     format!("oauth_scopes:{instance_id}")
+}
+
+/// The instance's custom scopes, as its stream has them: name → description.
+pub type Defined = BTreeMap<String, String>;
+
+/// The custom scopes aggregate: one stream per instance.
+pub struct CustomScopes;
+
+impl Aggregate for CustomScopes {
+    const KIND: &'static str = st::OAUTH_SCOPES;
+    type State = Defined;
+
+    fn apply(scopes: &mut Defined, ev: &RecordedEvent) -> Result<(), Unreadable> {
+        let p = ev.payload.as_slice();
+        let nameless = || Unreadable(format!("{} without a name", ev.event_type));
+        match ev.event_type.as_str() {
+            et::OAUTH_SCOPE_DEFINED => {
+                let m = v1::OAuthScopeDefined::decode(p)?;
+                if m.name.is_empty() {
+                    return Err(nameless());
+                }
+                scopes.insert(m.name, m.description);
+            }
+            et::OAUTH_SCOPE_REMOVED => {
+                let m = v1::OAuthScopeRemoved::decode(p)?;
+                if m.name.is_empty() {
+                    return Err(nameless());
+                }
+                scopes.remove(&m.name);
+            }
+            other => return Err(Unreadable(format!("no rule for {other}"))),
+        }
+        Ok(())
+    }
 }
 
 /// RFC 6749 §3.3 scope-token characters (no space, quote or backslash), at
@@ -237,17 +276,6 @@ struct DescribeBody {
     description: String,
 }
 
-fn valid_description(d: &str) -> ApiResult<String> {
-    let d = d.trim();
-    if d.is_empty() || d.chars().count() > 300 || d.chars().any(char::is_control) {
-        return Err(ApiError::invalid_param(
-            "description",
-            "`description` must be 1 to 300 printable characters: it is shown to users as is.",
-        ));
-    }
-    Ok(d.to_owned())
-}
-
 /// Serializes, per instance, the removal of scopes against the application
 /// writes that list them: each takes this lock in its transaction before
 /// reading, so a removal never misses an application that is about to list
@@ -276,73 +304,38 @@ pub async fn hold_defined(
     super::validate::scopes(scopes, &known(txn, instance_id).await?).map(|_| ())
 }
 
-/// Appends the event `decide` makes of the current custom scopes to the
-/// instance's scope stream, reloading on a race. With
-/// `removing`, refuses (409) while an application lists that scope, checked
-/// under [`hold`] in the same transaction.
+/// Runs a scope command on the instance's scope stream through the
+/// aggregate kernel, under [`hold`]. With `removing`, refuses (409) while an
+/// application lists that scope, checked under the lock in the same
+/// transaction.
 async fn record(
     platform: &Platform,
     auth: &Authed,
     removing: Option<&str>,
-    decide: impl Fn(&[(String, String)]) -> ApiResult<gatehouse_platform::eventstore::NewEvent>,
+    decide: impl Fn(&Defined) -> ApiResult<Decided<()>>,
 ) -> ApiResult<()> {
-    let instance_id = auth.instance.id.to_string();
-    let sid = stream_id(&instance_id);
-    for attempt in 0..gatehouse_platform::eventstore::MAX_ATTEMPTS {
-        let txn = db::begin_write(platform.db()).await?;
-        hold(&txn, &instance_id).await?;
-        if let Some(name) = removing {
-            let in_use = super::projection::apps_using_scope(&txn, &instance_id, name).await?;
-            if in_use > 0 {
-                return Err(ApiError::conflict(
-                    "scope_in_use",
-                    format!(
-                        "{in_use} OAuth application(s) still list the scope {name}; remove it from them first."
-                    ),
-                ));
+    let instance_id = auth.instance.id.as_str();
+    let sid = stream_id(instance_id);
+    let meta = auth.event_meta();
+    aggregate::run::<CustomScopes, _, ApiError, _, _, _>(
+        platform,
+        Target {
+            store: STORE,
+            stream_id: &sid,
+            meta: &meta,
+        },
+        |loaded, _| decide(&loaded.state),
+        async |txn, _: &()| -> ApiResult<()> {
+            hold(txn, instance_id).await?;
+            if let Some(name) = removing {
+                let in_use = super::projection::apps_using_scope(txn, instance_id, name).await?;
+                commands::removable(name, in_use)?;
             }
-        }
-        let version = STORE
-            .load_stream(&txn, &sid)
-            .await?
-            .last()
-            .map_or(0, |e| e.stream_version);
-        let current = custom(&txn, &instance_id).await?;
-        let ev = decide(&current)?;
-        let meta = EventMeta {
-            tenant_id: auth.instance.tenant_id.to_string(),
-            instance_id: instance_id.clone(),
-            actor: auth.actor(),
-            trace_id: gatehouse_platform::http::current_trace_id(),
-        };
-        let stream = Stream {
-            id: &sid,
-            kind: st::OAUTH_SCOPES,
-            version,
-        };
-        match STORE
-            .append(&txn, stream, &[ev], &meta, platform.now_ms())
-            .await
-        {
-            Ok(recorded) => {
-                for r in &recorded {
-                    project(&txn, r).await?;
-                }
-                txn.commit().await?;
-                platform.events_committed(STORE.table(), &recorded);
-                return Ok(());
-            }
-            Err(AppendError::Conflict { .. }) => {
-                drop(txn);
-                gatehouse_platform::eventstore::pause_after_conflict(attempt).await;
-            }
-            Err(AppendError::Db(e)) => return Err(e.into()),
-        }
-    }
-    Err(ApiError::conflict(
-        "concurrent_modification",
-        "Scopes changed concurrently; retry.",
-    ))
+            Ok(())
+        },
+        async |txn, ev| project(txn, ev).await,
+    )
+    .await
 }
 
 #[utoipa::path(
@@ -376,27 +369,9 @@ async fn define(
                 "`name` must be 1 to 128 characters without spaces, quotes or backslashes (RFC 6749 §3.3).",
             ));
         }
-        let description = valid_description(&b.description)?;
-        if is_standard(&b.name) {
-            return Err(ApiError::conflict(
-                "scope_exists",
-                format!("{} is a standard scope.", b.name),
-            ));
-        }
-        record(&platform, &auth, None, |current| {
-            if current.iter().any(|(n, _)| *n == b.name) {
-                return Err(ApiError::conflict(
-                    "scope_exists",
-                    format!("The scope {} already exists.", b.name),
-                ));
-            }
-            Ok(event(
-                et::OAUTH_SCOPE_DEFINED,
-                &v1::OAuthScopeDefined {
-                    name: b.name.clone(),
-                    description: description.clone(),
-                },
-            ))
+        let description = commands::valid_description(&b.description)?;
+        record(&platform, &auth, None, |scopes| {
+            commands::define(scopes, &b.name, &description)
         })
         .await?;
         Ok(HttpResponse::Ok().json(scope_json(&b.name, &description, false)))
@@ -428,19 +403,10 @@ async fn describe(
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let b: DescribeBody = parse_json(&body)?;
-    let description = valid_description(&b.description)?;
+    let description = commands::valid_description(&b.description)?;
     let name = path.into_inner();
-    record(&platform, &auth, None, |current| {
-        if !current.iter().any(|(n, _)| *n == name) {
-            return Err(ApiError::not_found("scope"));
-        }
-        Ok(event(
-            et::OAUTH_SCOPE_DEFINED,
-            &v1::OAuthScopeDefined {
-                name: name.clone(),
-                description: description.clone(),
-            },
-        ))
+    record(&platform, &auth, None, |scopes| {
+        commands::describe(scopes, &name, &description)
     })
     .await?;
     Ok(HttpResponse::Ok().json(scope_json(&name, &description, false)))
@@ -466,16 +432,24 @@ async fn remove(
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     let name = path.into_inner();
-    record(&platform, &auth, Some(&name), |current| {
-        if !current.iter().any(|(n, _)| *n == name) {
-            return Err(ApiError::not_found("scope"));
-        }
-        Ok(event(
-            et::OAUTH_SCOPE_REMOVED,
-            &v1::OAuthScopeRemoved { name: name.clone() },
-        ))
+    match record(&platform, &auth, Some(&name), |scopes| {
+        commands::remove(scopes, &name)
     })
-    .await?;
+    .await
+    {
+        Ok(()) => {}
+        // A name the instance has no custom scope of, that applications
+        // list all the same (a standard scope): `scope_in_use` has always
+        // come before the 404.
+        Err(e) if e.status == StatusCode::NOT_FOUND => {
+            let instance_id = auth.instance.id.as_str();
+            let in_use =
+                super::projection::apps_using_scope(platform.db(), instance_id, &name).await?;
+            commands::removable(&name, in_use)?;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    }
     Ok(HttpResponse::Ok().json(json!({ "object": "oauth_scope", "name": name, "deleted": true })))
 }
 
