@@ -1,13 +1,12 @@
 //! The published contract: both OpenAPI documents are served as committed
 //! under `docs/openapi/`, `gatehouse openapi --check` catches drift, and
 //! the refusals the layers give are in the shape the documents say.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 
-use common::{BIN, Gatehouse, Mode};
+use crate::common::{BIN, Gatehouse, Mode};
 use serde_json::Value;
 
 const DOCS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi");

@@ -1,11 +1,10 @@
 //! Dynamic client registration (RFC 7591) and management (RFC 7592), in both
 //! shapes: off by default, validated metadata with the RFC error codes,
 //! consent forced on, a registration access token, per-IP throttling.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
-use common::{Gatehouse, Mode};
+use crate::common::{Gatehouse, Mode};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -418,7 +417,7 @@ async fn open_registration_policy(mode: Mode) {
 /// a logo and homepage borrowed from another host; names with bidi
 /// overrides are refused; a loopback IP redirect URI takes any port.
 async fn self_registered_consent(mode: Mode) {
-    use common::browser::{Browser, location};
+    use crate::common::browser::{Browser, location};
     let g = Gatehouse::start(mode).await;
     let t = g.tenant().await;
     let instance = t.dev.id.as_str();

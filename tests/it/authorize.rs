@@ -4,12 +4,11 @@
 //! name, logo and custom scope descriptions, deny, remembered grants, silent
 //! grants when consent is off, grants listed and revoked by the user and by
 //! the Backend API, CSRF, framing headers, instance isolation.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
-use common::browser::{Browser, consent_fields, hidden, location, param, submit_consent};
-use common::{Gatehouse, Mode};
+use crate::common::browser::{Browser, consent_fields, hidden, location, param, submit_consent};
+use crate::common::{Gatehouse, Mode};
 use reqwest::Method;
 use serde_json::json;
 

@@ -6,15 +6,14 @@
 //! independent JWT library, key rotation, CORS, grant revocation reaching
 //! the tokens through the bus, a revocation seen at once by a second
 //! process, and instance isolation.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
+use crate::common::browser::Browser;
+use crate::common::{Gatehouse, Mode};
 use base64::Engine;
-use common::browser::Browser;
-use common::{Gatehouse, Mode};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -701,7 +700,7 @@ async fn redeem(o: &Oauth<'_>, client_id: &str, code: &str) -> Value {
 /// `prompt=none`, `login_required`), and the ID token's `auth_time` is when
 /// the user last signed in, through refreshes too.
 async fn reauthentication_flow(mode: Mode) {
-    use common::browser::{hidden, location, param};
+    use crate::common::browser::{hidden, location, param};
     let g = Gatehouse::with_test_clock(mode).await;
     let t = g.tenant().await;
     let (key, ins) = (t.dev.key.clone(), t.dev.id.clone());
@@ -816,7 +815,7 @@ in_both_shapes!(reauthentication_flow: reauthentication_embedded, reauthenticati
 /// email is verified (the Backend API's addresses are, hosted sign-up's are
 /// not), and a deleted or banned user's tokens stop working.
 async fn userinfo_flow(mode: Mode) {
-    use common::browser::{hidden, location, param};
+    use crate::common::browser::{hidden, location, param};
     let g = Gatehouse::start(mode).await;
     let t = g.tenant().await;
     let (key, ins) = (t.dev.key.clone(), t.dev.id.clone());

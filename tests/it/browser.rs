@@ -4,15 +4,14 @@
 //! redirect URI and redeems at the token endpoint); then signs out, signs in
 //! again and denies (`access_denied`). The test command installs Debian's
 //! `chromium` and `chromium-driver`.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::{Gatehouse, free_port};
 use actix_web::{App, HttpResponse, HttpServer, web};
-use common::{Gatehouse, free_port};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 

@@ -1,12 +1,11 @@
 //! The official `@clerk/backend` SDK, unmodified, against a running Gatehouse
 //! in both shapes (the test command installs the npm package).
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
+use crate::common::browser::{Browser, location, param};
+use crate::common::{Gatehouse, Mode};
 use base64::Engine;
-use common::browser::{Browser, location, param};
-use common::{Gatehouse, Mode};
 use reqwest::Method;
 use serde_json::{Value, json};
 

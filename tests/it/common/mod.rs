@@ -1,7 +1,7 @@
 //! The one test harness: start a real `gatehouse` (embedded, or `serve authz`
 //! on PostgreSQL + Kafka + Redis), make tenants, get keys, call the APIs.
 //! Services come from the test command (scripts/test.sh); nothing is mocked.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -1,15 +1,14 @@
 //! Event sourcing under stress and faults, on real PostgreSQL, Kafka (tansu)
 //! and Redis: optimistic concurrency, the outbox across a broker outage,
 //! consumer restarts, projection rebuilds, and the envelope on the topic.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Gatehouse, TestDb, free_port, unique};
+use crate::common::{Gatehouse, TestDb, free_port, unique};
 use gatehouse_proto::v1::{Envelope, UserCreated};
 use prost::Message;
 use rdkafka::config::ClientConfig;

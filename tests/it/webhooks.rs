@@ -4,16 +4,15 @@
 //! list pagination, get, update, disable and re-enable, secret rotation,
 //! delete, bad input in the one error shape, instance isolation, and the
 //! event catalog.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::common::{Gatehouse, Mode, assert_error_shape};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use base64::Engine;
-use common::{Gatehouse, Mode, assert_error_shape};
 use reqwest::Method;
 use serde_json::{Value, json};
 

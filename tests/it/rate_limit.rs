@@ -1,13 +1,12 @@
 //! Backend API rate limits on real Redis: exact sliding windows shared by
 //! every process, per instance, with the headers and the 429 clients expect,
 //! and a local fallback when Redis goes away.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::{Gatehouse, TestDb, free_port, kafka_brokers, redis_url};
+use crate::common::{Gatehouse, TestDb, free_port, kafka_brokers, redis_url};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

@@ -1,11 +1,10 @@
 //! RFC 8414 metadata and OpenID discovery: every URL a client derives from
 //! an issuer, `issuer` byte for byte, registration endpoint only when on,
 //! custom scopes per instance, open CORS with preflight.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
-use common::{Gatehouse, Mode};
+use crate::common::{Gatehouse, Mode};
 use reqwest::Method;
 use serde_json::{Value, json};
 

@@ -1,11 +1,8 @@
 //! The same Backend and admin API suite against both shapes: the embedded
 //! default (SQLite, in-process bus) and `gatehouse serve authz` (PostgreSQL,
 //! Kafka, Redis). Both run the same service code.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::{Gatehouse, Mode, assert_error_shape, unique};
+use crate::common::{Gatehouse, Mode, assert_error_shape, unique};
 use reqwest::Method;
 use serde_json::{Value, json};
 

@@ -3,11 +3,10 @@
 //! discovery → dynamic registration → authorize (sign-up and consent posted
 //! as a browser would) → token exchange with its own checks of `iss`, PKCE
 //! and the ID token → userinfo → refresh → revocation, in both shapes.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
-use common::{Gatehouse, Mode};
+use crate::common::{Gatehouse, Mode};
 
 async fn library_flow(mode: Mode) {
     let g = Gatehouse::start(mode).await;

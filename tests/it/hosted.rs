@@ -1,12 +1,9 @@
 //! Hosted sign-up, sign-in and sign-out pages at the HTTP level, in both
 //! shapes: cookies and their flags, CSRF, generic failures, throttling,
 //! session rotation, no open redirects, no framing, instance isolation.
-#![allow(clippy::unwrap_used)]
 
-mod common;
-
-use common::browser::{Browser, hidden, set_cookie};
-use common::{Gatehouse, Mode};
+use crate::common::browser::{Browser, hidden, set_cookie};
+use crate::common::{Gatehouse, Mode};
 use reqwest::Method;
 
 async fn hosted_pages(mode: Mode) {

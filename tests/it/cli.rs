@@ -1,12 +1,9 @@
 //! The operator contract: start-up errors name what is missing or
 //! unreachable; the embedded default keeps its data across restarts.
-#![allow(clippy::unwrap_used)]
-
-mod common;
 
 use std::process::Command;
 
-use common::{BIN, CODE_SECRET, Gatehouse, TestDb, free_port, kafka_brokers, redis_url};
+use crate::common::{BIN, CODE_SECRET, Gatehouse, TestDb, free_port, kafka_brokers, redis_url};
 use reqwest::Method;
 
 fn serve(args: &[&str]) -> (bool, String) {

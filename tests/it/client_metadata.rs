@@ -6,17 +6,16 @@
 //! without redirecting; fetches are cached. The documents are served over
 //! real TLS by a server in this test, with a test CA Gatehouse is told to
 //! trust.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::common::browser::{Browser, location, param, submit_consent};
+use crate::common::{Gatehouse, free_port};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use common::browser::{Browser, location, param, submit_consent};
-use common::{Gatehouse, free_port};
 use reqwest::Method;
 use serde_json::{Value, json};
 

@@ -3,13 +3,12 @@
 //! OAuth endpoints and the one error shape elsewhere; one address cannot
 //! hold more than `--max-requests-per-peer` requests at once; an oversized
 //! body is 413 in the endpoint's shape.
-#![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
-use common::Gatehouse;
+use crate::common::Gatehouse;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
