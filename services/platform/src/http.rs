@@ -176,7 +176,12 @@ pub fn is_oauth_path(path: &str) -> bool {
 
 fn refusal(path: &str, status: StatusCode, code: &str, message: &str) -> HttpResponse {
     if is_oauth_path(path) {
-        return crate::oauth::OAuthError::new(status, "invalid_request", message).error_response();
+        return crate::oauth::OAuthError::new(
+            status,
+            crate::oauth::OAuthCode::InvalidRequest,
+            message,
+        )
+        .error_response();
     }
     ApiError::new(status, code, message, message).error_response()
 }

@@ -7,17 +7,94 @@ use actix_web::http::header::{CACHE_CONTROL, PRAGMA};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+/// Every error code an OAuth endpoint of ours answers, by the RFC that
+/// defines it: the only way to name one, so a misspelt code cannot be
+/// sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OAuthCode {
+    // RFC 6749 §4.1.2.1, §5.2
+    InvalidRequest,
+    InvalidClient,
+    InvalidGrant,
+    UnauthorizedClient,
+    UnsupportedGrantType,
+    InvalidScope,
+    AccessDenied,
+    UnsupportedResponseType,
+    ServerError,
+    TemporarilyUnavailable,
+    // RFC 6750 §3.1 (userinfo and other bearer-protected endpoints)
+    InvalidToken,
+    InsufficientScope,
+    // RFC 7009 §2.2.1
+    UnsupportedTokenType,
+    // RFC 7591 §3.2.2 (and RFC 7592)
+    InvalidRedirectUri,
+    InvalidClientMetadata,
+    InvalidSoftwareStatement,
+    UnapprovedSoftwareStatement,
+    // RFC 8707 §2
+    InvalidTarget,
+    // OpenID Connect Core §3.1.2.6
+    LoginRequired,
+    ConsentRequired,
+    InteractionRequired,
+    /// Ours: no RFC names a rate limit; registration answers 429 with it.
+    TooManyRequests,
+}
+
+impl OAuthCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidClient => "invalid_client",
+            Self::InvalidGrant => "invalid_grant",
+            Self::UnauthorizedClient => "unauthorized_client",
+            Self::UnsupportedGrantType => "unsupported_grant_type",
+            Self::InvalidScope => "invalid_scope",
+            Self::AccessDenied => "access_denied",
+            Self::UnsupportedResponseType => "unsupported_response_type",
+            Self::ServerError => "server_error",
+            Self::TemporarilyUnavailable => "temporarily_unavailable",
+            Self::InvalidToken => "invalid_token",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::UnsupportedTokenType => "unsupported_token_type",
+            Self::InvalidRedirectUri => "invalid_redirect_uri",
+            Self::InvalidClientMetadata => "invalid_client_metadata",
+            Self::InvalidSoftwareStatement => "invalid_software_statement",
+            Self::UnapprovedSoftwareStatement => "unapproved_software_statement",
+            Self::InvalidTarget => "invalid_target",
+            Self::LoginRequired => "login_required",
+            Self::ConsentRequired => "consent_required",
+            Self::InteractionRequired => "interaction_required",
+            Self::TooManyRequests => "too_many_requests",
+        }
+    }
+}
+
+impl std::fmt::Display for OAuthCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl serde::Serialize for OAuthCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{error}: {description}")]
 pub struct OAuthError {
     pub status: StatusCode,
-    pub error: &'static str,
+    pub error: OAuthCode,
     pub description: String,
     pub retry_after: Option<u64>,
 }
 
 impl OAuthError {
-    pub fn new(status: StatusCode, error: &'static str, description: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, error: OAuthCode, description: impl Into<String>) -> Self {
         Self {
             status,
             error,
@@ -26,7 +103,7 @@ impl OAuthError {
         }
     }
 
-    pub fn bad_request(error: &'static str, description: impl Into<String>) -> Self {
+    pub fn bad_request(error: OAuthCode, description: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, error, description)
     }
 
@@ -34,7 +111,7 @@ impl OAuthError {
         tracing::error!(error = %err, "internal error on an OAuth endpoint");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "server_error",
+            OAuthCode::ServerError,
             "The server hit an unexpected condition; the request was not applied.",
         )
     }
@@ -43,19 +120,6 @@ impl OAuthError {
 impl From<sea_orm::DbErr> for OAuthError {
     fn from(err: sea_orm::DbErr) -> Self {
         Self::internal(err)
-    }
-}
-
-impl From<crate::ApiError> for OAuthError {
-    fn from(err: crate::ApiError) -> Self {
-        let item = err.items.first();
-        let description = item.map(|i| i.long_message.clone()).unwrap_or_default();
-        match err.status.as_u16() {
-            404 => Self::new(err.status, "invalid_client", description),
-            409 | 422 | 400 => Self::bad_request("invalid_client_metadata", description),
-            s if s >= 500 => Self::internal(description),
-            _ => Self::new(err.status, "invalid_request", description),
-        }
     }
 }
 
@@ -75,7 +139,7 @@ impl ResponseError for OAuthError {
         if self.status == StatusCode::UNAUTHORIZED {
             // RFC 6749 §5.2: a client that failed to authenticate is told
             // the scheme clients use (Basic); a bad bearer token, Bearer.
-            let challenge = if self.error == "invalid_client" {
+            let challenge = if self.error == OAuthCode::InvalidClient {
                 "Basic realm=\"oauth\", charset=\"UTF-8\"".to_owned()
             } else {
                 format!("Bearer error=\"{}\"", self.error)
@@ -183,6 +247,43 @@ mod tests {
         assert!(!resource_allowed(&declared, "https://other.example/"));
         assert!(resource_allowed(&[], "https://other.example/"));
         assert!(!resource_allowed(&[], "a:b"));
+    }
+
+    #[test]
+    fn error_codes_are_spelt_as_their_rfcs_spell_them_and_are_distinct() {
+        use OAuthCode::*;
+        let all = [
+            InvalidRequest,
+            InvalidClient,
+            InvalidGrant,
+            UnauthorizedClient,
+            UnsupportedGrantType,
+            InvalidScope,
+            AccessDenied,
+            UnsupportedResponseType,
+            ServerError,
+            TemporarilyUnavailable,
+            InvalidToken,
+            InsufficientScope,
+            UnsupportedTokenType,
+            InvalidRedirectUri,
+            InvalidClientMetadata,
+            InvalidSoftwareStatement,
+            UnapprovedSoftwareStatement,
+            InvalidTarget,
+            LoginRequired,
+            ConsentRequired,
+            InteractionRequired,
+            TooManyRequests,
+        ];
+        let spelt: std::collections::HashSet<&str> = all.iter().map(|c| c.as_str()).collect();
+        assert_eq!(spelt.len(), all.len());
+        assert!(spelt.iter().all(|s| s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
+        assert_eq!(InvalidTarget.to_string(), "invalid_target");
+        assert_eq!(
+            serde_json::to_value(UnsupportedTokenType).unwrap(),
+            "unsupported_token_type"
+        );
     }
 
     #[test]

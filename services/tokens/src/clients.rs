@@ -18,7 +18,7 @@ use gatehouse_platform::bus::topics;
 use gatehouse_platform::client_metadata;
 use gatehouse_platform::consumer::Projection;
 use gatehouse_platform::db::{self, col};
-use gatehouse_platform::oauth::{AccessTokenFormat, OAuthError};
+use gatehouse_platform::oauth::{AccessTokenFormat, OAuthCode, OAuthError};
 use gatehouse_proto::event_types as et;
 use gatehouse_proto::v1::{self, Envelope};
 use prost::Message;
@@ -369,7 +369,11 @@ fn metadata_document_client(instance_id: &str, client_id: &str) -> Option<Client
 }
 
 fn invalid_client(description: &str) -> OAuthError {
-    OAuthError::new(StatusCode::UNAUTHORIZED, "invalid_client", description)
+    OAuthError::new(
+        StatusCode::UNAUTHORIZED,
+        OAuthCode::InvalidClient,
+        description,
+    )
 }
 
 /// The client credentials of a request: HTTP Basic (`client_secret_basic`)
@@ -407,13 +411,13 @@ pub fn credentials(
     };
     match (basic, field("client_id"), field("client_secret")) {
         (Some(_), _, Some(_)) => Err(OAuthError::bad_request(
-            "invalid_request",
+            OAuthCode::InvalidRequest,
             "use one client authentication method, not two",
         )),
         (Some((id, secret)), form_id, None) => {
             if form_id.is_some_and(|f| f != id) {
                 return Err(OAuthError::bad_request(
-                    "invalid_request",
+                    OAuthCode::InvalidRequest,
                     "client_id differs from the authenticated client",
                 ));
             }

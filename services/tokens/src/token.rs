@@ -7,7 +7,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gatehouse_platform::eventstore::{EventMeta, MAX_ATTEMPTS};
-use gatehouse_platform::oauth::{AccessTokenFormat, OAuthError};
+use gatehouse_platform::oauth::{AccessTokenFormat, OAuthCode, OAuthError};
 use gatehouse_platform::oauth_code::AuthorizationCode;
 use gatehouse_platform::tenancy::{self, Instance};
 use gatehouse_platform::{Platform, db};
@@ -56,13 +56,19 @@ pub fn hash(token: &str) -> String {
 }
 
 fn invalid_grant(description: &str) -> OAuthError {
-    OAuthError::bad_request("invalid_grant", description)
+    OAuthError::bad_request(OAuthCode::InvalidGrant, description)
 }
 
 pub async fn instance(platform: &Platform, id: &str) -> Result<Instance, OAuthError> {
     tenancy::active_instance_cached(platform, id)
         .await?
-        .ok_or_else(|| OAuthError::new(StatusCode::NOT_FOUND, "invalid_request", "unknown issuer"))
+        .ok_or_else(|| {
+            OAuthError::new(
+                StatusCode::NOT_FOUND,
+                OAuthCode::InvalidRequest,
+                "unknown issuer",
+            )
+        })
 }
 
 /// The form of an OAuth endpoint: urlencoded, each parameter at most once.
@@ -77,13 +83,13 @@ pub fn read_form(req: &HttpRequest, body: &[u8]) -> Result<Vec<(String, String)>
         .starts_with("application/x-www-form-urlencoded")
     {
         return Err(OAuthError::bad_request(
-            "invalid_request",
+            OAuthCode::InvalidRequest,
             "the body must be application/x-www-form-urlencoded",
         ));
     }
     if gatehouse_platform::http::form_has_nul(body) {
         return Err(OAuthError::bad_request(
-            "invalid_request",
+            OAuthCode::InvalidRequest,
             "the form contains a NUL character",
         ));
     }
@@ -91,7 +97,7 @@ pub fn read_form(req: &HttpRequest, body: &[u8]) -> Result<Vec<(String, String)>
     for (i, (k, _)) in pairs.iter().enumerate() {
         if pairs[..i].iter().any(|(p, _)| p == k) {
             return Err(OAuthError::bad_request(
-                "invalid_request",
+                OAuthCode::InvalidRequest,
                 format!("{k} appears more than once"),
             ));
         }
@@ -225,14 +231,16 @@ pub async fn token(
     let instance = instance(&platform, &path).await?;
     let form = read_form(&req, &body)?;
     let grant_type = field(&form, "grant_type")
-        .ok_or_else(|| OAuthError::bad_request("invalid_request", "grant_type is required"))?
+        .ok_or_else(|| {
+            OAuthError::bad_request(OAuthCode::InvalidRequest, "grant_type is required")
+        })?
         .to_owned();
     if !matches!(
         grant_type.as_str(),
         "authorization_code" | "refresh_token" | "client_credentials"
     ) {
         return Err(OAuthError::bad_request(
-            "unsupported_grant_type",
+            OAuthCode::UnsupportedGrantType,
             format!("grant_type {grant_type:?} is not supported"),
         ));
     }
@@ -249,7 +257,7 @@ pub async fn token(
             clients::authenticate(platform.db(), instance.id.as_str(), &req, &form, lookup).await?;
         if !client.grant_types.is_empty() && !client.grant_types.contains(&grant_type) {
             return Err(OAuthError::bad_request(
-                "unauthorized_client",
+                OAuthCode::UnauthorizedClient,
                 format!("this client may not use {grant_type}"),
             ));
         }
@@ -417,7 +425,7 @@ fn checked_code(
     form: &[(String, String)],
 ) -> Result<AuthorizationCode, OAuthError> {
     let raw = field(form, "code")
-        .ok_or_else(|| OAuthError::bad_request("invalid_request", "code is required"))?;
+        .ok_or_else(|| OAuthError::bad_request(OAuthCode::InvalidRequest, "code is required"))?;
     let code = platform
         .code_sealer()
         .open(raw)
@@ -438,7 +446,7 @@ fn checked_code(
         }
         None if code.redirect_uri_in_request => {
             return Err(OAuthError::bad_request(
-                "invalid_request",
+                OAuthCode::InvalidRequest,
                 "redirect_uri is required: the authorization request had one",
             ));
         }
@@ -454,7 +462,7 @@ fn checked_code(
         }
         (Some(_), None) => {
             return Err(OAuthError::bad_request(
-                "invalid_request",
+                OAuthCode::InvalidRequest,
                 "code_verifier is required",
             ));
         }
@@ -472,7 +480,7 @@ fn checked_code(
         well_formed_resource(r)?;
         if code.resource.as_deref() != Some(r) {
             return Err(OAuthError::bad_request(
-                "invalid_target",
+                OAuthCode::InvalidTarget,
                 "resource differs from the one granted",
             ));
         }
@@ -485,7 +493,7 @@ fn well_formed_resource(r: &str) -> Result<(), OAuthError> {
     match gatehouse_platform::oauth::resource_indicator(r) {
         Some(_) => Ok(()),
         None => Err(OAuthError::bad_request(
-            "invalid_target",
+            OAuthCode::InvalidTarget,
             "resource must be an absolute URI without a fragment",
         )),
     }
@@ -505,7 +513,7 @@ async fn declared_resource(
     let declared = clients::declared_resources(platform.db(), instance.id.as_str()).await?;
     if !gatehouse_platform::oauth::resource_allowed(&declared, audience) {
         return Err(OAuthError::bad_request(
-            "invalid_target",
+            OAuthCode::InvalidTarget,
             "resource is not one of this issuer's resources",
         ));
     }
@@ -587,8 +595,9 @@ async fn refresh_grant(
     client: &Client,
     form: &[(String, String)],
 ) -> Result<serde_json::Value, OAuthError> {
-    let raw = field(form, "refresh_token")
-        .ok_or_else(|| OAuthError::bad_request("invalid_request", "refresh_token is required"))?;
+    let raw = field(form, "refresh_token").ok_or_else(|| {
+        OAuthError::bad_request(OAuthCode::InvalidRequest, "refresh_token is required")
+    })?;
     let presented = hash(raw);
     let record = families::refresh_token(platform.db(), &presented)
         .await?
@@ -629,7 +638,7 @@ async fn refresh_grant(
             well_formed_resource(r)?;
             if r != origin.audience {
                 return Err(OAuthError::bad_request(
-                    "invalid_target",
+                    OAuthCode::InvalidTarget,
                     "resource differs from the one granted",
                 ));
             }
@@ -641,7 +650,7 @@ async fn refresh_grant(
                 let asked: Vec<&str> = s.split(' ').filter(|s| !s.is_empty()).collect();
                 if let Some(extra) = asked.iter().find(|a| !granted.contains(a)) {
                     return Err(OAuthError::bad_request(
-                        "invalid_scope",
+                        OAuthCode::InvalidScope,
                         format!("scope {extra:?} was not granted"),
                     ));
                 }
@@ -675,7 +684,7 @@ async fn refresh_grant(
     }
     Err(OAuthError::new(
         StatusCode::CONFLICT,
-        "invalid_request",
+        OAuthCode::InvalidRequest,
         "the refresh token is being used concurrently; retry",
     ))
 }
@@ -689,7 +698,7 @@ async fn client_credentials(
 ) -> Result<Option<serde_json::Value>, OAuthError> {
     if client.public {
         return Err(OAuthError::bad_request(
-            "unauthorized_client",
+            OAuthCode::UnauthorizedClient,
             "client_credentials is for confidential clients",
         ));
     }
@@ -701,7 +710,7 @@ async fn client_credentials(
                 .find(|a| !client.scopes.iter().any(|c| c == *a))
             {
                 return Err(OAuthError::bad_request(
-                    "invalid_scope",
+                    OAuthCode::InvalidScope,
                     format!("scope {extra:?} is not allowed for this client"),
                 ));
             }

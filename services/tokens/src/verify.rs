@@ -21,7 +21,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use gatehouse_platform::eventstore::{EventMeta, MAX_ATTEMPTS};
 use gatehouse_platform::http::parse_json;
 use gatehouse_platform::idempotency::Idempotent;
-use gatehouse_platform::oauth::{AccessTokenFormat, OAuthError};
+use gatehouse_platform::oauth::{AccessTokenFormat, OAuthCode, OAuthError};
 use gatehouse_platform::tenancy::{Instance, InstanceKey};
 use gatehouse_platform::{ApiError, ApiResult, Platform, db};
 use jsonwebtoken::{Validation, decode, decode_header};
@@ -343,7 +343,7 @@ async fn token_request(
         .into_iter()
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v)
-        .ok_or_else(|| OAuthError::bad_request("invalid_request", "token is required"))?;
+        .ok_or_else(|| OAuthError::bad_request(OAuthCode::InvalidRequest, "token is required"))?;
     Ok((instance, client, token))
 }
 
@@ -534,7 +534,8 @@ pub async fn userinfo(
     path: web::Path<String>,
 ) -> Result<HttpResponse, OAuthError> {
     let instance = instance(&platform, &path).await?;
-    let unauthorized = |d: &str| OAuthError::new(StatusCode::UNAUTHORIZED, "invalid_token", d);
+    let unauthorized =
+        |d: &str| OAuthError::new(StatusCode::UNAUTHORIZED, OAuthCode::InvalidToken, d);
     let token = gatehouse_platform::http::bearer_token(&req)
         .ok_or_else(|| unauthorized("a Bearer access token is required"))?;
     let record = inspect(&platform, instance.id.as_str(), token)

@@ -17,6 +17,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use gatehouse_platform::Platform;
 use gatehouse_platform::client_metadata;
+use gatehouse_platform::oauth::OAuthCode;
 use gatehouse_platform::oauth_code::{AuthorizationCode, CODE_TTL_MS};
 use gatehouse_platform::openapi::{ErrorBody, OAuthErrorBody};
 use gatehouse_platform::tenancy::Authed;
@@ -200,7 +201,7 @@ fn reject(
         } => {
             let iss = platform.issuer(instance_id);
             let mut pairs = vec![
-                ("error", error),
+                ("error", error.as_str()),
                 ("error_description", description.as_str()),
             ];
             if let Some(s) = state.as_deref() {
@@ -212,7 +213,7 @@ fn reject(
     }
 }
 
-fn back_to_client(req: &AuthorizeRequest, error: &'static str, description: &str) -> Rejection {
+fn back_to_client(req: &AuthorizeRequest, error: OAuthCode, description: &str) -> Rejection {
     Rejection::Redirect {
         redirect_uri: req.redirect_uri.clone(),
         error,
@@ -443,7 +444,7 @@ async fn authorize(
     };
     let Some((user, auth_time)) = user else {
         if req.prompt == Prompt::None {
-            let r = back_to_client(&req, "login_required", "the user is not signed in");
+            let r = back_to_client(&req, OAuthCode::LoginRequired, "the user is not signed in");
             return reject(&platform, &id, r, StatusCode::FOUND);
         }
         return to_sign_in(&id, &req.params);
@@ -453,7 +454,11 @@ async fn authorize(
     // session answers them instead of asking again.
     if request::needs_login(&req, auth_time, platform.now_ms()) {
         if req.prompt == Prompt::None {
-            let r = back_to_client(&req, "login_required", "the user must sign in again");
+            let r = back_to_client(
+                &req,
+                OAuthCode::LoginRequired,
+                "the user must sign in again",
+            );
             return reject(&platform, &id, r, StatusCode::FOUND);
         }
         let again: Vec<(String, String)> = req
@@ -478,7 +483,11 @@ async fn authorize(
     let covered = req.scopes.iter().all(|s| granted.contains(s));
     if req.client.consent_screen_enabled && (!covered || req.prompt == Prompt::Consent) {
         if req.prompt == Prompt::None {
-            let r = back_to_client(&req, "consent_required", "the user has not consented");
+            let r = back_to_client(
+                &req,
+                OAuthCode::ConsentRequired,
+                "the user has not consented",
+            );
             return reject(&platform, &id, r, StatusCode::FOUND);
         }
         return consent_page(&platform, &http, &id, &req, &user).await;
@@ -644,7 +653,7 @@ async fn decide(
             .await
         }
         Some("deny") => {
-            let r = back_to_client(&req, "access_denied", "the user denied the request");
+            let r = back_to_client(&req, OAuthCode::AccessDenied, "the user denied the request");
             reject(&platform, &id, r, StatusCode::SEE_OTHER)
         }
         _ => message(

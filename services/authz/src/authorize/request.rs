@@ -3,6 +3,7 @@
 //! are shown to the user and never redirected (no open redirect); after
 //! that they go back to the client.
 
+use gatehouse_platform::oauth::OAuthCode;
 use gatehouse_proto::v1::OAuthApplicationState as AppState;
 
 /// The parameters this endpoint reads; each may appear once.
@@ -60,7 +61,7 @@ pub enum Rejection {
     /// Sent to the client's (verified) redirect URI.
     Redirect {
         redirect_uri: String,
-        error: &'static str,
+        error: OAuthCode,
         description: String,
         state: Option<String>,
     },
@@ -158,7 +159,7 @@ pub fn check(
         }
     };
     let state = get(&params, "state").map(str::to_owned);
-    let fail = |error: &'static str, description: String| Rejection::Redirect {
+    let fail = |error: OAuthCode, description: String| Rejection::Redirect {
         redirect_uri: redirect_uri.clone(),
         error,
         description,
@@ -166,30 +167,33 @@ pub fn check(
     };
     if state.as_ref().is_some_and(|s| s.len() > MAX_STATE) {
         return Err(fail(
-            "invalid_request",
+            OAuthCode::InvalidRequest,
             format!("state is longer than {MAX_STATE} characters"),
         ));
     }
     if repeated.iter().any(|r| r == "resource") {
         return Err(fail(
-            "invalid_target",
+            OAuthCode::InvalidTarget,
             "one resource per authorization request".into(),
         ));
     }
     if let Some(name) = repeated.first() {
         return Err(fail(
-            "invalid_request",
+            OAuthCode::InvalidRequest,
             format!("{name} appears more than once"),
         ));
     }
     match get(&params, "response_type") {
         Some("code") => {}
         None | Some("") => {
-            return Err(fail("invalid_request", "response_type is required".into()));
+            return Err(fail(
+                OAuthCode::InvalidRequest,
+                "response_type is required".into(),
+            ));
         }
         Some(_) => {
             return Err(fail(
-                "unsupported_response_type",
+                OAuthCode::UnsupportedResponseType,
                 "only response_type=code is supported".into(),
             ));
         }
@@ -201,7 +205,7 @@ pub fn check(
             for s in raw.split(' ').filter(|s| !s.is_empty()) {
                 if !allowed.contains(&s) {
                     return Err(fail(
-                        "invalid_scope",
+                        OAuthCode::InvalidScope,
                         format!("scope {s:?} is not allowed for this application"),
                     ));
                 }
@@ -214,26 +218,26 @@ pub fn check(
         None => allowed.iter().map(|s| (*s).to_owned()).collect(),
     };
     if scopes.is_empty() {
-        return Err(fail("invalid_scope", "no scope requested".into()));
+        return Err(fail(OAuthCode::InvalidScope, "no scope requested".into()));
     }
     let challenge = get(&params, "code_challenge").filter(|c| !c.is_empty());
     let method = get(&params, "code_challenge_method").filter(|m| !m.is_empty());
     match (challenge, method) {
         (_, Some(m)) if m != "S256" => {
             return Err(fail(
-                "invalid_request",
+                OAuthCode::InvalidRequest,
                 "code_challenge_method must be S256 (plain is not accepted)".into(),
             ));
         }
         (Some(_), None) => {
             return Err(fail(
-                "invalid_request",
+                OAuthCode::InvalidRequest,
                 "code_challenge_method=S256 is required with a code_challenge".into(),
             ));
         }
         (None, Some(_)) => {
             return Err(fail(
-                "invalid_request",
+                OAuthCode::InvalidRequest,
                 "code_challenge_method without code_challenge".into(),
             ));
         }
@@ -243,13 +247,13 @@ pub fn check(
         && !valid_s256_challenge(c)
     {
         return Err(fail(
-            "invalid_request",
+            OAuthCode::InvalidRequest,
             "code_challenge must be the 43-character base64url SHA-256 of the verifier".into(),
         ));
     }
     if challenge.is_none() && (client.public || client.pkce_required) {
         return Err(fail(
-            "invalid_request",
+            OAuthCode::InvalidRequest,
             "this client must use PKCE: code_challenge and code_challenge_method=S256 are required"
                 .into(),
         ));
@@ -261,13 +265,13 @@ pub fn check(
             }
             Some(_) => {
                 return Err(fail(
-                    "invalid_target",
+                    OAuthCode::InvalidTarget,
                     "resource is not one of this issuer's resources".into(),
                 ));
             }
             None => {
                 return Err(fail(
-                    "invalid_target",
+                    OAuthCode::InvalidTarget,
                     "resource must be an absolute URI without a fragment".into(),
                 ));
             }
@@ -277,7 +281,7 @@ pub fn check(
     let nonce = get(&params, "nonce").map(str::to_owned);
     if nonce.as_ref().is_some_and(|n| n.len() > MAX_NONCE) {
         return Err(fail(
-            "invalid_request",
+            OAuthCode::InvalidRequest,
             format!("nonce is longer than {MAX_NONCE} characters"),
         ));
     }
@@ -288,7 +292,7 @@ pub fn check(
         Some("consent") => Prompt::Consent,
         Some(p) => {
             return Err(fail(
-                "invalid_request",
+                OAuthCode::InvalidRequest,
                 format!("prompt {p:?} is not supported"),
             ));
         }
@@ -304,7 +308,7 @@ pub fn check(
             }
             _ => {
                 return Err(fail(
-                    "invalid_request",
+                    OAuthCode::InvalidRequest,
                     "max_age must be a non-negative number of seconds".into(),
                 ));
             }
@@ -433,7 +437,7 @@ mod tests {
 
     fn error_of(r: Result<AuthorizeRequest, Rejection>) -> &'static str {
         match r {
-            Err(Rejection::Redirect { error, .. }) => error,
+            Err(Rejection::Redirect { error, .. }) => error.as_str(),
             other => panic!("expected a redirect error, got {other:?}"),
         }
     }

@@ -15,7 +15,7 @@ use gatehouse_platform::aggregate::{self, Aggregate, Target, Unreadable};
 use gatehouse_platform::db::{self, col};
 use gatehouse_platform::eventstore::RecordedEvent;
 use gatehouse_platform::http::{bearer_token, parse_json};
-use gatehouse_platform::oauth::OAuthError;
+use gatehouse_platform::oauth::{OAuthCode, OAuthError};
 use gatehouse_platform::tenancy::{self, Authed, InstanceKey};
 use gatehouse_platform::{ApiResult, Platform};
 use gatehouse_proto::event_types as et;
@@ -431,8 +431,27 @@ enum ResponseTypeSchema {
 const AUTH_METHODS: &[&str] = &["client_secret_basic", "client_secret_post", "none"];
 const GRANT_TYPES: &[&str] = &["authorization_code", "refresh_token", "client_credentials"];
 
+/// A refusal of the application commands this endpoint shares with the
+/// Backend API, in RFC 7591/7592 terms: the client is gone (404
+/// `invalid_client`), its metadata was refused (400
+/// `invalid_client_metadata`: a scope the instance just removed, a
+/// conflicting change), or the server failed.
+fn refusal(err: gatehouse_platform::ApiError) -> OAuthError {
+    let description = err
+        .items
+        .first()
+        .map(|i| i.long_message.clone())
+        .unwrap_or_default();
+    match err.status.as_u16() {
+        404 => OAuthError::new(err.status, OAuthCode::InvalidClient, description),
+        400 | 409 | 422 => metadata_error(description),
+        s if s >= 500 => OAuthError::internal(description),
+        _ => OAuthError::new(err.status, OAuthCode::InvalidRequest, description),
+    }
+}
+
 fn metadata_error(description: impl Into<String>) -> OAuthError {
-    OAuthError::bad_request("invalid_client_metadata", description)
+    OAuthError::bad_request(OAuthCode::InvalidClientMetadata, description)
 }
 
 /// What the instance lets a registrant have.
@@ -511,13 +530,13 @@ pub(super) fn to_state(
     let uris = m.redirect_uris.unwrap_or_default();
     if code_flow && uris.is_empty() {
         return Err(OAuthError::bad_request(
-            "invalid_redirect_uri",
+            OAuthCode::InvalidRedirectUri,
             "redirect_uris is required for the authorization_code grant",
         ));
     }
     let redirect_uris = validate::redirect_uris(&uris).map_err(|e| {
         OAuthError::bad_request(
-            "invalid_redirect_uri",
+            OAuthCode::InvalidRedirectUri,
             e.items
                 .first()
                 .map(|i| i.long_message.clone())
@@ -633,13 +652,17 @@ async fn registering_instance(
     let instance = tenancy::active_instance_cached(platform, instance_id)
         .await?
         .ok_or_else(|| {
-            OAuthError::new(StatusCode::NOT_FOUND, "invalid_request", "No such issuer.")
+            OAuthError::new(
+                StatusCode::NOT_FOUND,
+                OAuthCode::InvalidRequest,
+                "No such issuer.",
+            )
         })?;
     let settings = settings(platform.db(), instance_id).await?;
     if !settings.dynamic_registration {
         return Err(OAuthError::new(
             StatusCode::FORBIDDEN,
-            "access_denied",
+            OAuthCode::AccessDenied,
             "Dynamic client registration is not enabled for this instance.",
         ));
     }
@@ -713,7 +736,7 @@ async fn register(
         if !d.admitted {
             let mut e = OAuthError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "too_many_requests",
+                OAuthCode::TooManyRequests,
                 "Too many registrations from this address; retry later.",
             );
             e.retry_after = Some(d.retry_after_secs());
@@ -725,7 +748,9 @@ async fn register(
     let access_token = gatehouse_platform::ids::random_base62(48);
     state.registration_access_token_hash = hash_secret(&access_token);
     let actor = Authed::other(instance, format!("dynamic_registration:{ip}"));
-    let (app, secret) = super::create(&platform, &actor, state).await?;
+    let (app, secret) = super::create(&platform, &actor, state)
+        .await
+        .map_err(refusal)?;
     Ok(no_store(HttpResponse::Created().json(registration_json(
         &platform,
         &instance_id,
@@ -747,7 +772,7 @@ async fn managed(
     let unauthorized = || {
         OAuthError::new(
             StatusCode::UNAUTHORIZED,
-            "invalid_token",
+            OAuthCode::InvalidToken,
             "The registration access token is missing or invalid for this client.",
         )
     };
@@ -865,11 +890,12 @@ async fn update(
             state: Some(s),
         })
     })
-    .await?
+    .await
+    .map_err(refusal)?
     .ok_or_else(|| {
         OAuthError::new(
             StatusCode::UNAUTHORIZED,
-            "invalid_token",
+            OAuthCode::InvalidToken,
             "The client no longer exists.",
         )
     })?;
@@ -917,7 +943,8 @@ async fn delete(
             state: None,
         })
     })
-    .await?;
+    .await
+    .map_err(refusal)?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -999,7 +1026,7 @@ mod tests {
         let err = |v: Value| {
             to_state(meta(v), &known(), Policy::default())
                 .err()
-                .map(|e| e.error)
+                .map(|e| e.error.as_str())
         };
         assert_eq!(err(json!({})), Some("invalid_redirect_uri"));
         assert_eq!(
