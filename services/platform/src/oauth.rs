@@ -278,7 +278,11 @@ mod tests {
         ];
         let spelt: std::collections::HashSet<&str> = all.iter().map(|c| c.as_str()).collect();
         assert_eq!(spelt.len(), all.len());
-        assert!(spelt.iter().all(|s| s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')));
+        assert!(
+            spelt
+                .iter()
+                .all(|s| s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        );
         assert_eq!(InvalidTarget.to_string(), "invalid_target");
         assert_eq!(
             serde_json::to_value(UnsupportedTokenType).unwrap(),
