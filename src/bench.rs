@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
@@ -259,7 +259,7 @@ where
 {
     let stop = Arc::new(AtomicBool::new(false));
     let counter = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
+    let started = gatehouse_platform::clock::monotonic();
     let mut tasks = Vec::new();
     for w in 0..concurrency {
         let (stop, counter, one) = (stop.clone(), counter.clone(), one.clone());
@@ -268,7 +268,7 @@ where
             let mut errors = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
-                let t = Instant::now();
+                let t = gatehouse_platform::clock::monotonic();
                 if one(w, n).await {
                     lat.push(t.elapsed().as_micros() as u64);
                 } else {
@@ -367,7 +367,7 @@ async fn append(a: AppendArgs) -> anyhow::Result<()> {
     let counter = Arc::new(AtomicU64::new(0));
     let clock = clock::system();
     let mut tasks = Vec::new();
-    let started = Instant::now();
+    let started = gatehouse_platform::clock::monotonic();
     for _ in 0..a.writers {
         let (conn, stop, counter, clock) =
             (conn.clone(), stop.clone(), counter.clone(), clock.clone());
@@ -375,7 +375,7 @@ async fn append(a: AppendArgs) -> anyhow::Result<()> {
             let mut lat = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
-                let t = Instant::now();
+                let t = gatehouse_platform::clock::monotonic();
                 let ok = append_one(&conn, n, clock.now_ms()).await;
                 if ok.is_ok() {
                     lat.push(t.elapsed().as_micros() as u64);
@@ -448,8 +448,9 @@ async fn lag(a: LagArgs) -> anyhow::Result<()> {
                 )
                 .await?;
             let mut seen = 0u64;
-            let deadline = Instant::now() + Duration::from_secs(a.seconds + 30);
-            while seen < expected && Instant::now() < deadline {
+            let deadline =
+                gatehouse_platform::clock::monotonic() + Duration::from_secs(a.seconds + 30);
+            while seen < expected && gatehouse_platform::clock::monotonic() < deadline {
                 let batch = sub.next_batch(500, Duration::from_millis(200)).await?;
                 let now = clock.now_ms();
                 let mut l = lat.lock().await;
@@ -504,7 +505,7 @@ async fn lag(a: LagArgs) -> anyhow::Result<()> {
 async fn ratelimit(a: RatelimitArgs) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     let auth = format!("Bearer {}", a.secret_key);
-    let started = Instant::now();
+    let started = gatehouse_platform::clock::monotonic();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / a.rate as f64));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     // The server's admission log, scraped twice a second (entries live 10 s).
@@ -513,10 +514,11 @@ async fn ratelimit(a: RatelimitArgs) -> anyhow::Result<()> {
             let client = redis::Client::open(url.as_str())?;
             let key = format!("{}gatehouse:rl:{instance}", a.redis_prefix);
             let mut conn = client.get_multiplexed_async_connection().await?;
-            let stop_at = Instant::now() + Duration::from_secs(a.seconds + 2);
+            let stop_at =
+                gatehouse_platform::clock::monotonic() + Duration::from_secs(a.seconds + 2);
             Some(tokio::spawn(async move {
                 let mut seen: std::collections::HashMap<String, i64> = Default::default();
-                while Instant::now() < stop_at {
+                while gatehouse_platform::clock::monotonic() < stop_at {
                     let entries: Vec<(String, i64)> = redis::cmd("ZRANGE")
                         .arg(&key)
                         .arg(0)

@@ -4,7 +4,7 @@
 //! `timestamp`) to its arrival.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use anyhow::{Context, bail};
@@ -31,10 +31,7 @@ pub struct WebhooksArgs {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    gatehouse_platform::clock::wall_ms()
 }
 
 pub async fn run(a: WebhooksArgs) -> anyhow::Result<()> {
@@ -85,7 +82,7 @@ pub async fn run(a: WebhooksArgs) -> anyhow::Result<()> {
     }
 
     let run_id = gatehouse_platform::ids::random_base62(8).to_lowercase();
-    let started = Instant::now();
+    let started = gatehouse_platform::clock::monotonic();
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / a.rate.max(1)));
     let mut created = 0u64;
     let mut tasks = Vec::new();
@@ -111,16 +108,16 @@ pub async fn run(a: WebhooksArgs) -> anyhow::Result<()> {
         }
     }
     let expected = ok as usize * a.endpoints;
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = gatehouse_platform::clock::monotonic() + Duration::from_secs(60);
     let mut last_count = 0;
-    let mut last_change = Instant::now();
+    let mut last_change = gatehouse_platform::clock::monotonic();
     loop {
         let n = latencies.lock().map(|l| l.len()).unwrap_or(0);
         if n != last_count {
             last_count = n;
-            last_change = Instant::now();
+            last_change = gatehouse_platform::clock::monotonic();
         }
-        if n >= expected || Instant::now() > deadline {
+        if n >= expected || gatehouse_platform::clock::monotonic() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

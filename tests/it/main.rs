@@ -2,8 +2,9 @@
 //! file names say which), all share the harness in `common`. One binary
 //! links the service code, rdkafka and the browser driver once instead of
 //! once per area.
-// Test code: the helpers beside the tests unwrap as the tests do.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+// Test code: the helpers beside the tests unwrap as the tests do, and the
+// tests wait on real time for a server that runs on its own.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)]
 
 #[macro_use]
 mod common;

@@ -185,7 +185,7 @@ impl Bus for KafkaBus {
         // Enqueue strictly in order (a full queue is waited out on the same
         // record, never skipped past), so records of one key keep their order.
         let mut deliveries = Vec::with_capacity(records.len());
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let deadline = crate::clock::monotonic() + Duration::from_secs(5);
         for r in records {
             let mut record = FutureRecord::to(&topic).key(&r.key).payload(&r.payload);
             loop {
@@ -197,7 +197,7 @@ impl Bus for KafkaBus {
                     Err((
                         rdkafka::error::KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
                         back,
-                    )) if tokio::time::Instant::now() < deadline => {
+                    )) if crate::clock::monotonic() < deadline => {
                         record = back;
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }

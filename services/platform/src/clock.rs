@@ -13,12 +13,28 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    #[allow(clippy::disallowed_methods)] // the one reading of the wall clock
     fn now_ms(&self) -> i64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0)
     }
+}
+
+/// The wall clock's time (ms since the Unix epoch), for what must follow
+/// real time whatever clock the process runs on: rate-limit windows shared
+/// through Redis with other processes, and their headers.
+pub fn wall_ms() -> i64 {
+    SystemClock.now_ms()
+}
+
+/// Now on the monotonic clock: for how long something took and for this
+/// process's own deadlines and caches, never for what time it is (that is
+/// a `Clock`).
+#[allow(clippy::disallowed_methods)] // the one reading of the monotonic clock
+pub fn monotonic() -> std::time::Instant {
+    std::time::Instant::now()
 }
 
 /// A clock that only moves when told to.

@@ -211,7 +211,7 @@ impl ConsumerRunner {
                     continue;
                 }
             };
-            let mut checked = std::time::Instant::now();
+            let mut checked = crate::clock::monotonic();
             let group = group_name(name, current);
             let mut sub = match self.bus.subscribe(&group, self.projection.topics()).await {
                 Ok(s) => s,
@@ -233,7 +233,7 @@ impl ConsumerRunner {
                 };
                 // A rebuild moves the projection to a new group: follow it.
                 if checked.elapsed() > Duration::from_secs(2) {
-                    checked = std::time::Instant::now();
+                    checked = crate::clock::monotonic();
                     if generation(&self.db, name).await.is_ok_and(|g| g != current) {
                         tracing::info!(
                             consumer = name,

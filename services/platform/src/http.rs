@@ -2,8 +2,6 @@
 //! metrics, the one error shape for extractor failures and unmatched routes,
 //! and the health, readiness and metrics endpoints.
 
-use std::time::Instant;
-
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
@@ -54,7 +52,7 @@ pub async fn observe(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, Error> {
     let trace_id = trace_id_from(&req);
-    let started = Instant::now();
+    let started = crate::clock::monotonic();
     let method = req.method().to_string();
     let platform = req.app_data::<web::Data<Platform>>().cloned();
     let span =
@@ -302,10 +300,7 @@ pub async fn guard_requests(
 /// refusal `Retry-After` in seconds.
 fn rate_limit_headers(h: &mut header::HeaderMap, d: &Decision) {
     let reset_secs = d.reset_ms.div_ceil(1000);
-    let reset_at = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|t| t.as_secs() + reset_secs)
-        .unwrap_or(0);
+    let reset_at = (crate::clock::wall_ms() / 1000).max(0) as u64 + reset_secs;
     let mut set = |name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.insert(header::HeaderName::from_static(name), v);

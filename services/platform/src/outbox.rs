@@ -172,12 +172,12 @@ impl OutboxPublisher {
         }
         loop {
             let notified = self.appended.notified();
-            let began = tokio::time::Instant::now();
+            let began = crate::clock::monotonic();
             match self.publish_once().await {
                 Ok(n) if n as u64 == BATCH => continue,
                 Ok(_) => {
                     backoff = Duration::from_millis(100);
-                    tokio::time::sleep_until(began + PACE).await;
+                    tokio::time::sleep_until((began + PACE).into()).await;
                     let _ = tokio::time::timeout(Duration::from_millis(50), notified).await;
                 }
                 Err(err) => {

@@ -192,11 +192,10 @@ pub struct RateLimiter {
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 const REDIS_RETRY_MS: i64 = 1000;
 
+/// The limiter's windows follow the wall clock, not the process's `Clock`:
+/// other processes share them through Redis.
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    crate::clock::wall_ms()
 }
 
 impl RateLimiter {
@@ -210,7 +209,7 @@ impl RateLimiter {
             redis,
             script: redis::Script::new(SLIDING_LOG),
             local: Mutex::new(LocalLogs::default()),
-            started: Instant::now(),
+            started: crate::clock::monotonic(),
             degraded: AtomicBool::new(false),
             retry_redis_at: AtomicI64::new(0),
             metrics,

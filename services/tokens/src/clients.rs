@@ -468,10 +468,10 @@ async fn known(
     let Ok(_permit) = WAITERS.try_acquire() else {
         return Ok(None);
     };
-    let deadline = std::time::Instant::now() + CATCH_UP;
+    let deadline = gatehouse_platform::clock::monotonic() + CATCH_UP;
     let mut pause = Duration::from_millis(25);
     loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let left = deadline.saturating_duration_since(gatehouse_platform::clock::monotonic());
         if left.is_zero() {
             UNKNOWN.insert(key, ());
             return Ok(None);

@@ -235,7 +235,7 @@ impl Dispatcher {
         let mut gauges_at: Option<Instant> = None;
         loop {
             if gauges_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
-                gauges_at = Some(Instant::now());
+                gauges_at = Some(gatehouse_platform::clock::monotonic());
                 if let Err(e) = self.queue_gauges().await {
                     tracing::debug!(error = %e, "webhook queue gauges not updated");
                 }
@@ -498,7 +498,7 @@ impl Dispatcher {
     }
 
     async fn send(&self, target: &Target, message_id: &str, body: &str) -> Outcome {
-        let started = Instant::now();
+        let started = gatehouse_platform::clock::monotonic();
         let timestamp = self.platform.now_ms() / 1000;
         let sig = signature(&target.secrets, message_id, timestamp, body);
         let mut out = Outcome {

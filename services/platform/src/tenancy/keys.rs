@@ -168,7 +168,7 @@ impl KeyCache {
                     return;
                 }
             }
-            e.insert(id.to_owned(), (Instant::now(), found));
+            e.insert(id.to_owned(), (crate::clock::monotonic(), found));
         }
     }
 
@@ -194,7 +194,7 @@ impl KeyCache {
                 }
                 e.retain(|_, (_, v)| !matches!(v, Resolved::Unknown));
             }
-            e.insert(hash, (Instant::now(), r));
+            e.insert(hash, (crate::clock::monotonic(), r));
         }
     }
 }
