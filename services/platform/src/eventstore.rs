@@ -100,47 +100,12 @@ pub async fn pause_after_conflict(attempt: u32) {
     tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
 }
 
-/// What one attempt of a stream command came to.
-pub enum Attempt<T> {
-    Done(T),
-    /// Another writer appended to the stream first; load and decide again.
-    Lost,
-}
-
-/// Runs one attempt of a command after another while they lose the race
-/// for their stream, pausing between them; `None` after [`MAX_ATTEMPTS`]
-/// lost races (the caller answers 409).
-pub async fn until_won<T, E, F, Fut>(mut attempt: F) -> Result<Option<T>, E>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<Attempt<T>, E>>,
-{
-    for n in 0..MAX_ATTEMPTS {
-        match attempt().await? {
-            Attempt::Done(t) => return Ok(Some(t)),
-            Attempt::Lost => pause_after_conflict(n).await,
-        }
-    }
-    Ok(None)
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum AppendError {
     #[error("stream {stream_id} moved past version {expected}")]
     Conflict { stream_id: String, expected: i64 },
     #[error(transparent)]
     Db(#[from] DbErr),
-}
-
-impl AppendError {
-    /// For a command attempt: a lost race is [`Attempt::Lost`], a database
-    /// error is the command's error.
-    pub fn lost<T, E: From<DbErr>>(self) -> Result<Attempt<T>, E> {
-        match self {
-            AppendError::Conflict { .. } => Ok(Attempt::Lost),
-            AppendError::Db(e) => Err(e.into()),
-        }
-    }
 }
 
 /// Where a tailer stands: opaque text, so the ordering scheme may differ per
