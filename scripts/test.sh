@@ -53,6 +53,14 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   apt_install chromium chromium-driver
 fi
 
+log "curl and Python's venv for the schemathesis run"
+if ! command -v curl >/dev/null; then
+  apt_install curl
+fi
+if ! python3 -c 'import venv, ensurepip' 2>/dev/null; then
+  apt_install python3-venv
+fi
+
 log "promtool for the alert rules in deploy/prometheus"
 if ! command -v promtool >/dev/null; then
   apt_install --no-install-recommends prometheus
