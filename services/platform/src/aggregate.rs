@@ -243,17 +243,7 @@ mod tests {
     }
 
     fn recorded(version: i64, event_type: &str, payload: &[u8]) -> RecordedEvent {
-        RecordedEvent {
-            global_position: version,
-            event_id: format!("ev{version}"),
-            stream_id: "counter:1".into(),
-            stream_type: "counter".into(),
-            stream_version: version,
-            event_type: event_type.into(),
-            payload: payload.to_vec(),
-            meta: EventMeta::default(),
-            recorded_at_ms: 0,
-        }
+        RecordedEvent::unstored(version, event_type, payload.to_vec(), EventMeta::default())
     }
 
     #[test]

@@ -448,6 +448,22 @@ fn row_to_event(r: &sea_orm::QueryResult) -> Result<RecordedEvent, DbErr> {
 }
 
 impl RecordedEvent {
+    /// An event as the store would record it at `version` of a stream, by
+    /// `meta`, without a store: what folds and decisions are unit-tested on.
+    pub fn unstored(version: i64, event_type: &str, payload: Vec<u8>, meta: EventMeta) -> Self {
+        Self {
+            global_position: version,
+            event_id: format!("ev{version}"),
+            stream_id: String::new(),
+            stream_type: String::new(),
+            stream_version: version,
+            event_type: event_type.to_owned(),
+            payload,
+            meta,
+            recorded_at_ms: 0,
+        }
+    }
+
     /// The bus envelope of this event.
     pub fn envelope(&self) -> gatehouse_proto::v1::Envelope {
         gatehouse_proto::v1::Envelope {

@@ -360,16 +360,8 @@ mod tests {
 
     #[test]
     fn the_fold_refuses_an_event_it_cannot_read_instead_of_rewinding() {
-        let ev = |version: i64, event_type: &str, payload: Vec<u8>| RecordedEvent {
-            global_position: version,
-            event_id: format!("ev{version}"),
-            stream_id: "ep_1".into(),
-            stream_type: "webhook_endpoint".into(),
-            stream_version: version,
-            event_type: event_type.into(),
-            payload,
-            meta: Default::default(),
-            recorded_at_ms: 0,
+        let ev = |version: i64, event_type: &str, payload: Vec<u8>| {
+            RecordedEvent::unstored(version, event_type, payload, Default::default())
         };
         let created = v1::WebhookEndpointCreated {
             endpoint: Some(State {

@@ -347,17 +347,12 @@ mod tests {
     }
 
     fn recorded(version: i64, new: &NewEvent) -> RecordedEvent {
-        RecordedEvent {
-            global_position: version,
-            event_id: format!("ev{version}"),
-            stream_id: "oauth_grant:user_1:oa_1".into(),
-            stream_type: st::OAUTH_GRANT.into(),
-            stream_version: version,
-            event_type: new.event_type.into(),
-            payload: new.payload.clone(),
-            meta: EventMeta::default(),
-            recorded_at_ms: 0,
-        }
+        RecordedEvent::unstored(
+            version,
+            new.event_type,
+            new.payload.clone(),
+            EventMeta::default(),
+        )
     }
 
     fn accepting(granted: &[String], requested: &str, consented: bool) -> Decided<bool> {

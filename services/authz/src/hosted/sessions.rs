@@ -300,17 +300,12 @@ mod tests {
     }
 
     fn recorded(version: i64, new: &NewEvent) -> RecordedEvent {
-        RecordedEvent {
-            global_position: version,
-            event_id: format!("ev{version}"),
-            stream_id: "sess_1".into(),
-            stream_type: st::SESSION.into(),
-            stream_version: version,
-            event_type: new.event_type.into(),
-            payload: new.payload.clone(),
-            meta: EventMeta::default(),
-            recorded_at_ms: NOW,
-        }
+        RecordedEvent::unstored(
+            version,
+            new.event_type,
+            new.payload.clone(),
+            EventMeta::default(),
+        )
     }
 
     fn created() -> RecordedEvent {

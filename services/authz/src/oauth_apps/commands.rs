@@ -173,20 +173,11 @@ mod tests {
     }
 
     fn recorded(version: i64, event_type: &str, payload: Vec<u8>) -> RecordedEvent {
-        RecordedEvent {
-            global_position: version,
-            event_id: format!("ev{version}"),
-            stream_id: "oa_1".into(),
-            stream_type: "oauth_application".into(),
-            stream_version: version,
-            event_type: event_type.into(),
-            payload,
-            meta: EventMeta {
-                instance_id: "ins_a".into(),
-                ..Default::default()
-            },
-            recorded_at_ms: 0,
-        }
+        let meta = EventMeta {
+            instance_id: "ins_a".into(),
+            ..Default::default()
+        };
+        RecordedEvent::unstored(version, event_type, payload, meta)
     }
 
     fn created(name: &str) -> Vec<u8> {

@@ -321,20 +321,11 @@ mod tests {
             }
             .encode_to_vec(),
         };
-        RecordedEvent {
-            global_position: version,
-            event_id: format!("ev{version}"),
-            stream_id: "user_x".into(),
-            stream_type: st::USER.into(),
-            stream_version: version,
-            event_type: event_type.into(),
-            payload,
-            meta: EventMeta {
-                actor: actor.into(),
-                ..Default::default()
-            },
-            recorded_at_ms: 0,
-        }
+        let meta = EventMeta {
+            actor: actor.into(),
+            ..Default::default()
+        };
+        RecordedEvent::unstored(version, event_type, payload, meta)
     }
 
     fn state(verified: Option<bool>) -> UserState {

@@ -94,20 +94,11 @@ mod tests {
     use super::*;
 
     fn recorded(version: i64, event_type: &str, payload: Vec<u8>) -> RecordedEvent {
-        RecordedEvent {
-            global_position: version,
-            event_id: format!("ev{version}"),
-            stream_id: "oauth_settings:ins_a".into(),
-            stream_type: "oauth_settings".into(),
-            stream_version: version,
-            event_type: event_type.into(),
-            payload,
-            meta: EventMeta {
-                instance_id: "ins_a".into(),
-                ..Default::default()
-            },
-            recorded_at_ms: 0,
-        }
+        let meta = EventMeta {
+            instance_id: "ins_a".into(),
+            ..Default::default()
+        };
+        RecordedEvent::unstored(version, event_type, payload, meta)
     }
 
     fn changed(d: &Decided<Settings>) -> v1::OAuthSettingsChanged {
