@@ -129,6 +129,16 @@ pub struct Target<'a> {
     pub meta: &'a EventMeta,
 }
 
+impl<'a> Target<'a> {
+    pub fn new(store: EventStore, stream_id: &'a str, meta: &'a EventMeta) -> Self {
+        Self {
+            store,
+            stream_id,
+            meta,
+        }
+    }
+}
+
 /// Runs one command: see the module's documentation. `decide` gets the
 /// loaded aggregate and the time. In the command's transaction, after the
 /// append: `within` gets the answer, to check what needs the database and

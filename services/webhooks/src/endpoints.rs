@@ -154,11 +154,7 @@ pub async fn create(
     let secret = new_secret();
     state.secrets = vec![seal_secret(platform, &state.endpoint_id, &secret)];
     let meta = auth.event_meta();
-    let target = Target {
-        store: STORE,
-        stream_id: &state.endpoint_id,
-        meta: &meta,
-    };
+    let target = Target::new(STORE, &state.endpoint_id, &meta);
     let created = aggregate::run::<WebhookEndpoint, _, ApiError, _, _, _>(
         platform,
         target,
@@ -205,11 +201,7 @@ where
         return Err(ApiError::not_found("webhook endpoint"));
     }
     let meta = auth.event_meta();
-    let target = Target {
-        store: STORE,
-        stream_id: id,
-        meta: &meta,
-    };
+    let target = Target::new(STORE, id, &meta);
     let instance_id = auth.instance.id.as_str();
     aggregate::run::<WebhookEndpoint, _, ApiError, _, _, _>(
         platform,

@@ -129,11 +129,7 @@ where
     D: Fn(&[String]) -> Decided<bool>,
 {
     let meta = actor.event_meta();
-    let target = Target {
-        store: STORE,
-        stream_id: stream,
-        meta: &meta,
-    };
+    let target = Target::new(STORE, stream, &meta);
     aggregate::run::<OAuthGrant, _, KernelError, _, _, _>(
         platform,
         target,

@@ -129,17 +129,6 @@ pub fn decide_end(
     }
 }
 
-fn target<'a>(
-    session_id: &'a str,
-    meta: &'a gatehouse_platform::eventstore::EventMeta,
-) -> Target<'a> {
-    Target {
-        store: STORE,
-        stream_id: session_id,
-        meta,
-    }
-}
-
 /// Starts a session; returns the token for the cookie.
 pub async fn start(
     platform: &Platform,
@@ -158,7 +147,7 @@ pub async fn start(
     let meta = actor.event_meta();
     aggregate::run::<SessionStream, _, ApiError, _, _, _>(
         platform,
-        target(id.as_str(), &meta),
+        Target::new(STORE, id.as_str(), &meta),
         |loaded, now| decide_start(loaded, &new, now),
         async |_, _| Ok(()),
         async |txn, ev| project(txn, ev).await,
@@ -212,7 +201,7 @@ pub async fn end(
     let meta = actor.event_meta();
     let ended = aggregate::run::<SessionStream, _, KernelError, _, _, _>(
         platform,
-        target(session_id, &meta),
+        Target::new(STORE, session_id, &meta),
         |loaded, _| {
             Ok(decide_end(
                 loaded.state.as_ref(),

@@ -13,7 +13,7 @@ pub mod validate;
 
 use actix_web::http::StatusCode;
 use gatehouse_platform::aggregate::{self, Aggregate, Decided, Target, Unreadable};
-use gatehouse_platform::eventstore::{EventMeta, RecordedEvent};
+use gatehouse_platform::eventstore::RecordedEvent;
 use gatehouse_platform::idempotency;
 use gatehouse_platform::ids::OAuthApplicationId;
 use gatehouse_platform::tenancy::Authed;
@@ -73,14 +73,6 @@ impl Aggregate for OAuthApplication {
 
 pub use gatehouse_platform::eventstore::event;
 
-fn target<'a>(id: &'a str, meta: &'a EventMeta) -> Target<'a> {
-    Target {
-        store: STORE,
-        stream_id: id,
-        meta,
-    }
-}
-
 /// Creates an application; returns it with its secret (confidential only).
 pub async fn create(
     platform: &Platform,
@@ -99,7 +91,7 @@ pub async fn create(
     let instance_id = auth.instance.id.as_str();
     let created = aggregate::run::<OAuthApplication, _, ApiError, _, _, _>(
         platform,
-        target(id.as_str(), &meta),
+        Target::new(STORE, id.as_str(), &meta),
         |loaded, _| commands::create(loaded, &state),
         async |txn, app: &AppState| -> ApiResult<()> {
             scopes::hold_defined(txn, instance_id, &app.scopes).await?;
@@ -136,7 +128,7 @@ where
     let instance_id = auth.instance.id.as_str();
     aggregate::run::<OAuthApplication, _, ApiError, _, _, _>(
         platform,
-        target(id, &meta),
+        Target::new(STORE, id, &meta),
         |loaded, now| {
             let app = commands::existing(loaded, instance_id)?;
             let decision = decide(app, now)?;

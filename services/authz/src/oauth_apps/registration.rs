@@ -342,11 +342,7 @@ async fn patch_settings(
     let meta = auth.event_meta();
     let settings = aggregate::run::<OAuthSettings, _, gatehouse_platform::ApiError, _, _, _>(
         &platform,
-        Target {
-            store: STORE,
-            stream_id: &sid,
-            meta: &meta,
-        },
+        Target::new(STORE, &sid, &meta),
         |loaded, _| Ok(settings_commands::change(&loaded.state, &change)),
         async |_, _| Ok(()),
         async |txn, ev| project_settings(txn, ev).await,

@@ -319,11 +319,7 @@ async fn record(
     let meta = auth.event_meta();
     aggregate::run::<CustomScopes, _, ApiError, _, _, _>(
         platform,
-        Target {
-            store: STORE,
-            stream_id: &sid,
-            meta: &meta,
-        },
+        Target::new(STORE, &sid, &meta),
         |loaded, _| decide(&loaded.state),
         async |txn, _: &()| -> ApiResult<()> {
             hold(txn, instance_id).await?;

@@ -17,7 +17,7 @@ pub mod validate;
 
 use actix_web::http::StatusCode;
 use gatehouse_platform::aggregate::{self, Aggregate, Decided, Loaded, Target, Unreadable};
-use gatehouse_platform::eventstore::{EventMeta, EventStore, RecordedEvent};
+use gatehouse_platform::eventstore::{EventStore, RecordedEvent};
 use gatehouse_platform::idempotency;
 use gatehouse_platform::ids::{EmailAddressId, UserId};
 use gatehouse_platform::tenancy::Authed;
@@ -173,7 +173,7 @@ pub async fn create(platform: &Platform, auth: &Authed, new: NewUser) -> ApiResu
     let meta = auth.event_meta();
     aggregate::run::<UserStream, _, ApiError, _, _, _>(
         platform,
-        target(user_id.as_str(), &meta),
+        Target::new(STORE, user_id.as_str(), &meta),
         |loaded, _| {
             if loaded.state.is_some() {
                 return Err(ApiError::conflict(
@@ -202,14 +202,6 @@ pub async fn create(platform: &Platform, auth: &Authed, new: NewUser) -> ApiResu
         async |txn, ev| projection::project(txn, ev).await,
     )
     .await
-}
-
-fn target<'a>(user_id: &'a str, meta: &'a EventMeta) -> Target<'a> {
-    Target {
-        store: STORE,
-        stream_id: user_id,
-        meta,
-    }
 }
 
 /// The user's email addresses and username are no other user's of the
@@ -269,7 +261,7 @@ where
     let instance_id = auth.instance.id.as_str();
     aggregate::run::<UserStream, _, ApiError, _, _, _>(
         platform,
-        target(user_id, &meta),
+        Target::new(STORE, user_id, &meta),
         |loaded, now| {
             let decision = decide(existing(loaded, auth)?, now)?;
             Ok(Decided {
