@@ -88,7 +88,6 @@ pub fn max_concurrency(state: &State) -> i32 {
 
 pub struct Endpoint {
     pub state: State,
-    pub version: i64,
     pub instance_id: String,
     pub deleted: bool,
 }
@@ -116,7 +115,6 @@ impl Aggregate for WebhookEndpoint {
                     .as_mut()
                     .ok_or_else(|| Unreadable("deleted before it was created".into()))?;
                 e.deleted = true;
-                e.version = ev.stream_version;
                 return Ok(());
             }
             et::WEBHOOK_ENDPOINT_CREATED => v1::WebhookEndpointCreated::decode(p)?.endpoint,
@@ -130,7 +128,6 @@ impl Aggregate for WebhookEndpoint {
         let state = state.ok_or_else(|| Unreadable(format!("{} without state", ev.event_type)))?;
         *out = Some(Endpoint {
             state,
-            version: ev.stream_version,
             instance_id: ev.meta.instance_id.clone(),
             deleted: false,
         });

@@ -164,7 +164,6 @@ mod tests {
                     name: "App".into(),
                     ..Default::default()
                 },
-                version: 2,
                 instance_id: instance_id.into(),
                 deleted,
             }),

@@ -37,7 +37,6 @@ pub fn new_secret() -> String {
 #[derive(Debug)]
 pub struct App {
     pub state: AppState,
-    pub version: i64,
     pub instance_id: String,
     pub deleted: bool,
 }
@@ -56,14 +55,12 @@ impl Aggregate for OAuthApplication {
                 .as_mut()
                 .ok_or_else(|| Unreadable("deleted before it was created".into()))?;
             a.deleted = true;
-            a.version = ev.stream_version;
             return Ok(());
         }
         let state = gatehouse_proto::oauth_application_state(&ev.event_type, &ev.payload)?
             .ok_or_else(|| Unreadable(format!("no rule for {}", ev.event_type)))?;
         *app = Some(App {
             state,
-            version: ev.stream_version,
             instance_id: ev.meta.instance_id.clone(),
             deleted: false,
         });

@@ -233,7 +233,6 @@ mod tests {
                 updated_at_ms: 1_000,
                 ..Default::default()
             },
-            version: 1,
             instance_id: "ins_a".into(),
             deleted: false,
             created_by: "secret_key:ak_1".into(),

@@ -36,7 +36,6 @@ pub const STORE: EventStore = EventStore::new("authz", "authz_events");
 #[derive(Debug, Clone)]
 pub struct User {
     pub state: UserState,
-    pub version: i64,
     pub instance_id: String,
     pub deleted: bool,
     /// The actor of the stream's first event (what `verified` means on
@@ -61,7 +60,6 @@ impl Aggregate for UserStream {
                     .as_mut()
                     .ok_or_else(|| Unreadable("deleted before it was created".into()))?;
                 u.deleted = true;
-                u.version = ev.stream_version;
                 return Ok(());
             }
             et::USER_CREATED => v1::UserCreated::decode(p)?.user,
@@ -78,7 +76,6 @@ impl Aggregate for UserStream {
         settle_verification(&mut state, &created_by);
         *user = Some(User {
             state,
-            version: ev.stream_version,
             instance_id: ev.meta.instance_id.clone(),
             deleted: false,
             created_by,
