@@ -180,24 +180,21 @@ async fn metadata(
 mod tests {
     #[test]
     fn every_mounted_route_is_documented() {
-        let doc = super::openapi();
-        for (method, path) in [
-            (
-                "GET",
-                "/.well-known/oauth-authorization-server/i/{instance_id}",
-            ),
-            ("GET", "/.well-known/openid-configuration/i/{instance_id}"),
-            ("GET", "/i/{instance_id}/.well-known/openid-configuration"),
-            (
-                "GET",
-                "/i/{instance_id}/.well-known/oauth-authorization-server",
-            ),
-        ] {
-            assert!(
-                gatehouse_platform::openapi::documented(&doc, method, path),
-                "{method} {path} is not documented"
-            );
-        }
+        gatehouse_platform::openapi::assert_documents_exactly(
+            &super::openapi(),
+            &[
+                (
+                    "GET",
+                    "/.well-known/oauth-authorization-server/i/{instance_id}",
+                ),
+                ("GET", "/.well-known/openid-configuration/i/{instance_id}"),
+                ("GET", "/i/{instance_id}/.well-known/openid-configuration"),
+                (
+                    "GET",
+                    "/i/{instance_id}/.well-known/oauth-authorization-server",
+                ),
+            ],
+        );
     }
 
     #[test]

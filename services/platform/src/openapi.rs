@@ -244,17 +244,47 @@ pub fn finish(doc: &mut OpenApi) {
     }
 }
 
-/// Whether `doc` documents the operation `method path` (`method` in capitals):
-/// what each module's test of its mounted routes asks.
-pub fn documented(doc: &OpenApi, method: &str, path: &str) -> bool {
-    doc.paths.paths.get(path).is_some_and(|item| match method {
-        "GET" => item.get.is_some(),
-        "POST" => item.post.is_some(),
-        "PUT" => item.put.is_some(),
-        "PATCH" => item.patch.is_some(),
-        "DELETE" => item.delete.is_some(),
-        _ => false,
-    })
+/// The operations `doc` documents, as (method in capitals, path).
+fn operations(doc: &OpenApi) -> Vec<(&'static str, &str)> {
+    let mut ops = Vec::new();
+    for (path, item) in &doc.paths.paths {
+        for (method, op) in [
+            ("GET", &item.get),
+            ("POST", &item.post),
+            ("PUT", &item.put),
+            ("PATCH", &item.patch),
+            ("DELETE", &item.delete),
+            ("OPTIONS", &item.options),
+            ("HEAD", &item.head),
+        ] {
+            if op.is_some() {
+                ops.push((method, path.as_str()));
+            }
+        }
+    }
+    ops
+}
+
+/// Panics unless `doc` documents exactly `routes` (method in capitals,
+/// path as mounted): what each module's test of its mounted routes asks.
+pub fn assert_documents_exactly(doc: &OpenApi, routes: &[(&str, &str)]) {
+    let ops = operations(doc);
+    for route in routes {
+        assert!(
+            ops.contains(route),
+            "{} {} is not documented",
+            route.0,
+            route.1
+        );
+    }
+    for op in &ops {
+        assert!(
+            routes.contains(op),
+            "{} {} is documented but not mounted here",
+            op.0,
+            op.1
+        );
+    }
 }
 
 #[cfg(test)]

@@ -203,25 +203,18 @@ mod tests {
 
     #[test]
     fn the_document_lists_every_route() {
+        gatehouse_platform::openapi::assert_documents_exactly(
+            &openapi(),
+            &[
+                ("GET", "/v1/users/{user_id}/oauth_grants"),
+                ("GET", "/v1/users/{user_id}/oauth_grants/{application_id}"),
+                (
+                    "DELETE",
+                    "/v1/users/{user_id}/oauth_grants/{application_id}",
+                ),
+            ],
+        );
         let v = serde_json::to_value(openapi()).unwrap_or_default();
-        let expected = [
-            ("get", "/v1/users/{user_id}/oauth_grants"),
-            ("get", "/v1/users/{user_id}/oauth_grants/{application_id}"),
-            (
-                "delete",
-                "/v1/users/{user_id}/oauth_grants/{application_id}",
-            ),
-        ];
-        for (method, path) in expected {
-            assert!(v["paths"][path][method].is_object(), "{method} {path}");
-        }
-        let listed: usize = v["paths"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(_, item)| item.as_object().map_or(0, |m| m.len()))
-            .sum();
-        assert_eq!(listed, expected.len());
         // The schema has exactly the fields served.
         let g = Grant {
             user_id: "user_x".into(),

@@ -565,19 +565,16 @@ async fn rotate_secret(
 mod tests {
     #[test]
     fn every_mounted_route_is_documented() {
-        let doc = super::openapi();
-        for (method, path) in [
-            ("POST", "/v1/oauth_applications"),
-            ("GET", "/v1/oauth_applications"),
-            ("GET", "/v1/oauth_applications/{id}"),
-            ("PATCH", "/v1/oauth_applications/{id}"),
-            ("DELETE", "/v1/oauth_applications/{id}"),
-            ("POST", "/v1/oauth_applications/{id}/rotate_secret"),
-        ] {
-            assert!(
-                gatehouse_platform::openapi::documented(&doc, method, path),
-                "{method} {path} is not documented"
-            );
-        }
+        gatehouse_platform::openapi::assert_documents_exactly(
+            &super::openapi(),
+            &[
+                ("POST", "/v1/oauth_applications"),
+                ("GET", "/v1/oauth_applications"),
+                ("GET", "/v1/oauth_applications/{id}"),
+                ("PATCH", "/v1/oauth_applications/{id}"),
+                ("DELETE", "/v1/oauth_applications/{id}"),
+                ("POST", "/v1/oauth_applications/{id}/rotate_secret"),
+            ],
+        );
     }
 }

@@ -950,20 +950,17 @@ mod tests {
 
     #[test]
     fn every_mounted_route_is_documented() {
-        let doc = super::openapi();
-        for (method, path) in [
-            ("GET", "/v1/instance/oauth_application_settings"),
-            ("PATCH", "/v1/instance/oauth_application_settings"),
-            ("POST", "/i/{instance_id}/oauth/register"),
-            ("GET", "/i/{instance_id}/oauth/register/{client_id}"),
-            ("PUT", "/i/{instance_id}/oauth/register/{client_id}"),
-            ("DELETE", "/i/{instance_id}/oauth/register/{client_id}"),
-        ] {
-            assert!(
-                gatehouse_platform::openapi::documented(&doc, method, path),
-                "{method} {path} is not documented"
-            );
-        }
+        gatehouse_platform::openapi::assert_documents_exactly(
+            &super::openapi(),
+            &[
+                ("GET", "/v1/instance/oauth_application_settings"),
+                ("PATCH", "/v1/instance/oauth_application_settings"),
+                ("POST", "/i/{instance_id}/oauth/register"),
+                ("GET", "/i/{instance_id}/oauth/register/{client_id}"),
+                ("PUT", "/i/{instance_id}/oauth/register/{client_id}"),
+                ("DELETE", "/i/{instance_id}/oauth/register/{client_id}"),
+            ],
+        );
     }
 
     #[test]

@@ -455,18 +455,15 @@ mod tests {
 
     #[test]
     fn every_mounted_route_is_documented() {
-        let doc = super::openapi();
-        for (method, path) in [
-            ("GET", "/v1/oauth_scopes"),
-            ("POST", "/v1/oauth_scopes"),
-            ("PATCH", "/v1/oauth_scopes/{name}"),
-            ("DELETE", "/v1/oauth_scopes/{name}"),
-        ] {
-            assert!(
-                gatehouse_platform::openapi::documented(&doc, method, path),
-                "{method} {path} is not documented"
-            );
-        }
+        gatehouse_platform::openapi::assert_documents_exactly(
+            &super::openapi(),
+            &[
+                ("GET", "/v1/oauth_scopes"),
+                ("POST", "/v1/oauth_scopes"),
+                ("PATCH", "/v1/oauth_scopes/{name}"),
+                ("DELETE", "/v1/oauth_scopes/{name}"),
+            ],
+        );
     }
 
     #[test]
