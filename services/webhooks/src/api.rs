@@ -154,26 +154,8 @@ struct EndpointObject {
 #[schema(as = CreatedWebhookEndpoint)]
 #[allow(dead_code)]
 struct CreatedEndpoint {
-    #[schema(schema_with = endpoint_object)]
-    object: String,
-    /// `ep_` and 22 letters or digits.
-    #[schema(pattern = "^ep_[A-Za-z0-9]{22}$")]
-    id: String,
-    url: String,
-    /// Empty when none was given.
-    description: String,
-    /// The event types delivered to it; `null` for every public type.
-    #[schema(required = true)]
-    filter_types: Option<Vec<String>>,
-    /// A disabled endpoint receives nothing until enabled.
-    disabled: bool,
-    /// Deliveries to it in flight at once.
-    #[schema(minimum = 1, maximum = 64)]
-    max_concurrency: i32,
-    /// Milliseconds since the Unix epoch.
-    created_at: i64,
-    /// Milliseconds since the Unix epoch.
-    updated_at: i64,
+    #[serde(flatten)]
+    endpoint: EndpointObject,
     /// The Standard Webhooks signing secret: `whsec_` and the base64 of 32
     /// bytes.
     #[schema(pattern = "^whsec_[A-Za-z0-9+/]{43}=$")]

@@ -87,13 +87,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 struct Tenant {
-    /// `tenant`
-    object: String,
-    id: String,
-    name: String,
-    disabled: bool,
-    created_at: i64,
-    updated_at: i64,
+    #[serde(flatten)]
+    tenant: super::TenantView,
     instances: Vec<Instance>,
 }
 
@@ -145,15 +140,8 @@ struct InstanceRateLimit {
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 struct IssuedSecretKey {
-    /// `secret_key`
-    object: String,
-    id: String,
-    instance_id: String,
-    name: String,
-    hint: String,
-    revoked: bool,
-    revoked_at: Option<i64>,
-    created_at: i64,
+    #[serde(flatten)]
+    key: super::SecretKeyView,
     secret_key: String,
 }
 
